@@ -2,7 +2,16 @@
 //! Nothing in here does I/O.
 
 pub mod ids;
+pub mod policy;
 pub mod repo;
+pub mod spoke;
 
 pub use ids::{HubRunId, InstallationId, ParseIdError, RepoName, Sha};
+pub use policy::{
+    format_duration, parse_duration, DurationError, Policy, PolicyError, PolicyOverrides,
+    RetryOverrides, RetryPolicy, SuccessThreshold, ThresholdSpec, Timeouts,
+};
 pub use repo::{RepoInfo, Visibility};
+pub use spoke::{
+    apply, Channel, ReportOutcome, Spoke, SpokeEvent, SpokeStatus, Transition, TransitionContext,
+};

@@ -1,0 +1,492 @@
+use super::*;
+use crate::hub::policy::Policy;
+
+const QUEUED: i64 = 15 * 60_000;
+const RUNNING: i64 = 60 * 60_000;
+
+fn repo() -> RepoName {
+    "acme/svc-1".parse().unwrap()
+}
+
+fn go(spoke: &Spoke, ev: SpokeEvent, now: i64) -> Transition {
+    apply(
+        spoke,
+        ev,
+        &TransitionContext {
+            now,
+            policy: &Policy::default(),
+        },
+    )
+}
+
+fn changed(t: Transition) -> Spoke {
+    match t {
+        Transition::Changed(s) => s,
+        other => panic!("expected Changed, got {other:?}"),
+    }
+}
+
+fn rep(attempt: u32, outcome: ReportOutcome) -> SpokeEvent {
+    SpokeEvent::Report {
+        attempt,
+        run_id: None,
+        run_url: None,
+        outcome,
+        channel: Channel::Callback,
+    }
+}
+
+fn rep_run(attempt: u32, run: u64, outcome: ReportOutcome) -> SpokeEvent {
+    SpokeEvent::Report {
+        attempt,
+        run_id: Some(run),
+        run_url: Some(format!("https://github.com/acme/svc-1/actions/runs/{run}")),
+        outcome,
+        channel: Channel::WorkflowRun,
+    }
+}
+
+fn failed(detail: &str) -> ReportOutcome {
+    ReportOutcome::Failed {
+        detail: Some(detail.into()),
+    }
+}
+
+fn accepted(run: u64) -> SpokeEvent {
+    SpokeEvent::DispatchAccepted {
+        run_id: Some(run),
+        run_url: Some(format!("https://x/runs/{run}")),
+    }
+}
+
+/// A spoke dispatched at t=1000 as attempt 1 and accepted with run 7.
+fn dispatched() -> Spoke {
+    let s = changed(go(
+        &Spoke::planned(repo()),
+        SpokeEvent::DispatchStarted,
+        1000,
+    ));
+    changed(go(&s, accepted(7), 1100))
+}
+
+fn running() -> Spoke {
+    changed(go(&dispatched(), rep(1, ReportOutcome::Running), 2000))
+}
+
+#[test]
+fn status_strings_round_trip() {
+    for st in SpokeStatus::ALL {
+        assert_eq!(st.as_str().parse::<SpokeStatus>(), Ok(st));
+        let json = serde_json::to_string(&st).unwrap();
+        assert_eq!(json, format!("\"{}\"", st.as_str()));
+    }
+    assert!("Running".parse::<SpokeStatus>().is_err());
+    let terminal: Vec<_> = SpokeStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+        .collect();
+    use SpokeStatus as S;
+    assert_eq!(
+        terminal,
+        [
+            S::Skipped,
+            S::Succeeded,
+            S::Failed,
+            S::Cancelled,
+            S::TimedOut,
+            S::DispatchFailed
+        ]
+    );
+}
+
+#[test]
+fn conclusions_map_to_outcomes() {
+    for c in ["success", "neutral", "skipped", "SUCCESS"] {
+        assert_eq!(
+            ReportOutcome::from_conclusion(c),
+            ReportOutcome::Succeeded,
+            "{c}"
+        );
+    }
+    assert_eq!(
+        ReportOutcome::from_conclusion("cancelled"),
+        ReportOutcome::Cancelled
+    );
+    assert_eq!(
+        ReportOutcome::from_conclusion("failure"),
+        ReportOutcome::Failed { detail: None }
+    );
+    for c in [
+        "timed_out",
+        "stale",
+        "action_required",
+        "startup_failure",
+        "weird",
+    ] {
+        assert_eq!(
+            ReportOutcome::from_conclusion(c),
+            ReportOutcome::Failed {
+                detail: Some(c.into())
+            }
+        );
+    }
+}
+
+#[test]
+fn happy_path_sets_times_and_due() {
+    let s = changed(go(
+        &Spoke::planned(repo()),
+        SpokeEvent::DispatchStarted,
+        1000,
+    ));
+    assert_eq!((s.status, s.attempt), (SpokeStatus::Dispatching, 1));
+    assert_eq!(s.dispatched_at, Some(1000));
+    let s = changed(go(&s, accepted(7), 1100));
+    assert_eq!(s.status, SpokeStatus::Dispatched);
+    assert_eq!(s.workflow_run_id, Some(7));
+    assert_eq!(s.due_at, Some(1000 + QUEUED));
+    let s = changed(go(&s, rep(1, ReportOutcome::Running), 2000));
+    assert_eq!((s.status, s.started_at), (SpokeStatus::Running, Some(2000)));
+    assert_eq!(s.due_at, Some(2000 + RUNNING));
+    let s = changed(go(&s, rep(1, ReportOutcome::Succeeded), 5000));
+    assert_eq!(s.status, SpokeStatus::Succeeded);
+    assert_eq!((s.finished_at, s.due_at), (Some(5000), None));
+    assert_eq!(s.duration_ms(), Some(4000));
+}
+
+#[test]
+fn report_can_beat_the_dispatch_response() {
+    let s = changed(go(
+        &Spoke::planned(repo()),
+        SpokeEvent::DispatchStarted,
+        1000,
+    ));
+    let s = changed(go(&s, rep_run(1, 7, ReportOutcome::Running), 1050));
+    assert_eq!(s.status, SpokeStatus::Running);
+    assert_eq!(s.workflow_run_id, Some(7));
+    // The late dispatch answer never moves the status back.
+    assert_eq!(go(&s, accepted(7), 1100), Transition::Unchanged);
+    let done = changed(go(&s, rep(1, ReportOutcome::Succeeded), 1200));
+    assert_eq!(done.status, SpokeStatus::Succeeded);
+    assert_eq!(go(&done, accepted(7), 1300), Transition::Unchanged);
+}
+
+#[test]
+fn late_dispatch_answer_fills_missing_run_id_only() {
+    let s = changed(go(
+        &Spoke::planned(repo()),
+        SpokeEvent::DispatchStarted,
+        1000,
+    ));
+    let s = changed(go(&s, rep(1, ReportOutcome::Succeeded), 1050));
+    assert_eq!(s.workflow_run_id, None);
+    let filled = changed(go(&s, accepted(9), 1100));
+    assert_eq!(filled.status, SpokeStatus::Succeeded);
+    assert_eq!(filled.workflow_run_id, Some(9));
+    assert!(filled.run_url.is_some());
+    // A different run id for the same attempt is a conflict.
+    match go(&filled, accepted(10), 1200) {
+        Transition::Conflict { spoke, .. } => {
+            assert_eq!(spoke.conflicts, 1);
+            assert_eq!(spoke.status, SpokeStatus::Succeeded);
+            assert_eq!(spoke.workflow_run_id, Some(9));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn first_final_report_decides() {
+    let s = changed(go(&running(), rep(1, ReportOutcome::Cancelled), 3000));
+    assert_eq!(s.status, SpokeStatus::Cancelled);
+    assert_eq!(
+        go(&s, rep(1, ReportOutcome::Cancelled), 3100),
+        Transition::Unchanged
+    );
+    assert_eq!(
+        go(&s, rep(1, ReportOutcome::Running), 3100),
+        Transition::Unchanged
+    );
+    match go(&s, rep(1, ReportOutcome::Succeeded), 3200) {
+        Transition::Conflict { spoke, detail } => {
+            assert_eq!(spoke.status, SpokeStatus::Cancelled);
+            assert_eq!(spoke.conflicts, 1);
+            assert!(detail.contains("cancelled"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn agreeing_report_from_another_channel_is_unchanged() {
+    let s = changed(go(
+        &running(),
+        rep_run(1, 7, ReportOutcome::Succeeded),
+        3000,
+    ));
+    assert_eq!(
+        go(&s, rep(1, ReportOutcome::Succeeded), 3100),
+        Transition::Unchanged
+    );
+    assert_eq!(
+        go(&s, rep_run(1, 7, ReportOutcome::Succeeded), 3100),
+        Transition::Unchanged
+    );
+}
+
+#[test]
+fn report_from_a_second_run_is_a_conflict() {
+    let s = running();
+    match go(&s, rep_run(1, 8, ReportOutcome::Succeeded), 3000) {
+        Transition::Conflict { spoke, detail } => {
+            assert_eq!(spoke.status, SpokeStatus::Running);
+            assert_eq!(spoke.conflicts, 1);
+            assert!(detail.contains("exactly one run"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn attempts_older_are_stale_and_newer_invalid() {
+    let s = running();
+    let mut later = s.clone();
+    later.attempt = 2;
+    assert!(matches!(
+        go(&later, rep(1, ReportOutcome::Succeeded), 3000),
+        Transition::Stale { .. }
+    ));
+    assert!(matches!(
+        go(&s, rep(2, ReportOutcome::Succeeded), 3000),
+        Transition::Invalid { .. }
+    ));
+    assert!(matches!(
+        go(
+            &Spoke::planned(repo()),
+            rep(0, ReportOutcome::Succeeded),
+            3000
+        ),
+        Transition::Invalid { .. }
+    ));
+}
+
+#[test]
+fn failure_retries_with_backoff_until_the_limit() {
+    // Default: limit 2, backoff 30s, factor 2.
+    let s = changed(go(&running(), rep(1, failed("exit 1")), 10_000));
+    assert_eq!(s.status, SpokeStatus::RetryWait);
+    assert_eq!(s.due_at, Some(10_000 + 30_000));
+    assert_eq!(s.reason.as_deref(), Some("failed: exit 1"));
+    // Late reports for the decided attempt change nothing.
+    assert_eq!(
+        go(&s, rep(1, failed("exit 1")), 10_100),
+        Transition::Unchanged
+    );
+    assert!(matches!(
+        go(&s, rep(1, ReportOutcome::Succeeded), 10_100),
+        Transition::Stale { .. }
+    ));
+    let s = changed(go(&s, SpokeEvent::DispatchStarted, 40_000));
+    assert_eq!((s.status, s.attempt), (SpokeStatus::Dispatching, 2));
+    assert_eq!((s.workflow_run_id, s.finished_at), (None, None));
+    let s = changed(go(&s, rep(2, failed("again")), 50_000));
+    assert_eq!(s.status, SpokeStatus::RetryWait);
+    assert_eq!(s.due_at, Some(50_000 + 60_000));
+    let s = changed(go(&s, SpokeEvent::DispatchStarted, 110_000));
+    let s = changed(go(
+        &s,
+        rep(3, ReportOutcome::Failed { detail: None }),
+        120_000,
+    ));
+    assert_eq!(s.status, SpokeStatus::Failed);
+    assert_eq!((s.due_at, s.reason.as_deref()), (None, Some("failed")));
+    assert_eq!(s.attempt, 3);
+}
+
+#[test]
+fn retry_limit_zero_fails_at_once_and_cancel_never_retries() {
+    let policy = Policy {
+        retry: crate::hub::policy::RetryPolicy {
+            limit: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ctx = TransitionContext {
+        now: 5000,
+        policy: &policy,
+    };
+    let s = changed(apply(&running(), rep(1, failed("x")), &ctx));
+    assert_eq!(s.status, SpokeStatus::Failed);
+    let s = changed(apply(&running(), SpokeEvent::TimedOut, &ctx));
+    assert_eq!(s.status, SpokeStatus::TimedOut);
+    let s = changed(go(&running(), rep(1, ReportOutcome::Cancelled), 5000));
+    assert_eq!(s.status, SpokeStatus::Cancelled);
+}
+
+#[test]
+fn timeout_consumes_an_attempt() {
+    let s = changed(go(&dispatched(), SpokeEvent::TimedOut, 1000 + QUEUED));
+    assert_eq!(s.status, SpokeStatus::RetryWait);
+    assert_eq!(s.due_at, Some(1000 + QUEUED + 30_000));
+    assert_eq!(s.reason.as_deref(), Some("timed out (queued)"));
+    // A late report for the timed-out attempt is stale, never a change.
+    assert!(matches!(
+        go(&s, rep(1, failed("x")), 1000 + QUEUED + 5),
+        Transition::Stale { .. }
+    ));
+    let mut last = running();
+    last.attempt = 3;
+    let t = changed(go(&last, SpokeEvent::TimedOut, 9_000_000));
+    assert_eq!((t.status, t.due_at), (SpokeStatus::TimedOut, None));
+    assert_eq!(t.reason.as_deref(), Some("timed out (running)"));
+    assert!(matches!(
+        go(&t, rep(3, ReportOutcome::Succeeded), 9_000_001),
+        Transition::Stale { .. }
+    ));
+    for st in [
+        SpokeStatus::Planned,
+        SpokeStatus::RetryWait,
+        SpokeStatus::Succeeded,
+    ] {
+        let mut x = running();
+        x.status = st;
+        assert!(matches!(
+            go(&x, SpokeEvent::TimedOut, 1),
+            Transition::Invalid { .. }
+        ));
+    }
+}
+
+#[test]
+fn lost_dispatch_goes_unknown_then_is_found_or_redispatched() {
+    let s = changed(go(
+        &Spoke::planned(repo()),
+        SpokeEvent::DispatchStarted,
+        1000,
+    ));
+    let u = changed(go(&s, SpokeEvent::DispatchLost, 1500));
+    assert_eq!(u.status, SpokeStatus::Unknown);
+    assert_eq!(u.due_at, Some(1500 + 10_000));
+    // Found by search.
+    let found = changed(go(&u, accepted(42), 12_000));
+    assert_eq!(
+        (found.status, found.workflow_run_id),
+        (SpokeStatus::Dispatched, Some(42))
+    );
+    assert_eq!(found.attempt, 1);
+    // Not found: re-dispatch with the same attempt.
+    let again = changed(go(&u, SpokeEvent::DispatchStarted, 12_000));
+    assert_eq!((again.status, again.attempt), (SpokeStatus::Dispatching, 1));
+    // A report for the attempt is valid while unknown.
+    let r = changed(go(&u, rep(1, ReportOutcome::Running), 11_000));
+    assert_eq!(r.status, SpokeStatus::Running);
+}
+
+#[test]
+fn dispatch_failures_end_the_spoke() {
+    let s = changed(go(
+        &Spoke::planned(repo()),
+        SpokeEvent::DispatchStarted,
+        1000,
+    ));
+    let m = changed(go(&s, SpokeEvent::WorkflowMissing, 1100));
+    assert_eq!(m.status, SpokeStatus::Skipped);
+    assert_eq!(m.reason.as_deref(), Some("no spoke workflow"));
+    let r = changed(go(
+        &s,
+        SpokeEvent::DispatchRejected {
+            message: "422 Unexpected inputs".into(),
+        },
+        1100,
+    ));
+    assert_eq!(r.status, SpokeStatus::DispatchFailed);
+    assert_eq!(r.reason.as_deref(), Some("422 Unexpected inputs"));
+    assert_eq!(r.due_at, None);
+    assert!(matches!(
+        go(&r, accepted(1), 1200),
+        Transition::Invalid { .. }
+    ));
+}
+
+#[test]
+fn cancel_and_run_timeout_end_any_non_terminal_spoke() {
+    let s = changed(go(&running(), SpokeEvent::Cancel, 3000));
+    assert_eq!((s.status, s.due_at), (SpokeStatus::Cancelled, None));
+    assert_eq!(go(&s, SpokeEvent::Cancel, 3001), Transition::Unchanged);
+    let p = changed(go(&Spoke::planned(repo()), SpokeEvent::Cancel, 3000));
+    assert_eq!(p.status, SpokeStatus::Cancelled);
+    let w = changed(go(&running(), rep(1, failed("x")), 3000));
+    let t = changed(go(&w, SpokeEvent::RunTimedOut, 4000));
+    assert_eq!((t.status, t.due_at), (SpokeStatus::TimedOut, None));
+    let done = changed(go(&running(), rep(1, ReportOutcome::Succeeded), 3000));
+    assert!(matches!(
+        go(&done, SpokeEvent::Cancel, 1),
+        Transition::Invalid { .. }
+    ));
+    assert!(matches!(
+        go(&done, SpokeEvent::RunTimedOut, 1),
+        Transition::Invalid { .. }
+    ));
+}
+
+#[test]
+fn rerun_ignores_the_retry_limit() {
+    let mut f = running();
+    f.attempt = 3;
+    let f = changed(go(&f, rep(3, failed("x")), 5000));
+    assert_eq!(f.status, SpokeStatus::Failed);
+    let w = changed(go(&f, SpokeEvent::Rerun, 6000));
+    assert_eq!((w.status, w.due_at), (SpokeStatus::RetryWait, Some(6000)));
+    let d = changed(go(&w, SpokeEvent::DispatchStarted, 6000));
+    assert_eq!(d.attempt, 4);
+    let done = changed(go(&running(), rep(1, ReportOutcome::Succeeded), 3000));
+    assert!(matches!(
+        go(&done, SpokeEvent::Rerun, 1),
+        Transition::Invalid { .. }
+    ));
+}
+
+/// Every event in every state: never panics, and terminal statuses never move except by Rerun
+/// or by filling a missing run id.
+#[test]
+fn every_event_in_every_state_is_total() {
+    let events = || {
+        vec![
+            SpokeEvent::DispatchStarted,
+            accepted(7),
+            SpokeEvent::WorkflowMissing,
+            SpokeEvent::DispatchRejected {
+                message: "m".into(),
+            },
+            SpokeEvent::DispatchLost,
+            rep(1, ReportOutcome::Running),
+            rep(1, ReportOutcome::Succeeded),
+            rep(1, failed("d")),
+            rep(1, ReportOutcome::Cancelled),
+            rep_run(1, 99, ReportOutcome::Succeeded),
+            rep(0, ReportOutcome::Succeeded),
+            rep(u32::MAX, ReportOutcome::Succeeded),
+            SpokeEvent::TimedOut,
+            SpokeEvent::RunTimedOut,
+            SpokeEvent::Cancel,
+            SpokeEvent::Rerun,
+        ]
+    };
+    for st in SpokeStatus::ALL {
+        for ev in events() {
+            let mut s = running();
+            s.status = st;
+            s.attempt = u32::MAX;
+            let _ = go(&s, ev.clone(), i64::MAX);
+            let mut s = running();
+            s.status = st;
+            let is_rerun = ev == SpokeEvent::Rerun;
+            if let Transition::Changed(n) = go(&s, ev, 10_000) {
+                if st.is_terminal() && !is_rerun {
+                    assert_eq!(n.status, st, "{st:?} moved");
+                }
+            }
+        }
+    }
+}
