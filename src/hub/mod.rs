@@ -4,6 +4,7 @@
 pub mod ids;
 pub mod policy;
 pub mod repo;
+pub mod selector;
 pub mod spoke;
 
 pub use ids::{HubRunId, InstallationId, ParseIdError, RepoName, Sha};
@@ -12,6 +13,7 @@ pub use policy::{
     RetryOverrides, RetryPolicy, SuccessThreshold, ThresholdSpec, Timeouts,
 };
 pub use repo::{RepoInfo, Visibility};
+pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
     apply, Channel, ReportOutcome, Spoke, SpokeEvent, SpokeStatus, Transition, TransitionContext,
 };
