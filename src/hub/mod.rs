@@ -4,8 +4,10 @@
 pub mod ids;
 pub mod policy;
 pub mod repo;
+pub mod run;
 pub mod selector;
 pub mod spoke;
+pub mod summary;
 
 pub use ids::{HubRunId, InstallationId, ParseIdError, RepoName, Sha};
 pub use policy::{
@@ -13,7 +15,9 @@ pub use policy::{
     RetryOverrides, RetryPolicy, SuccessThreshold, ThresholdSpec, Timeouts,
 };
 pub use repo::{RepoInfo, Visibility};
+pub use run::{conclude, Conclusion, ParseRunError, RunStatus, Totals};
 pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
     apply, Channel, ReportOutcome, Spoke, SpokeEvent, SpokeStatus, Transition, TransitionContext,
 };
+pub use summary::{render, CheckOutput, SummaryContext};
