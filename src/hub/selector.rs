@@ -85,7 +85,9 @@ impl fmt::Display for Cond {
 }
 
 /// A parsed selector; equal selectors select the same repositories and print the same.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// (De)serializes as its text, so a config file can hold `targets = "topic:go -repo:legacy"`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Selector {
     /// Sorted by printed form (so grouped by kind), deduplicated.
     include: Vec<Cond>,
@@ -237,6 +239,19 @@ impl std::str::FromStr for Selector {
     type Err = SelectorError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Selector::parse(s)
+    }
+}
+
+impl TryFrom<String> for Selector {
+    type Error = SelectorError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Selector::parse(&s)
+    }
+}
+
+impl From<Selector> for String {
+    fn from(s: Selector) -> Self {
+        s.to_string()
     }
 }
 

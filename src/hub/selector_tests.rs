@@ -183,6 +183,22 @@ fn display_is_canonical_and_round_trips() {
 }
 
 #[test]
+fn deserializes_from_config_text() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Task {
+        targets: Selector,
+    }
+    let t: Task = toml::from_str("targets = \"topic:go -repo:sdk\"").unwrap();
+    assert_eq!(t.targets.to_string(), "topic:go -repo:sdk");
+    let e = toml::from_str::<Task>("targets = \"colour:red\"").unwrap_err();
+    assert!(e.to_string().contains("colour:red"), "{e}");
+    assert_eq!(
+        serde_json::to_value(&t.targets).unwrap(),
+        "topic:go -repo:sdk"
+    );
+}
+
+#[test]
 fn needs_properties_only_with_prop_terms() {
     assert!(!Selector::parse("topic:a name:x* -repo:b")
         .unwrap()

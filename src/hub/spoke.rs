@@ -91,9 +91,9 @@ impl fmt::Display for SpokeStatus {
     }
 }
 
-/// An unknown spoke status string.
+/// An unknown spoke status (or channel) string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown spoke status {0:?}")]
+#[error("unknown spoke status or channel {0:?}")]
 pub struct ParseStatusError(pub String);
 
 impl FromStr for SpokeStatus {
@@ -156,6 +156,11 @@ impl Spoke {
         }
     }
 
+    /// Whether the engine should look at this spoke at `now` (its `due_at` has passed).
+    pub fn is_due(&self, now: i64) -> bool {
+        self.due_at.is_some_and(|d| d <= now)
+    }
+
     /// Wall time of the current attempt, dispatch to finish, in ms.
     pub fn duration_ms(&self) -> Option<i64> {
         self.finished_at?
@@ -215,6 +220,16 @@ pub enum Channel {
     WorkflowRun,
     /// The reconciler's polling.
     Reconcile,
+}
+
+impl FromStr for Channel {
+    type Err = ParseStatusError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Channel::Callback, Channel::WorkflowRun, Channel::Reconcile]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| ParseStatusError(s.chars().take(40).collect()))
+    }
 }
 
 impl Channel {

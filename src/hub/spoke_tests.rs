@@ -100,6 +100,19 @@ fn status_strings_round_trip() {
 }
 
 #[test]
+fn channels_round_trip_and_due_is_checked() {
+    for c in [Channel::Callback, Channel::WorkflowRun, Channel::Reconcile] {
+        assert_eq!(c.as_str().parse::<Channel>(), Ok(c));
+        assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+    }
+    assert!("webhook".parse::<Channel>().is_err());
+    let s = dispatched();
+    assert!(!s.is_due(1000 + QUEUED - 1));
+    assert!(s.is_due(1000 + QUEUED));
+    assert!(!Spoke::planned(repo()).is_due(i64::MAX));
+}
+
+#[test]
 fn conclusions_map_to_outcomes() {
     for c in ["success", "neutral", "skipped", "SUCCESS"] {
         assert_eq!(
