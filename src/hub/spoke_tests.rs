@@ -503,3 +503,31 @@ fn every_event_in_every_state_is_total() {
         }
     }
 }
+
+/// A second dispatch is never allowed while one may be out, and the dispatch answers only make
+/// sense while dispatching.
+#[test]
+fn dispatch_events_only_in_their_states() {
+    use SpokeStatus as S;
+    for st in SpokeStatus::ALL {
+        let mut s = running();
+        s.status = st;
+        let started = go(&s, SpokeEvent::DispatchStarted, 9000);
+        let allowed = matches!(st, S::Planned | S::RetryWait | S::Unknown);
+        assert_eq!(matches!(started, Transition::Changed(_)), allowed, "{st}");
+        for ev in [
+            SpokeEvent::WorkflowMissing,
+            SpokeEvent::DispatchRejected {
+                message: "m".into(),
+            },
+            SpokeEvent::DispatchLost,
+        ] {
+            let t = go(&s, ev.clone(), 9000);
+            assert_eq!(
+                matches!(t, Transition::Changed(_)),
+                st == S::Dispatching,
+                "{ev:?} in {st}"
+            );
+        }
+    }
+}

@@ -164,7 +164,8 @@ fn run_cell(s: &Spoke) -> String {
 }
 
 fn row(s: &Spoke, dry_run: bool) -> String {
-    let name = escape_cell(s.repo.as_str(), 200);
+    // A RepoName holds only [A-Za-z0-9._-] and one '/': safe in a table as is.
+    let name = s.repo.as_str();
     if dry_run {
         return match s.status {
             SpokeStatus::Skipped => format!("| {name} | {} |\n", result_cell(s)),

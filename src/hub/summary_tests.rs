@@ -62,12 +62,13 @@ fn small_run_in_progress() {
         spoke("nope", SpokeStatus::DispatchFailed),
         spoke("stop", SpokeStatus::Cancelled),
         spoke("wait", SpokeStatus::Planned),
+        spoke("svc_x", SpokeStatus::Planned),
         spoke("alpha2", SpokeStatus::Failed),
     ];
     let out = render(&ctx(&id, RunStatus::Active, None), &spokes);
     assert_eq!(
         out.title,
-        "8/10 done: 2 succeeded, 2 failed, 1 timed out, 1 dispatch failed, 1 cancelled, 1 skipped"
+        "8/11 done: 2 succeeded, 2 failed, 1 timed out, 1 dispatch failed, 1 cancelled, 1 skipped"
     );
     assert!(out.text.is_none());
     assert_eq!(
@@ -79,6 +80,7 @@ fn small_run_in_progress() {
             "acme/nope",
             "acme/stop",
             "acme/run1",
+            "acme/svc_x",
             "acme/wait",
             "acme/alpha",
             "acme/beta",
@@ -109,6 +111,10 @@ fn small_run_in_progress() {
         gone.starts_with("| acme/gone | ⏱️ timed out (running) | 1 |"),
         "{gone}"
     );
+    assert!(
+        out.summary.contains("| acme/svc_x |"),
+        "repository names are shown as is"
+    );
     let stop = out
         .summary
         .lines()
@@ -119,7 +125,7 @@ fn small_run_in_progress() {
         "{stop}"
     );
     assert!(
-        out.summary.contains("| 10 | 2 | 2 | 1 | 1 | 1 | 1 | 2 |"),
+        out.summary.contains("| 11 | 2 | 2 | 1 | 1 | 1 | 1 | 3 |"),
         "{}",
         out.summary
     );
