@@ -1,5 +1,5 @@
 //! The domain: runs, spokes, their state machine, selectors, policies and the summary.
-//! Nothing in here does I/O.
+//! Nothing in here does I/O; time comes in as `now: i64` (unix milliseconds).
 
 pub mod ids;
 pub mod policy;
@@ -18,6 +18,7 @@ pub use repo::{RepoInfo, Visibility};
 pub use run::{conclude, Conclusion, ParseRunError, RunStatus, Totals};
 pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
-    apply, Channel, ReportOutcome, Spoke, SpokeEvent, SpokeStatus, Transition, TransitionContext,
+    apply, scheduled_due, Channel, ParseStatusError, ReportOutcome, Spoke, SpokeEvent, SpokeStatus,
+    Transition, TransitionContext,
 };
 pub use summary::{render, CheckOutput, SummaryContext};

@@ -268,7 +268,8 @@ pub enum SpokeEvent {
         channel: Channel,
     },
     /// The spoke's due time passed: dispatching | unknown | dispatched | running -> retry_wait
-    /// (retries left) or timed_out.
+    /// (retries left) or timed_out. `apply` does not compare `now` with `due_at`: the engine
+    /// sends this only for spokes that are [`Spoke::is_due`].
     TimedOut,
     /// The hub run's overall timeout passed: any non-terminal -> timed_out, never retried.
     RunTimedOut,
