@@ -1,0 +1,81 @@
+//! Webhook deliveries: the persisted intake queue.
+
+use sqlx::Row as _;
+
+use super::{now_ms, Store, StoreResult};
+
+/// A verified delivery about to be recorded.
+pub struct NewDelivery<'a> {
+    pub guid: &'a str,
+    pub event: &'a str,
+    pub action: Option<&'a str>,
+    pub installation_id: Option<u64>,
+    pub payload: &'a [u8],
+}
+
+/// A recorded delivery waiting to be processed.
+#[derive(Debug, Clone)]
+pub struct StoredDelivery {
+    pub guid: String,
+    pub event: String,
+    pub payload: Vec<u8>,
+    pub received_at: i64,
+}
+
+impl Store {
+    /// Records a delivery once: returns false when its GUID was already recorded (a duplicate
+    /// or a redelivery), in which case nothing changes.
+    pub async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO deliveries (guid, event, action, installation_id, payload, received_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guid) DO NOTHING",
+        )
+        .bind(d.guid)
+        .bind(d.event)
+        .bind(d.action)
+        .bind(d.installation_id.map(|i| i as i64))
+        .bind(d.payload)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The oldest unprocessed deliveries, in the order they were received.
+    pub async fn pending_deliveries(&self, limit: i64) -> StoreResult<Vec<StoredDelivery>> {
+        let rows = sqlx::query(
+            "SELECT guid, event, payload, received_at FROM deliveries
+             WHERE processed_at IS NULL ORDER BY received_at, guid LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredDelivery {
+                guid: r.get("guid"),
+                event: r.get("event"),
+                payload: r.get("payload"),
+                received_at: r.get("received_at"),
+            })
+            .collect())
+    }
+
+    /// Marks a delivery processed with a short outcome ("started run ...", "rejected: ...").
+    pub async fn finish_delivery(&self, guid: &str, outcome: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE deliveries SET processed_at = ?, outcome = ? WHERE guid = ?")
+            .bind(now_ms())
+            .bind(outcome)
+            .bind(guid)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of recorded deliveries (for tests and status).
+    pub async fn count_deliveries(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(&self.read)
+            .await?)
+    }
+}

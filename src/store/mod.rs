@@ -1,0 +1,284 @@
+//! The durable ledger: deliveries (the persisted intake queue), runs, spokes, the event log and
+//! settings. SQLite by default; the SQL is kept portable so a Postgres backend can follow behind
+//! the same interface.
+//!
+//! Writes go through one connection (SQLite has one writer anyway), so a read-modify-write
+//! transaction such as [`Store::transition`] is serialized without busy retries; reads use a
+//! separate small pool and never block writers (WAL).
+
+mod deliveries;
+mod runs;
+mod spokes;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::RngCore as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use deliveries::{NewDelivery, StoredDelivery};
+pub use runs::{NewRun, RunRecord};
+pub use spokes::{NewSpoke, SpokeRecord, TransitionRecord};
+
+/// Errors a caller may branch on; everything else is an internal database error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("no such {what}: {id}")]
+    NotFound { what: &'static str, id: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The hub's ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+/// Current time in unix milliseconds, the unit every stored time uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and applies migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid database URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open database {url:?}"))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write)
+            .await
+            .context("cannot apply database migrations")?;
+        // An in-memory database exists once per connection: share the writer for reads.
+        let read = if memory {
+            write.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.read_only(true))
+                .await
+                .with_context(|| format!("cannot open database {url:?} for reading"))?
+        };
+        Ok(Store { write, read })
+    }
+
+    /// The key that signs callback tokens: created once, then the same across restarts.
+    pub async fn signing_key(&self) -> StoreResult<Vec<u8>> {
+        const KEY: &str = "callback_signing_key";
+        let mut fresh = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(KEY)
+            .bind(hex::encode(fresh))
+            .execute(&self.write)
+            .await?;
+        let value: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(KEY)
+            .fetch_one(&self.write)
+            .await?;
+        hex::decode(value).map_err(|e| StoreError::Corrupt {
+            table: "settings",
+            detail: format!("{KEY}: {e}"),
+        })
+    }
+
+    /// Appends to the event log (transitions, conflicts, rejected reports).
+    pub async fn log_event(
+        &self,
+        run_id: Option<&str>,
+        repo: Option<&str>,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO events (run_id, repo, kind, detail, at) VALUES (?, ?, ?, ?, ?)")
+            .bind(run_id)
+            .bind(repo)
+            .bind(kind)
+            .bind(detail)
+            .bind(now_ms())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of logged events of one kind (for tests, status and metrics).
+    pub async fn count_events(&self, kind: &str) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = ?")
+                .bind(kind)
+                .fetch_one(&self.read)
+                .await?,
+        )
+    }
+}
+
+fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{
+        apply, HubRunId, InstallationId, Policy, RepoName, SpokeEvent, SpokeStatus, Transition,
+        TransitionContext,
+    };
+
+    async fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (Store::open(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_recorded_once_and_queued_in_order() {
+        let (store, _dir) = temp_store().await;
+        let d = |guid| NewDelivery {
+            guid,
+            event: "workflow_run",
+            action: Some("completed"),
+            installation_id: Some(1),
+            payload: b"{}",
+        };
+        assert!(store.record_delivery(&d("a")).await.unwrap());
+        assert!(store.record_delivery(&d("b")).await.unwrap());
+        assert!(!store.record_delivery(&d("a")).await.unwrap());
+        let pending = store.pending_deliveries(10).await.unwrap();
+        assert_eq!(
+            pending.iter().map(|p| p.guid.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        store.finish_delivery("a", "done").await.unwrap();
+        assert_eq!(store.pending_deliveries(10).await.unwrap().len(), 1);
+        assert_eq!(store.count_deliveries().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_signing_key_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let first = Store::open(&url)
+            .await
+            .unwrap()
+            .signing_key()
+            .await
+            .unwrap();
+        let again = Store::open(&url)
+            .await
+            .unwrap()
+            .signing_key()
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 32);
+        assert_eq!(first, again);
+    }
+
+    #[tokio::test]
+    async fn a_run_and_its_spokes_round_trip_and_transitions_persist() {
+        let (store, _dir) = temp_store().await;
+        let id = HubRunId::new_random();
+        let hub: RepoName = "acme/hub".parse().unwrap();
+        let run = NewRun {
+            id,
+            installation_id: InstallationId(9),
+            hub_repo: &hub,
+            task: "scan",
+            targets: "",
+            params: "{}",
+            dry_run: false,
+            git_ref: "main",
+            sender: "octocat",
+            trigger_delivery: Some("guid-1"),
+            deadline_at: now_ms() + 60_000,
+        };
+        assert!(store.insert_run(&run).await.unwrap());
+        let again = NewRun {
+            id: HubRunId::new_random(),
+            ..run
+        };
+        assert!(
+            !store.insert_run(&again).await.unwrap(),
+            "same trigger twice"
+        );
+        let repo: RepoName = "acme/svc".parse().unwrap();
+        let sha = "a".repeat(40).parse().unwrap();
+        let spokes = vec![
+            NewSpoke {
+                repo: repo.clone(),
+                default_branch: "main".into(),
+                status: SpokeStatus::Planned,
+                reason: None,
+            },
+            NewSpoke {
+                repo: "acme/old".parse().unwrap(),
+                default_branch: "main".into(),
+                status: SpokeStatus::Skipped,
+                reason: Some("archived".into()),
+            },
+        ];
+        store.activate_run(&id, &sha, &spokes).await.unwrap();
+        let loaded = store.run(&id).await.unwrap().unwrap();
+        assert_eq!(loaded.status.as_str(), "active");
+        assert_eq!(loaded.head_sha, Some(sha));
+        let policy = Policy::default();
+        let ctx = TransitionContext {
+            now: now_ms(),
+            policy: &policy,
+        };
+        let rec = store
+            .transition(&id, &repo, |s| apply(s, SpokeEvent::DispatchStarted, &ctx))
+            .await
+            .unwrap();
+        assert!(matches!(rec.transition, Transition::Changed(_)));
+        let rec = store
+            .transition(&id, &repo, |s| {
+                apply(
+                    s,
+                    SpokeEvent::DispatchAccepted {
+                        run_id: Some(77),
+                        run_url: Some("u".into()),
+                    },
+                    &ctx,
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(rec.current().status, SpokeStatus::Dispatched);
+        let stored = store.spoke(&id, &repo).await.unwrap().unwrap().spoke;
+        assert_eq!(stored.status, SpokeStatus::Dispatched);
+        assert_eq!((stored.attempt, stored.workflow_run_id), (1, Some(77)));
+        assert_eq!(
+            store.spoke_by_workflow_run(77).await.unwrap(),
+            Some((id, repo.clone()))
+        );
+        assert_eq!(store.count_events("transition").await.unwrap(), 2);
+        let all = store.spokes(&id).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].spoke.reason.as_deref(), Some("archived"));
+    }
+}

@@ -1,0 +1,237 @@
+//! Hub runs.
+
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row as _;
+
+use super::{corrupt, now_ms, NewSpoke, Store, StoreResult};
+use crate::hub::{HubRunId, InstallationId, RepoName, RunStatus, Sha};
+
+/// A run about to be recorded (status `planning`).
+pub struct NewRun<'a> {
+    pub id: HubRunId,
+    pub installation_id: InstallationId,
+    pub hub_repo: &'a RepoName,
+    pub task: &'a str,
+    pub targets: &'a str,
+    pub params: &'a str,
+    pub dry_run: bool,
+    pub git_ref: &'a str,
+    pub sender: &'a str,
+    pub trigger_delivery: Option<&'a str>,
+    pub deadline_at: i64,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: HubRunId,
+    pub installation_id: InstallationId,
+    pub hub_repo: RepoName,
+    pub task: String,
+    pub targets: String,
+    pub params: String,
+    pub dry_run: bool,
+    pub git_ref: String,
+    pub head_sha: Option<Sha>,
+    pub sender: String,
+    pub status: RunStatus,
+    pub conclusion: Option<String>,
+    pub reason: Option<String>,
+    pub check_run_id: Option<u64>,
+    pub created_at: i64,
+    pub deadline_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+fn run_from_row(r: &SqliteRow) -> StoreResult<RunRecord> {
+    let parse = |col: &str| -> String { r.get(col) };
+    Ok(RunRecord {
+        id: parse("id").parse().map_err(|e| corrupt("runs", e))?,
+        installation_id: InstallationId(r.get::<i64, _>("installation_id") as u64),
+        hub_repo: parse("hub_repo").parse().map_err(|e| corrupt("runs", e))?,
+        task: parse("task"),
+        targets: parse("targets"),
+        params: parse("params"),
+        dry_run: r.get("dry_run"),
+        git_ref: parse("git_ref"),
+        head_sha: r
+            .get::<Option<String>, _>("head_sha")
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| corrupt("runs", e))?,
+        sender: parse("sender"),
+        status: parse("status").parse().map_err(|e| corrupt("runs", e))?,
+        conclusion: r.get("conclusion"),
+        reason: r.get("reason"),
+        check_run_id: r.get::<Option<i64>, _>("check_run_id").map(|i| i as u64),
+        created_at: r.get("created_at"),
+        deadline_at: r.get("deadline_at"),
+        completed_at: r.get("completed_at"),
+    })
+}
+
+impl Store {
+    /// Records a new run in `planning`. Returns false (and records nothing) when a run was
+    /// already started by the same delivery.
+    pub async fn insert_run(&self, run: &NewRun<'_>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO runs (id, installation_id, hub_repo, task, targets, params, dry_run, git_ref,
+                               sender, trigger_delivery, status, created_at, deadline_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (trigger_delivery) DO NOTHING",
+        )
+        .bind(run.id.to_string())
+        .bind(run.installation_id.0 as i64)
+        .bind(run.hub_repo.as_str())
+        .bind(run.task)
+        .bind(run.targets)
+        .bind(run.params)
+        .bind(run.dry_run)
+        .bind(run.git_ref)
+        .bind(run.sender)
+        .bind(run.trigger_delivery)
+        .bind(RunStatus::Planning.as_str())
+        .bind(now_ms())
+        .bind(run.deadline_at)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn run(&self, id: &HubRunId) -> StoreResult<Option<RunRecord>> {
+        sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
+    }
+
+    /// The most recently created run.
+    pub async fn latest_run_id(&self) -> StoreResult<Option<HubRunId>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM runs ORDER BY created_at DESC, id LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
+            .transpose()
+    }
+
+    /// Runs that have not completed (to resume after a restart).
+    pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        sqlx::query("SELECT * FROM runs WHERE status <> 'completed' ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    /// Active runs of the same task and targets in the same hub repository (concurrency rule).
+    pub async fn active_twin(&self, run: &RunRecord) -> StoreResult<Option<HubRunId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status <> 'completed' AND id <> ? AND hub_repo = ?
+               AND task = ? AND targets = ? AND installation_id = ? AND dry_run = ?
+             ORDER BY created_at LIMIT 1",
+        )
+        .bind(run.id.to_string())
+        .bind(run.hub_repo.as_str())
+        .bind(&run.task)
+        .bind(&run.targets)
+        .bind(run.installation_id.0 as i64)
+        .bind(false)
+        .fetch_optional(&self.read)
+        .await?;
+        id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
+            .transpose()
+    }
+
+    /// Ends planning: stores the head sha and every spoke, and makes the run active, in one
+    /// transaction (a restart during planning simply plans again).
+    pub async fn activate_run(
+        &self,
+        id: &HubRunId,
+        head_sha: &Sha,
+        spokes: &[NewSpoke],
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let run_id = id.to_string();
+        sqlx::query("DELETE FROM spokes WHERE run_id = ?")
+            .bind(&run_id)
+            .execute(&mut *tx)
+            .await?;
+        for chunk in spokes.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO spokes (run_id, repo, default_branch, status, reason, attempt) ",
+            );
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(&run_id)
+                    .push_bind(s.repo.as_str())
+                    .push_bind(&s.default_branch)
+                    .push_bind(s.status.as_str())
+                    .push_bind(&s.reason)
+                    .push_bind(0i64);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE runs SET head_sha = ?, status = ? WHERE id = ?")
+            .bind(head_sha.as_str())
+            .bind(RunStatus::Active.as_str())
+            .bind(&run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_head_sha(&self, id: &HubRunId, head_sha: &Sha) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET head_sha = ? WHERE id = ?")
+            .bind(head_sha.as_str())
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_check_run(&self, id: &HubRunId, check_run_id: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET check_run_id = ? WHERE id = ?")
+            .bind(check_run_id as i64)
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Completes a run with its conclusion (and why, when it did not run normally).
+    pub async fn complete_run(
+        &self,
+        id: &HubRunId,
+        conclusion: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE runs SET status = ?, conclusion = ?, reason = COALESCE(?, reason), completed_at = ?
+             WHERE id = ?",
+        )
+        .bind(RunStatus::Completed.as_str())
+        .bind(conclusion)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that an operator asked to cancel the run (picked up by its driver).
+    pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET reason = ? WHERE id = ?")
+            .bind(reason)
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
