@@ -1,5 +1,6 @@
 //! Everything the hub says to GitHub (the API client) and hears from it (webhooks).
 
+pub mod governor;
 pub mod types;
 pub mod webhook;
 
