@@ -57,6 +57,8 @@ struct Fake {
     mints: Mutex<usize>,
     /// Token mints still to answer with 500 before succeeding.
     failing_mints: Mutex<usize>,
+    /// Lifetimes (seconds) of the next minted tokens; 1 hour once empty.
+    token_ttls: Mutex<Vec<i64>>,
     script: Box<Script>,
 }
 
@@ -116,7 +118,15 @@ async fn handle(
             *m += 1;
             *m
         };
-        let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let ttl = {
+            let mut t = fake.token_ttls.lock().unwrap();
+            if t.is_empty() {
+                3600
+            } else {
+                t.remove(0)
+            }
+        };
+        let expires = (chrono::Utc::now() + chrono::Duration::seconds(ttl)).to_rfc3339();
         answer(
             201,
             json!({"token": format!("tok-{n}"), "expires_at": expires, "permissions": {"actions": "write"}}),
@@ -147,6 +157,7 @@ async fn serve(script: impl Fn(&Seen, usize) -> Answer + Send + Sync + 'static) 
         seen: Mutex::new(Vec::new()),
         mints: Mutex::new(0),
         failing_mints: Mutex::new(0),
+        token_ttls: Mutex::new(Vec::new()),
         script: Box::new(script),
     });
     let f = fake.clone();
@@ -685,4 +696,66 @@ async fn unreachable_api_is_a_transport_error() {
     let app = GitHubApp::new(config(&url)).unwrap();
     let err = app.installation(InstallationId(1)).await.unwrap_err();
     assert!(matches!(err, ApiError::Transport { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn expiring_token_is_refreshed_once_for_a_burst() {
+    let server = serve(|_, _| answer(200, run_json(1))).await;
+    *server.fake.token_ttls.lock().unwrap() = vec![10];
+    let c = client(&server).await;
+    assert_eq!(server.mints(), 1);
+    let r = repo();
+    let burst = (0..20).map(|_| c.get_run(&r, 1));
+    for r in futures::future::join_all(burst).await {
+        r.unwrap();
+    }
+    assert_eq!(server.mints(), 2, "one refresh for the whole burst");
+    let reqs = server.requests("/actions/runs/1");
+    assert!(reqs
+        .iter()
+        .all(|r| r.auth.as_deref() == Some("Bearer tok-2")));
+}
+
+#[tokio::test]
+async fn app_level_calls_use_the_jwt() {
+    let server = serve(|s, _| match s.path.as_str() {
+        "/app" => answer(200, json!({"id": 42, "slug": "spokehub-test"})),
+        "/app/hook/deliveries" if s.query.contains("cursor=") => answer(
+            200,
+            json!([
+                {"id": 3, "guid": "g3", "delivered_at": "2026-11-20T00:00:00Z", "redelivery": false,
+                 "status_code": 502, "event": "workflow_run", "action": "completed"},
+                {"id": 2, "guid": "g2", "delivered_at": "2026-11-01T00:00:00Z", "redelivery": false,
+                 "status_code": 500, "event": "workflow_run", "action": "completed"}
+            ]),
+        ),
+        "/app/hook/deliveries" => Answer {
+            headers: vec![(
+                "link",
+                "<https://api.github.com/app/hook/deliveries?per_page=100&cursor=abc>; rel=\"next\"".into(),
+            )],
+            ..answer(
+                200,
+                json!([{"id": 4, "guid": "g4", "delivered_at": "2026-11-24T00:00:00Z", "redelivery": false,
+                        "status_code": 202, "event": "check_run", "action": "requested_action",
+                        "installation_id": 7}]),
+            )
+        },
+        _ => answer(202, Value::Null),
+    })
+    .await;
+    let app = GitHubApp::new(config(&server.url)).unwrap();
+    assert_eq!(app.app_slug().await.unwrap(), "spokehub-test");
+    let since = "2026-11-10T00:00:00Z".parse().unwrap();
+    let deliveries = app.hook_deliveries(since).await.unwrap();
+    let ids: Vec<_> = deliveries.iter().map(|d| (d.id, d.failed())).collect();
+    assert_eq!(ids, [(4, false), (3, true)]);
+    app.redeliver(3).await.unwrap();
+    let reqs = server.requests("");
+    assert_eq!(reqs.last().unwrap().path, "/app/hook/deliveries/3/attempts");
+    assert_eq!(server.mints(), 0);
+    for r in &reqs {
+        let jwt = r.auth.as_deref().unwrap().strip_prefix("Bearer ").unwrap();
+        assert_eq!(jwt.split('.').count(), 3, "not a JWT");
+    }
 }

@@ -11,9 +11,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 use url::Url;
 
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
 use super::client::InstallationClient;
 use super::error::{describe, from_status, ApiError};
 use super::governor::GovernorConfig;
+use super::send::{next_page_path, Conn, Resend};
 use crate::hub::InstallationId;
 
 /// How to reach GitHub as the App.
@@ -31,6 +35,9 @@ pub struct GitHubConfig {
     pub retry_base_delay: Duration,
     /// Tries for idempotent requests, the first included (default 4).
     pub max_attempts: u32,
+    /// Rate-limit rejections of one request (each followed by a pause) before it fails with
+    /// [`ApiError::RateLimited`] (default 10).
+    pub max_rate_limit_rounds: u32,
     /// Per-installation rate governor tuning (concurrency cap, secondary-limit backoff).
     pub governor: GovernorConfig,
 }
@@ -45,6 +52,7 @@ impl GitHubConfig {
             request_timeout: Duration::from_secs(30),
             retry_base_delay: Duration::from_millis(250),
             max_attempts: 4,
+            max_rate_limit_rounds: 10,
             governor: GovernorConfig::default(),
         }
     }
@@ -56,6 +64,7 @@ pub(crate) struct Settings {
     pub request_timeout: Duration,
     pub retry_base_delay: Duration,
     pub max_attempts: u32,
+    pub max_rate_limit_rounds: u32,
     pub governor: GovernorConfig,
     /// Set once the API host answered 400 to `return_run_details` (older GHES); remembered for
     /// this App's API host.
@@ -64,6 +73,8 @@ pub(crate) struct Settings {
 
 struct Inner {
     crab: Octocrab,
+    /// App-authenticated (JWT) requests, under the same policy as installation requests.
+    conn: Conn,
     settings: Arc<Settings>,
     installations: Mutex<HashMap<InstallationId, Arc<OnceCell<InstallationClient>>>>,
 }
@@ -114,11 +125,13 @@ impl GitHubApp {
             request_timeout: cfg.request_timeout,
             retry_base_delay: cfg.retry_base_delay,
             max_attempts: cfg.max_attempts.max(1),
+            max_rate_limit_rounds: cfg.max_rate_limit_rounds.max(1),
             governor: cfg.governor,
             no_run_details: AtomicBool::new(false),
         });
         Ok(Self {
             inner: Arc::new(Inner {
+                conn: Conn::new(crab.clone(), settings.clone(), false),
                 crab,
                 settings,
                 installations: Mutex::new(HashMap::new()),
@@ -153,27 +166,84 @@ impl GitHubApp {
 
     /// The App's slug (`GET /app`), e.g. to recognise its own check runs.
     pub async fn app_slug(&self) -> Result<String, ApiError> {
-        #[derive(serde::Deserialize)]
+        #[derive(Deserialize)]
         struct App {
             slug: String,
         }
-        let crab = &self.inner.crab;
-        let resp = crab
-            ._get("/app")
-            .await
-            .map_err(|e| octo_error(&e, "GET /app"))?;
-        let status = resp.status().as_u16();
-        let body = crab
-            .body_to_string(resp)
-            .await
-            .map_err(|e| octo_error(&e, "GET /app"))?;
-        if !(200..300).contains(&status) {
-            return Err(from_status(status, "GET /app", &body));
+        let reply = self.inner.conn.get_ok("/app").await?;
+        serde_json::from_str::<App>(&reply.body)
+            .map(|a| a.slug)
+            .map_err(|e| ApiError::Decode {
+                detail: format!("/app: {e}"),
+            })
+    }
+
+    /// Webhook deliveries of the App since `since`, newest first (`GET /app/hook/deliveries`,
+    /// pages followed until older than `since`). GitHub keeps them 30 days and never
+    /// redelivers on its own: failed ones (`status_code` not 2xx) can be sent again with
+    /// [`redeliver`](Self::redeliver).
+    pub async fn hook_deliveries(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<HookDelivery>, ApiError> {
+        let mut out = Vec::new();
+        let mut next = Some("/app/hook/deliveries?per_page=100".to_owned());
+        while let Some(path) = next.take() {
+            let reply = self.inner.conn.get_ok(&path).await?;
+            let page: Vec<HookDelivery> =
+                serde_json::from_str(&reply.body).map_err(|e| ApiError::Decode {
+                    detail: format!("/app/hook/deliveries: {e}"),
+                })?;
+            let reached_older = page.iter().any(|d| d.delivered_at < since);
+            out.extend(page.into_iter().filter(|d| d.delivered_at >= since));
+            if !reached_older {
+                next = next_page_path(&reply.headers).filter(|n| *n != path);
+            }
         }
-        let app: App = serde_json::from_str(&body).map_err(|e| ApiError::Decode {
-            detail: format!("GET /app: {e}"),
-        })?;
-        Ok(app.slug)
+        Ok(out)
+    }
+
+    /// Ask GitHub to send a delivery again (`POST /app/hook/deliveries/{id}/attempts`, 202).
+    /// A redelivery keeps its `X-GitHub-Delivery` GUID, so a duplicate is harmless to a
+    /// receiver that deduplicates; this request is therefore retried on transient failures.
+    pub async fn redeliver(&self, delivery_id: u64) -> Result<(), ApiError> {
+        let path = format!("/app/hook/deliveries/{delivery_id}/attempts");
+        let reply = self
+            .inner
+            .conn
+            .send(http::Method::POST, &path, None, Resend::Safe)
+            .await
+            .map_err(|f| f.error)?;
+        match reply.status {
+            200..=299 => Ok(()),
+            s => Err(from_status(s, &path, &reply.body)),
+        }
+    }
+}
+
+/// One webhook delivery as listed by `GET /app/hook/deliveries`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HookDelivery {
+    pub id: u64,
+    /// The `X-GitHub-Delivery` GUID (same on redelivery).
+    pub guid: String,
+    pub delivered_at: DateTime<Utc>,
+    #[serde(default)]
+    pub redelivery: bool,
+    /// The receiver's HTTP status (0 or absent when it could not be reached).
+    #[serde(default)]
+    pub status_code: u16,
+    pub event: String,
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+}
+
+impl HookDelivery {
+    /// The receiver did not answer 2xx.
+    pub fn failed(&self) -> bool {
+        !(200..300).contains(&self.status_code)
     }
 }
 

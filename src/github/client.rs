@@ -128,7 +128,7 @@ impl From<RawRepo> for RepoInfo {
 impl InstallationClient {
     pub(crate) fn new(crab: Octocrab, settings: Arc<Settings>) -> Self {
         Self {
-            conn: Arc::new(Conn::new(crab, settings)),
+            conn: Arc::new(Conn::new(crab, settings, true)),
         }
     }
 

@@ -12,7 +12,7 @@ mod send;
 pub mod types;
 pub mod webhook;
 
-pub use app::{GitHubApp, GitHubConfig};
+pub use app::{GitHubApp, GitHubConfig, HookDelivery};
 pub use client::{DispatchOutcome, InstallationClient};
 pub use error::ApiError;
 pub use governor::GovernorConfig;

@@ -15,8 +15,8 @@ use super::app::Settings;
 use super::error::{describe, from_status, never_connected, ApiError};
 use super::governor::{Governor, RateInfo, Verdict};
 
-/// Rate-limit rejections of one request before giving up with [`ApiError::RateLimited`].
-const MAX_RATE_LIMIT_ROUNDS: u32 = 5;
+/// Refresh an installation token this long before it expires, one mint at a time.
+const TOKEN_REFRESH_MARGIN_SECS: i64 = 60;
 /// Safety bound on pagination.
 const MAX_PAGES: usize = 10_000;
 
@@ -69,17 +69,40 @@ pub(crate) struct Conn {
     settings: Arc<Settings>,
     governor: Governor,
     counters: Counters,
+    /// Installation auth (else App JWT auth): tokens are refreshed single-flight.
+    installation: bool,
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl Conn {
-    pub fn new(crab: Octocrab, settings: Arc<Settings>) -> Self {
+    /// `installation`: the client authenticates as an installation (not as the App).
+    pub fn new(crab: Octocrab, settings: Arc<Settings>, installation: bool) -> Self {
         let governor = Governor::new(settings.governor.clone());
         Self {
             crab,
             settings,
             governor,
             counters: Counters::default(),
+            installation,
+            refresh: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Make sure the cached installation token stays valid for a while, minting at most one
+    /// at a time (octocrab would otherwise mint one per request that finds it expired).
+    async fn fresh_token(&self) -> Result<(), Failure> {
+        if !self.installation {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refresh.lock().await;
+        self.crab
+            .installation_token_with_buffer(chrono::Duration::seconds(TOKEN_REFRESH_MARGIN_SECS))
+            .await
+            .map(drop)
+            .map_err(|e| Failure {
+                error: super::app::octo_error(&e, "POST /app/installations/{id}/access_tokens"),
+                maybe_applied: false,
+            })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -106,6 +129,7 @@ impl Conn {
         let mut rate_rounds = 0u32;
         loop {
             let permit = self.governor.acquire().await;
+            self.fresh_token().await?;
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let start = Instant::now();
             let outcome = tokio::time::timeout(
@@ -148,7 +172,7 @@ impl Conn {
                             .fetch_add(1, Ordering::Relaxed);
                         rate_rounds += 1;
                         tracing::debug!(%method, route = path, pause_ms = pause.as_millis() as u64, "github rate limit");
-                        if rate_rounds >= MAX_RATE_LIMIT_ROUNDS {
+                        if rate_rounds >= self.settings.max_rate_limit_rounds {
                             return Err(Failure {
                                 error: ApiError::RateLimited {
                                     retry_after: Some(pause),
