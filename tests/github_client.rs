@@ -676,6 +676,22 @@ async fn bad_pem_is_a_config_error_without_the_key() {
 }
 
 #[tokio::test]
+async fn debug_output_hides_key_and_tokens() {
+    let server = serve(|_, _| answer(200, run_json(1))).await;
+    let cfg = config(&server.url);
+    assert!(!format!("{cfg:?}").contains("PRIVATE KEY"));
+    let app = GitHubApp::new(cfg).unwrap();
+    let c = app.installation(InstallationId(7)).await.unwrap();
+    assert_eq!(c.installation_id(), InstallationId(7));
+    c.get_run(&repo(), 1).await.unwrap();
+    let shown = format!("{app:?} {c:?}");
+    assert!(
+        !shown.contains("tok-") && !shown.contains("PRIVATE KEY"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
 async fn failed_token_mint_is_reported_and_not_cached() {
     let server = serve(|_, _| answer(202, Value::Null)).await;
     *server.fake.failing_mints.lock().unwrap() = 1;

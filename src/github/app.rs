@@ -158,7 +158,11 @@ impl GitHubApp {
                 .installation_and_token(octocrab::models::InstallationId(id.0))
                 .await
                 .map_err(|e| octo_error(&e, "POST /app/installations/{id}/access_tokens"))?;
-            Ok(InstallationClient::new(crab, self.inner.settings.clone()))
+            Ok(InstallationClient::new(
+                id,
+                crab,
+                self.inner.settings.clone(),
+            ))
         })
         .await
         .cloned()

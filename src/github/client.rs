@@ -16,7 +16,7 @@ use super::app::Settings;
 use super::error::{from_status, github_message, ApiError};
 use super::send::{route_of, ClientStats, Conn, Reply, Resend};
 use super::types::{CheckRunInfo, CheckRunRequest, WorkflowRun};
-use crate::hub::{RepoInfo, RepoName, Sha, Visibility};
+use crate::hub::{InstallationId, RepoInfo, RepoName, Sha, Visibility};
 
 /// What became of a `workflow_dispatch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +40,14 @@ pub enum DispatchOutcome {
 /// The client of one installation. Cheap to clone.
 #[derive(Clone)]
 pub struct InstallationClient {
+    id: InstallationId,
     conn: Arc<Conn>,
 }
 
 impl std::fmt::Debug for InstallationClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstallationClient")
+            .field("installation_id", &self.id)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -126,10 +128,16 @@ impl From<RawRepo> for RepoInfo {
 }
 
 impl InstallationClient {
-    pub(crate) fn new(crab: Octocrab, settings: Arc<Settings>) -> Self {
+    pub(crate) fn new(id: InstallationId, crab: Octocrab, settings: Arc<Settings>) -> Self {
         Self {
+            id,
             conn: Arc::new(Conn::new(crab, settings, true)),
         }
+    }
+
+    /// The installation this client acts for.
+    pub fn installation_id(&self) -> InstallationId {
+        self.id
     }
 
     /// Requests sent, retries and rate-limit waits so far.
