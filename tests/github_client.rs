@@ -775,3 +775,19 @@ async fn app_level_calls_use_the_jwt() {
         assert_eq!(jwt.split('.').count(), 3, "not a JWT");
     }
 }
+
+#[tokio::test]
+async fn failed_token_refresh_is_retried_before_the_request_goes_out() {
+    let server = serve(|_, _| answer(204, Value::Null)).await;
+    *server.fake.token_ttls.lock().unwrap() = vec![10];
+    let c = client(&server).await;
+    *server.fake.failing_mints.lock().unwrap() = 1;
+    let out = c
+        .dispatch_workflow(&repo(), "spoke.yml", "main", &serde_json::Map::new())
+        .await;
+    assert!(matches!(out, DispatchOutcome::Created { .. }), "{out:?}");
+    assert_eq!(server.mints(), 2, "warm-up and the successful refresh");
+    let reqs = server.requests("/dispatches");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].auth.as_deref(), Some("Bearer tok-2"));
+}

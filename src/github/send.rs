@@ -129,7 +129,17 @@ impl Conn {
         let mut rate_rounds = 0u32;
         loop {
             let permit = self.governor.acquire().await;
-            self.fresh_token().await?;
+            if let Err(failure) = self.fresh_token().await {
+                // Nothing was sent: any request may try again if the mint failed transiently.
+                drop(permit);
+                tries += 1;
+                if !failure.error.is_transient() || tries >= self.settings.max_attempts {
+                    return Err(failure);
+                }
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(self.backoff(tries)).await;
+                continue;
+            }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let start = Instant::now();
             let outcome = tokio::time::timeout(
