@@ -2,7 +2,9 @@
 //! one result. See `README.md` for the product and `hub` for the domain.
 
 pub mod config;
+pub mod engine;
 pub mod github;
 pub mod hub;
 pub mod report;
+pub mod server;
 pub mod store;

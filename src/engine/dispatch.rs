@@ -1,0 +1,237 @@
+//! Work on one spoke: dispatch an attempt, find the run of a dispatch whose answer was lost, and
+//! read back a spoke whose report is overdue. Each step persists its transition before acting.
+
+use chrono::{TimeZone as _, Utc};
+use serde_json::{json, Map, Value};
+
+use super::Engine;
+use crate::github::{ApiError, DispatchOutcome, InstallationClient};
+use crate::hub::{Channel, RepoName, ReportOutcome, SpokeEvent, SpokeStatus, Transition};
+use crate::store::{now_ms, RunRecord};
+
+/// Slack for clock differences when searching for runs created since a dispatch.
+const SEARCH_SLACK_MS: i64 = 2 * 60 * 1000;
+
+/// The title key that identifies an attempt's run: `[<hub_run_id>#<attempt>]`.
+pub fn title_key(run: &RunRecord, attempt: u32) -> String {
+    format!("[{}#{}]", run.id, attempt)
+}
+
+impl Engine {
+    /// Dispatches the next attempt of a spoke (or re-dispatches an attempt whose run was not
+    /// found). The `dispatching` state is persisted before the request goes out, so a crash
+    /// in between is recovered by searching, never by blindly sending again.
+    pub(super) async fn dispatch_spoke(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        repo: &RepoName,
+        branch: &str,
+    ) -> anyhow::Result<()> {
+        let record = self
+            .transition(run, repo, SpokeEvent::DispatchStarted)
+            .await?;
+        let Transition::Changed(spoke) = &record.transition else {
+            return Ok(());
+        };
+        if spoke.status != SpokeStatus::Dispatching {
+            return Ok(());
+        }
+        let inputs = self.spoke_inputs(run, repo, spoke.attempt);
+        let outcome = client
+            .dispatch_workflow(repo, &self.config().spoke_workflow, branch, &inputs)
+            .await;
+        let event = match outcome {
+            DispatchOutcome::Created { run_id, run_url } => {
+                SpokeEvent::DispatchAccepted { run_id, run_url }
+            }
+            DispatchOutcome::WorkflowNotFound => SpokeEvent::WorkflowMissing,
+            DispatchOutcome::Rejected { message } => SpokeEvent::DispatchRejected { message },
+            DispatchOutcome::Unknown { detail } => {
+                tracing::warn!(%repo, detail, "dispatch answer lost; will search before re-dispatching");
+                SpokeEvent::DispatchLost
+            }
+            DispatchOutcome::Failed { error } => match error {
+                ApiError::Unauthorized | ApiError::Forbidden { .. } => {
+                    SpokeEvent::DispatchRejected {
+                        message: error.to_string(),
+                    }
+                }
+                other => {
+                    tracing::warn!(%repo, error = %other, "dispatch failed; will search before re-dispatching");
+                    SpokeEvent::DispatchLost
+                }
+            },
+        };
+        self.transition(run, repo, event).await?;
+        Ok(())
+    }
+
+    /// The spoke workflow's inputs for one attempt, with a fresh callback token.
+    fn spoke_inputs(&self, run: &RunRecord, repo: &RepoName, attempt: u32) -> Map<String, Value> {
+        let now_s = now_ms() / 1000;
+        let expires = run.deadline_at / 1000 + 3600;
+        let token = self
+            .inner
+            .signer
+            .issue(&run.id, repo, attempt, now_s, expires);
+        let inputs = json!({
+            "hub_run_id": run.id.to_string(),
+            "attempt": attempt.to_string(),
+            "task": run.task,
+            "params": run.params,
+            "callback_token": token,
+        });
+        match inputs {
+            Value::Object(map) => map,
+            _ => unreachable!("a json! object literal is an object"),
+        }
+    }
+
+    /// A dispatch whose answer was lost: look for the run it may have created (by the attempt's
+    /// title key, among the workflow's runs created since the dispatch, every page). Found: adopt
+    /// it. Not found (after the indexing delay that put the spoke in `unknown`): dispatch again.
+    pub(super) async fn search_lost_dispatch(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        repo: &RepoName,
+        branch: &str,
+    ) -> anyhow::Result<()> {
+        let Some(current) = self.store().spoke(&run.id, repo).await? else {
+            return Ok(());
+        };
+        let spoke = current.spoke;
+        if spoke.status != SpokeStatus::Unknown {
+            return Ok(());
+        }
+        let since_ms = spoke.dispatched_at.unwrap_or(run.created_at) - SEARCH_SLACK_MS;
+        let since = Utc
+            .timestamp_millis_opt(since_ms)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let key = title_key(run, spoke.attempt);
+        let runs = client
+            .find_runs(repo, &self.config().spoke_workflow, since)
+            .await?;
+        match runs.into_iter().find(|r| r.display_title.contains(&key)) {
+            Some(found) => {
+                tracing::info!(%repo, workflow_run_id = found.id, "adopted the run of a lost dispatch");
+                self.transition(
+                    run,
+                    repo,
+                    SpokeEvent::DispatchAccepted {
+                        run_id: Some(found.id),
+                        run_url: Some(found.html_url.clone()),
+                    },
+                )
+                .await?;
+                if let Some(outcome) = outcome_of(&found.status, found.conclusion.as_deref()) {
+                    self.report_reconciled(run, repo, spoke.attempt, &found, outcome)
+                        .await?;
+                }
+                Ok(())
+            }
+            None => {
+                tracing::info!(%repo, attempt = spoke.attempt, "lost dispatch created no run; dispatching again");
+                self.dispatch_spoke(run, client, repo, branch).await
+            }
+        }
+    }
+
+    /// A spoke whose report is due (its deadline passed, or the hub restarted and may have
+    /// missed webhooks): read its run back from GitHub. A finished run is reported; a spoke
+    /// past its deadline with no finished run times out.
+    pub(super) async fn reconcile_spoke(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        repo: &RepoName,
+    ) -> anyhow::Result<()> {
+        let Some(current) = self.store().spoke(&run.id, repo).await? else {
+            return Ok(());
+        };
+        let spoke = current.spoke;
+        if !matches!(spoke.status, SpokeStatus::Dispatched | SpokeStatus::Running) {
+            return Ok(());
+        }
+        let found = match spoke.workflow_run_id {
+            Some(id) => match client.get_run(repo, id).await {
+                Ok(r) => Some(r),
+                Err(ApiError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                let since_ms = spoke.dispatched_at.unwrap_or(run.created_at) - SEARCH_SLACK_MS;
+                let since = Utc
+                    .timestamp_millis_opt(since_ms)
+                    .single()
+                    .unwrap_or_else(Utc::now);
+                let key = title_key(run, spoke.attempt);
+                client
+                    .find_runs(repo, &self.config().spoke_workflow, since)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.display_title.contains(&key))
+            }
+        };
+        if let Some(found) = &found {
+            let outcome = outcome_of(&found.status, found.conclusion.as_deref())
+                .unwrap_or(ReportOutcome::Running);
+            let finished = !matches!(outcome, ReportOutcome::Running);
+            self.report_reconciled(run, repo, spoke.attempt, found, outcome)
+                .await?;
+            if finished {
+                return Ok(());
+            }
+        }
+        if spoke.due_at.is_some_and(|due| due <= now_ms()) {
+            let record = self.transition(run, repo, SpokeEvent::TimedOut).await?;
+            if self.config().policy_for(&run.task).cancel_on_timeout {
+                if let (Transition::Changed(_), Some(id)) =
+                    (&record.transition, spoke.workflow_run_id)
+                {
+                    if let Err(e) = client.cancel_run(repo, id).await {
+                        tracing::warn!(%repo, error = %e, "cannot cancel timed-out spoke run");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_reconciled(
+        &self,
+        run: &RunRecord,
+        repo: &RepoName,
+        attempt: u32,
+        found: &crate::github::WorkflowRun,
+        outcome: ReportOutcome,
+    ) -> anyhow::Result<()> {
+        self.transition(
+            run,
+            repo,
+            SpokeEvent::Report {
+                attempt,
+                run_id: Some(found.id),
+                run_url: Some(found.html_url.clone()),
+                outcome,
+                channel: Channel::Reconcile,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A workflow run's state as a report, or None while it is queued.
+fn outcome_of(status: &str, conclusion: Option<&str>) -> Option<ReportOutcome> {
+    match (status, conclusion) {
+        ("completed", Some(c)) => Some(ReportOutcome::from_conclusion(c)),
+        ("completed", None) => Some(ReportOutcome::Failed {
+            detail: Some("completed without a conclusion".into()),
+        }),
+        ("in_progress", _) => Some(ReportOutcome::Running),
+        _ => None,
+    }
+}

@@ -1,0 +1,482 @@
+//! One driver per active hub run: plans it, keeps `concurrency` spoke tasks in flight, wakes
+//! spokes at their `due_at` (retries, searches, deadlines), keeps the check run current (only
+//! when something changed, at most every 2 seconds) and completes the run when every spoke is
+//! terminal. Its view of the spokes is loaded once and then kept current by the transitions the
+//! engine hands it, so a 10,000-spoke run costs no re-reads.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::plan::{check_run_name, PlanError};
+use super::Engine;
+use crate::github::{CheckRunAction, CheckRunOutput, CheckRunRequest, InstallationClient};
+use crate::hub::{
+    conclude, render, Conclusion, HubRunId, RepoName, RunStatus, Spoke, SpokeEvent, SpokeStatus,
+    SummaryContext, Totals,
+};
+use crate::store::{now_ms, RunRecord, SpokeRecord};
+
+/// The check run is updated at most this often per run.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
+/// Back-off when planning or a GitHub call fails transiently.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// What a spoke task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Dispatch,
+    Search,
+    Reconcile,
+}
+
+/// The driver's in-memory view of a run's spokes.
+struct RunView {
+    spokes: HashMap<RepoName, Spoke>,
+    branches: HashMap<RepoName, String>,
+    /// (due_at, repo); stale entries are skipped when popped.
+    due: BinaryHeap<Reverse<(i64, RepoName)>>,
+    queue: VecDeque<(RepoName, Work)>,
+    busy: HashSet<RepoName>,
+}
+
+impl RunView {
+    fn new(records: Vec<SpokeRecord>) -> Self {
+        let mut view = RunView {
+            spokes: HashMap::with_capacity(records.len()),
+            branches: HashMap::with_capacity(records.len()),
+            due: BinaryHeap::new(),
+            queue: VecDeque::new(),
+            busy: HashSet::new(),
+        };
+        let mut names: Vec<_> = records.iter().map(|r| r.spoke.repo.clone()).collect();
+        names.sort();
+        for r in records {
+            view.branches
+                .insert(r.spoke.repo.clone(), r.default_branch.clone());
+            view.update(r.spoke);
+        }
+        // Planned spokes dispatch in name order.
+        for name in names {
+            if view.spokes[&name].status == SpokeStatus::Planned {
+                view.queue.push_back((name, Work::Dispatch));
+            }
+        }
+        view
+    }
+
+    fn update(&mut self, spoke: Spoke) {
+        if let Some(due) = spoke.due_at {
+            self.due.push(Reverse((due, spoke.repo.clone())));
+        }
+        self.spokes.insert(spoke.repo.clone(), spoke);
+    }
+
+    /// Moves spokes whose time has come into the work queue.
+    fn wake_due(&mut self, now: i64) {
+        while let Some(Reverse((due, _))) = self.due.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((due, repo)) = self.due.pop().expect("peeked");
+            let Some(spoke) = self.spokes.get(&repo) else {
+                continue;
+            };
+            if spoke.due_at != Some(due) {
+                continue; // superseded by a later transition
+            }
+            let work = match spoke.status {
+                SpokeStatus::RetryWait => Work::Dispatch,
+                SpokeStatus::Unknown => Work::Search,
+                SpokeStatus::Dispatched | SpokeStatus::Running => Work::Reconcile,
+                _ => continue,
+            };
+            self.queue.push_back((repo, work));
+        }
+    }
+
+    fn next_due(&self) -> Option<i64> {
+        self.due.peek().map(|Reverse((due, _))| *due)
+    }
+
+    fn totals(&self) -> Totals {
+        Totals::of(self.spokes.values())
+    }
+
+    fn sorted(&self) -> Vec<Spoke> {
+        let mut v: Vec<Spoke> = self.spokes.values().cloned().collect();
+        v.sort_by(|a, b| a.repo.cmp(&b.repo));
+        v
+    }
+}
+
+impl Engine {
+    pub(super) async fn drive(
+        &self,
+        id: HubRunId,
+        mut updates: UnboundedReceiver<Spoke>,
+    ) -> anyhow::Result<()> {
+        let mut run = self.load_run(&id).await?;
+        let resumed = run.status == RunStatus::Active;
+        while run.status == RunStatus::Planning {
+            match self.plan(&run).await {
+                Ok(()) => {}
+                Err(PlanError::Fatal(reason)) => {
+                    tracing::warn!(reason, "run cannot be planned");
+                    return self.fail_run(&run, &reason).await;
+                }
+                Err(PlanError::Retry(e)) => {
+                    tracing::warn!(error = format!("{e:#}"), "planning failed; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+            }
+            run = self.load_run(&id).await?;
+        }
+        if run.status == RunStatus::Completed {
+            return Ok(());
+        }
+        let client = loop {
+            match self.inner.github.installation(run.installation_id).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the installation; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+            }
+        };
+        let mut view = RunView::new(self.store().spokes(&id).await?);
+        if run.dry_run {
+            return self.complete_dry_run(&run, &client, &view).await;
+        }
+        if resumed {
+            self.recover(&run, &mut view).await?;
+        }
+        self.run_loop(&run, &client, &mut view, &mut updates).await
+    }
+
+    async fn load_run(&self, id: &HubRunId) -> anyhow::Result<RunRecord> {
+        self.store()
+            .run(id)
+            .await?
+            .with_context(|| format!("run {id} vanished"))
+    }
+
+    /// After a restart: a spoke left `dispatching` may or may not have been dispatched, so it is
+    /// searched for before anything is sent again; spokes that were waiting may have finished
+    /// while the hub was down (GitHub does not redeliver), so they are read back.
+    async fn recover(&self, run: &RunRecord, view: &mut RunView) -> anyhow::Result<()> {
+        let mut names: Vec<RepoName> = view.spokes.keys().cloned().collect();
+        names.sort();
+        for repo in names {
+            match view.spokes[&repo].status {
+                SpokeStatus::Dispatching => {
+                    let rec = self
+                        .transition(run, &repo, SpokeEvent::DispatchLost)
+                        .await?;
+                    view.update(rec.current().clone());
+                }
+                SpokeStatus::Dispatched | SpokeStatus::Running => {
+                    view.queue.push_back((repo, Work::Reconcile));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_loop(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        view: &mut RunView,
+        updates: &mut UnboundedReceiver<Spoke>,
+    ) -> anyhow::Result<()> {
+        let policy = self.config().policy_for(&run.task).clone();
+        let mut tasks: JoinSet<RepoName> = JoinSet::new();
+        let mut dirty = true;
+        let mut last_summary: Option<Instant> = None;
+        loop {
+            while let Ok(spoke) = updates.try_recv() {
+                view.update(spoke);
+                dirty = true;
+            }
+            let now = now_ms();
+            if now >= run.deadline_at {
+                self.time_out_everything(run, view).await?;
+                dirty = true;
+            }
+            view.wake_due(now);
+            while tasks.len() < policy.concurrency.max(1) {
+                let Some((repo, work)) = view.queue.pop_front() else {
+                    break;
+                };
+                if !view.busy.insert(repo.clone()) {
+                    // Already being worked on: look again when that finishes.
+                    view.queue.push_back((repo, work));
+                    break;
+                }
+                let engine = self.clone();
+                let (run, client) = (run.clone(), client.clone());
+                let branch = view.branches.get(&repo).cloned().unwrap_or_default();
+                tasks.spawn(async move {
+                    let result = match work {
+                        Work::Dispatch => engine.dispatch_spoke(&run, &client, &repo, &branch).await,
+                        Work::Search => {
+                            engine
+                                .search_lost_dispatch(&run, &client, &repo, &branch)
+                                .await
+                        }
+                        Work::Reconcile => engine.reconcile_spoke(&run, &client, &repo).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(%repo, ?work, error = format!("{e:#}"), "spoke work failed; will retry");
+                        engine.requeue_later(&run, &repo, work).await;
+                    }
+                    repo
+                });
+            }
+            let totals = view.totals();
+            let finished = totals.all_terminal() && tasks.is_empty() && view.queue.is_empty();
+            let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
+            if finished {
+                return self.complete_run(run, client, view).await;
+            }
+            if dirty && summary_due {
+                self.post_progress(run, client, view).await;
+                dirty = false;
+                last_summary = Some(Instant::now());
+            }
+            let mut wake = view.next_due().unwrap_or(i64::MAX).min(run.deadline_at);
+            if dirty {
+                let at = last_summary.map_or(Instant::now(), |t| t + SUMMARY_INTERVAL);
+                let in_ms = at.saturating_duration_since(Instant::now()).as_millis() as i64;
+                wake = wake.min(now + in_ms);
+            }
+            let sleep_ms = (wake - now).clamp(0, 60_000) as u64;
+            tokio::select! {
+                Some(spoke) = updates.recv() => {
+                    view.update(spoke);
+                    dirty = true;
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(repo) = done {
+                        view.busy.remove(&repo);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+            }
+        }
+    }
+
+    /// Spoke work that failed transiently (GitHub or database trouble) is tried again later by
+    /// pushing its due time forward.
+    async fn requeue_later(&self, run: &RunRecord, repo: &RepoName, work: Work) {
+        tokio::time::sleep(RETRY_DELAY).await;
+        if let Ok(Some(rec)) = self.store().spoke(&run.id, repo).await {
+            let mut spoke = rec.spoke;
+            let again = match work {
+                Work::Dispatch => {
+                    matches!(spoke.status, SpokeStatus::Planned | SpokeStatus::RetryWait)
+                }
+                Work::Search => spoke.status == SpokeStatus::Unknown,
+                Work::Reconcile => false,
+            };
+            if again {
+                spoke.due_at = Some(now_ms());
+                self.tell_driver(&run.id, spoke);
+            }
+        }
+    }
+
+    /// The overall deadline passed: every spoke still open times out.
+    async fn time_out_everything(&self, run: &RunRecord, view: &mut RunView) -> anyhow::Result<()> {
+        let open: Vec<RepoName> = view
+            .spokes
+            .values()
+            .filter(|s| !s.status.is_terminal())
+            .map(|s| s.repo.clone())
+            .collect();
+        for repo in open {
+            let rec = self.transition(run, &repo, SpokeEvent::TimedOut).await?;
+            let mut spoke = rec.current().clone();
+            if !spoke.status.is_terminal() {
+                // Retrying past the overall deadline makes no sense: cancel.
+                spoke = self
+                    .transition(run, &repo, SpokeEvent::Cancel)
+                    .await?
+                    .current()
+                    .clone();
+            }
+            view.update(spoke);
+        }
+        view.queue.clear();
+        Ok(())
+    }
+
+    fn summary_request(
+        &self,
+        run: &RunRecord,
+        view: &RunView,
+        status: RunStatus,
+        conclusion: Option<Conclusion>,
+    ) -> CheckRunRequest {
+        let spokes = view.sorted();
+        let details = self.details_url(&run.id);
+        let output = render(
+            &SummaryContext {
+                hub_run_id: &run.id,
+                task: &run.task,
+                targets: &run.targets,
+                status,
+                conclusion,
+                dry_run: run.dry_run,
+                now: now_ms(),
+                run_url: details.as_deref(),
+            },
+            &spokes,
+        );
+        CheckRunRequest {
+            output: Some(CheckRunOutput {
+                title: output.title,
+                summary: output.summary,
+                text: output.text,
+            }),
+            ..CheckRunRequest::default()
+        }
+    }
+
+    async fn post_progress(&self, run: &RunRecord, client: &InstallationClient, view: &RunView) {
+        let Some(check_run_id) = run.check_run_id.or(self.check_run_of(&run.id).await) else {
+            return;
+        };
+        let mut req = self.summary_request(run, view, RunStatus::Active, None);
+        req.status = Some("in_progress".into());
+        if let Err(e) = client
+            .update_check_run(&run.hub_repo, check_run_id, &req)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot update the check run");
+        }
+    }
+
+    async fn check_run_of(&self, id: &HubRunId) -> Option<u64> {
+        self.store().run(id).await.ok().flatten()?.check_run_id
+    }
+
+    /// Every spoke is terminal: the check run gets its conclusion and the run completes.
+    async fn complete_run(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        view: &RunView,
+    ) -> anyhow::Result<()> {
+        let totals = view.totals();
+        let policy = self.config().policy_for(&run.task);
+        let conclusion = conclude(&totals, &policy.success_threshold);
+        let mut req = self.summary_request(run, view, RunStatus::Completed, Some(conclusion));
+        req.status = Some("completed".into());
+        req.conclusion = Some(conclusion.as_str().into());
+        req.completed_at = Some(chrono::Utc::now());
+        if totals.failed + totals.timed_out > 0 {
+            req.actions = Some(vec![CheckRunAction {
+                label: "Re-run failed".into(),
+                description: "Dispatch the failed spokes again".into(),
+                identifier: "rerun_failed".into(),
+            }]);
+        }
+        self.finish_check_run(run, client, &req).await?;
+        self.store()
+            .complete_run(&run.id, conclusion.as_str(), None)
+            .await?;
+        tracing::info!(
+            conclusion = conclusion.as_str(),
+            succeeded = totals.succeeded,
+            failed = totals.failed,
+            "run completed"
+        );
+        Ok(())
+    }
+
+    /// The final check-run update must land: it is retried until it does.
+    async fn finish_check_run(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        req: &CheckRunRequest,
+    ) -> anyhow::Result<()> {
+        let Some(check_run_id) = run.check_run_id.or(self.check_run_of(&run.id).await) else {
+            return Ok(());
+        };
+        for attempt in 1.. {
+            match client
+                .update_check_run(&run.hub_repo, check_run_id, req)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(error = %e, attempt, "cannot complete the check run; retrying");
+                    tokio::time::sleep(RETRY_DELAY * attempt).await;
+                }
+                Err(e) => return Err(e).context("cannot complete the check run"),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// A dry run: the check run lists the targets, conclusion neutral; nothing is dispatched.
+    async fn complete_dry_run(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        view: &RunView,
+    ) -> anyhow::Result<()> {
+        let mut req =
+            self.summary_request(run, view, RunStatus::Completed, Some(Conclusion::Neutral));
+        req.status = Some("completed".into());
+        req.conclusion = Some(Conclusion::Neutral.as_str().into());
+        req.completed_at = Some(chrono::Utc::now());
+        self.finish_check_run(run, client, &req).await?;
+        self.store()
+            .complete_run(&run.id, Conclusion::Neutral.as_str(), Some("dry run"))
+            .await?;
+        tracing::info!("dry run completed");
+        Ok(())
+    }
+
+    /// A run that cannot go on: the check run (when there is one) says why.
+    async fn fail_run(&self, run: &RunRecord, reason: &str) -> anyhow::Result<()> {
+        let run = self.load_run(&run.id).await?;
+        if let (Some(check_run_id), Ok(client)) = (
+            run.check_run_id,
+            self.inner.github.installation(run.installation_id).await,
+        ) {
+            let req = CheckRunRequest {
+                name: Some(check_run_name(&run.task)),
+                status: Some("completed".into()),
+                conclusion: Some(Conclusion::Failure.as_str().into()),
+                completed_at: Some(chrono::Utc::now()),
+                output: Some(CheckRunOutput {
+                    title: "The hub could not run this task".into(),
+                    summary: format!("Run `{}` stopped: {}", run.id, reason.replace('\n', " ")),
+                    text: None,
+                }),
+                ..CheckRunRequest::default()
+            };
+            if let Err(e) = client
+                .update_check_run(&run.hub_repo, check_run_id, &req)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot report the failure on the check run");
+            }
+        }
+        self.store()
+            .complete_run(&run.id, Conclusion::Failure.as_str(), Some(reason))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! The workers: the delivery processor (consumes the persisted intake queue), one driver per
+//! active hub run (plans, dispatches, times out, summarizes), and the observer logic that turns
+//! reports into spoke transitions. Every spoke transition goes through [`Engine::transition`]:
+//! decided by the pure domain, persisted, then handed to the run's driver.
+
+pub mod callback_token;
+mod dispatch;
+mod driver;
+mod observe;
+mod plan;
+mod processor;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, Notify};
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::github::GitHubApp;
+use crate::hub::{HubRunId, RepoName, Spoke, SpokeEvent, Transition, TransitionContext};
+use crate::store::{now_ms, RunRecord, Store, StoreResult, TransitionRecord};
+pub use callback_token::{CallbackSigner, TokenError};
+
+/// Counters for operators (and tests): what was rejected and why.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub deliveries_processed: AtomicU64,
+    pub callbacks_accepted: AtomicU64,
+    pub callbacks_rejected: AtomicU64,
+    pub reports_unmatched: AtomicU64,
+    pub conflicts: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MetricsSnapshot {
+    pub deliveries_processed: u64,
+    pub callbacks_accepted: u64,
+    pub callbacks_rejected: u64,
+    pub reports_unmatched: u64,
+    pub conflicts: u64,
+}
+
+impl Metrics {
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            deliveries_processed: g(&self.deliveries_processed),
+            callbacks_accepted: g(&self.callbacks_accepted),
+            callbacks_rejected: g(&self.callbacks_rejected),
+            reports_unmatched: g(&self.reports_unmatched),
+            conflicts: g(&self.conflicts),
+        }
+    }
+}
+
+/// The hub's engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    github: GitHubApp,
+    config: Config,
+    signer: CallbackSigner,
+    new_delivery: Notify,
+    drivers: Mutex<HashMap<HubRunId, mpsc::UnboundedSender<Spoke>>>,
+    metrics: Metrics,
+    completed: broadcast::Sender<HubRunId>,
+}
+
+impl Engine {
+    pub async fn new(store: Store, github: GitHubApp, config: Config) -> anyhow::Result<Engine> {
+        let signer = CallbackSigner::new(&store.signing_key().await?);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                github,
+                config,
+                signer,
+                new_delivery: Notify::new(),
+                drivers: Mutex::new(HashMap::new()),
+                metrics: Metrics::default(),
+                completed: broadcast::channel(64).0,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Hears the id of every run as it completes (the demo waits on this).
+    pub fn subscribe_completions(&self) -> broadcast::Receiver<HubRunId> {
+        self.inner.completed.subscribe()
+    }
+
+    /// Wakes the delivery processor (called by intake after recording a delivery).
+    pub fn delivery_recorded(&self) {
+        self.inner.new_delivery.notify_one();
+    }
+
+    /// Starts the workers: resumes every unfinished run, then processes deliveries forever.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        for run in self.inner.store.unfinished_runs().await? {
+            tracing::info!(hub_run_id = %run.id, status = run.status.as_str(), "resuming run");
+            self.spawn_driver(run.id);
+        }
+        let engine = self.clone();
+        tokio::spawn(async move { engine.process_deliveries().await });
+        Ok(())
+    }
+
+    /// Starts the driver of a run unless one is running.
+    fn spawn_driver(&self, id: HubRunId) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut drivers = self.inner.drivers.lock().expect("drivers lock");
+            if drivers.contains_key(&id) {
+                return;
+            }
+            drivers.insert(id, tx);
+        }
+        let engine = self.clone();
+        let span = tracing::info_span!("hub_run", hub_run_id = %id);
+        tokio::spawn(
+            async move {
+                match engine.drive(id, rx).await {
+                    Ok(()) => {
+                        let _ = engine.inner.completed.send(id);
+                    }
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "run driver stopped"),
+                }
+                engine
+                    .inner
+                    .drivers
+                    .lock()
+                    .expect("drivers lock")
+                    .remove(&id);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Applies one event to one spoke: the domain decides, the store persists, the run's driver
+    /// hears about any change. The single path by which a spoke ever changes.
+    pub(crate) async fn transition(
+        &self,
+        run: &RunRecord,
+        repo: &RepoName,
+        event: SpokeEvent,
+    ) -> StoreResult<TransitionRecord> {
+        let policy = self.inner.config.policy_for(&run.task);
+        let now = now_ms();
+        let record = self
+            .inner
+            .store
+            .transition(&run.id, repo, |spoke| {
+                crate::hub::apply(spoke, event, &TransitionContext { now, policy })
+            })
+            .await?;
+        match &record.transition {
+            Transition::Changed(spoke) => self.tell_driver(&run.id, spoke.clone()),
+            Transition::Conflict { spoke, detail } => {
+                self.inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%repo, detail, "conflicting report recorded");
+                self.tell_driver(&run.id, spoke.clone());
+            }
+            Transition::Stale { detail } => tracing::info!(%repo, detail, "stale report recorded"),
+            Transition::Invalid { detail } => tracing::debug!(%repo, detail, "event ignored"),
+            Transition::Unchanged => {}
+        }
+        Ok(record)
+    }
+
+    fn tell_driver(&self, run: &HubRunId, spoke: Spoke) {
+        if let Some(tx) = self.inner.drivers.lock().expect("drivers lock").get(run) {
+            let _ = tx.send(spoke);
+        }
+    }
+}

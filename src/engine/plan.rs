@@ -1,0 +1,388 @@
+//! Trigger and plan: a `workflow_dispatch` of the hub workflow starts a run; planning resolves
+//! the ref, creates the check run, lists the installation's repositories and selects targets.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value};
+
+use super::Engine;
+use crate::github::{
+    ApiError, CheckRunOutput, CheckRunRequest, InstallationClient, WorkflowDispatchEvent,
+};
+use crate::hub::{HubRunId, RepoName, Selector, Sha, SpokeStatus, Verdict};
+use crate::store::{now_ms, NewRun, NewSpoke, RunRecord};
+
+/// The hub workflow's inputs, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub task: String,
+    pub targets: String,
+    /// A JSON object, compact.
+    pub params: String,
+    pub dry_run: bool,
+}
+
+/// Longest `params` accepted: the spoke's inputs must stay under GitHub's 65,535 characters.
+const MAX_PARAMS: usize = 60_000;
+
+fn input_str<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+    match inputs.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(format!("input `{key}` must be a string, got {other}")),
+    }
+}
+
+/// Validates the hub workflow's inputs: `task` (required), `targets` (a selector), `params` (a
+/// JSON object as a string) and `dry_run` (boolean).
+pub fn parse_trigger(inputs: &Map<String, Value>) -> Result<Trigger, String> {
+    let task = input_str(inputs, "task")?.unwrap_or("").trim();
+    if task.is_empty() {
+        return Err("input `task` is required".into());
+    }
+    if task.len() > 100
+        || !task
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "input `task` must be 1 to 100 characters of letters, digits, '-', '_' or '.', got {task:?}"
+        ));
+    }
+    let targets = input_str(inputs, "targets")?.unwrap_or("").trim();
+    let selector = Selector::parse(targets).map_err(|e| format!("input `targets`: {e}"))?;
+    let params = input_str(inputs, "params")?.unwrap_or("").trim();
+    let params = if params.is_empty() {
+        "{}".to_owned()
+    } else {
+        match serde_json::from_str::<Value>(params) {
+            Ok(v @ Value::Object(_)) => v.to_string(),
+            Ok(_) => return Err("input `params` must be a JSON object".into()),
+            Err(e) => return Err(format!("input `params` is not valid JSON: {e}")),
+        }
+    };
+    if params.len() > MAX_PARAMS {
+        return Err(format!(
+            "input `params` is longer than {MAX_PARAMS} characters"
+        ));
+    }
+    let dry_run = match inputs.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => match s.trim() {
+            "" | "false" => false,
+            "true" => true,
+            other => {
+                return Err(format!(
+                    "input `dry_run` must be true or false, got {other:?}"
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(format!(
+                "input `dry_run` must be true or false, got {other}"
+            ))
+        }
+    };
+    Ok(Trigger {
+        task: task.to_owned(),
+        targets: selector.to_string(),
+        params,
+        dry_run,
+    })
+}
+
+/// The check run's name for a task.
+pub fn check_run_name(task: &str) -> String {
+    format!("spokehub: {task}")
+}
+
+/// Why planning stopped.
+pub enum PlanError {
+    /// The run cannot go on (say why on the check run).
+    Fatal(String),
+    /// Transient trouble: plan again later.
+    Retry(anyhow::Error),
+}
+
+impl From<ApiError> for PlanError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound { .. }
+            | ApiError::Unprocessable { .. }
+            | ApiError::Forbidden { .. } => PlanError::Fatal(e.to_string()),
+            other => PlanError::Retry(other.into()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for PlanError {
+    fn from(e: crate::store::StoreError) -> Self {
+        PlanError::Retry(e.into())
+    }
+}
+
+impl Engine {
+    /// A `workflow_dispatch` webhook: starts a hub run when it is the hub workflow.
+    pub(super) async fn on_workflow_dispatch(
+        &self,
+        guid: &str,
+        e: WorkflowDispatchEvent,
+    ) -> anyhow::Result<String> {
+        let file = Path::new(&e.workflow).file_name().and_then(|f| f.to_str());
+        if file != Some(self.config().hub_workflow.as_str()) {
+            return Ok(format!("ignored: {} is not the hub workflow", e.workflow));
+        }
+        let Some(installation_id) = e.installation_id else {
+            return Ok("ignored: no installation".into());
+        };
+        let trigger = match parse_trigger(&e.inputs) {
+            Ok(t) => t,
+            Err(reason) => {
+                tracing::warn!(repo = %e.repository, reason, "run not started: invalid inputs");
+                self.report_invalid_trigger(installation_id, &e, &reason)
+                    .await?;
+                return Ok(format!("invalid inputs: {reason}"));
+            }
+        };
+        let id = HubRunId::new_random();
+        let policy = self.config().policy_for(&trigger.task);
+        let inserted = self
+            .store()
+            .insert_run(&NewRun {
+                id,
+                installation_id,
+                hub_repo: &e.repository,
+                task: &trigger.task,
+                targets: &trigger.targets,
+                params: &trigger.params,
+                dry_run: trigger.dry_run,
+                git_ref: &e.git_ref,
+                sender: &e.sender,
+                trigger_delivery: Some(guid),
+                deadline_at: now_ms() + policy.timeouts.overall.as_millis() as i64,
+            })
+            .await?;
+        if !inserted {
+            return Ok("duplicate trigger".into());
+        }
+        tracing::Span::current().record("hub_run_id", tracing::field::display(&id));
+        tracing::info!(hub_run_id = %id, task = trigger.task, targets = trigger.targets, "run started");
+        self.spawn_driver(id);
+        Ok(format!("started run {id}"))
+    }
+
+    /// Inputs were invalid: no run; a check run with conclusion `action_required` says why.
+    async fn report_invalid_trigger(
+        &self,
+        installation_id: crate::hub::InstallationId,
+        e: &WorkflowDispatchEvent,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let client = self.inner.github.installation(installation_id).await?;
+        let sha = match client.resolve_ref(&e.repository, &e.git_ref).await {
+            Ok(sha) => sha,
+            Err(ApiError::NotFound { .. }) | Err(ApiError::Unprocessable { .. }) => return Ok(()),
+            Err(other) => return Err(other.into()),
+        };
+        let task = input_str(&e.inputs, "task")
+            .ok()
+            .flatten()
+            .unwrap_or("")
+            .trim();
+        let name = if task.is_empty() || task.len() > 100 {
+            "spokehub".to_owned()
+        } else {
+            check_run_name(task)
+        };
+        let req = CheckRunRequest {
+            name: Some(name),
+            head_sha: Some(sha.to_string()),
+            status: Some("completed".into()),
+            conclusion: Some("action_required".into()),
+            completed_at: Some(chrono::Utc::now()),
+            output: Some(CheckRunOutput {
+                title: "Run not started: invalid inputs".into(),
+                summary: format!(
+                    "The hub workflow was run by @{} with inputs spokehub cannot use:\n\n> {}\n\nFix the inputs and run the workflow again.",
+                    e.sender,
+                    reason.replace('\n', " ")
+                ),
+                text: None,
+            }),
+            ..CheckRunRequest::default()
+        };
+        client
+            .create_check_run(&e.repository, &req)
+            .await
+            .context("cannot create the invalid-inputs check run")?;
+        Ok(())
+    }
+
+    /// Plans a run: head sha, check run, targets. Ends with the run active (or completed for a
+    /// dry run). Safe to repeat after a crash.
+    pub(super) async fn plan(&self, run: &RunRecord) -> Result<(), PlanError> {
+        let client = self
+            .inner
+            .github
+            .installation(run.installation_id)
+            .await
+            .map_err(PlanError::from)?;
+        let sha = match &run.head_sha {
+            Some(sha) => sha.clone(),
+            None => {
+                let sha = client.resolve_ref(&run.hub_repo, &run.git_ref).await?;
+                self.store().set_head_sha(&run.id, &sha).await?;
+                sha
+            }
+        };
+        if run.check_run_id.is_none() {
+            let id = self.ensure_check_run(&client, run, &sha).await?;
+            self.store().set_check_run(&run.id, id).await?;
+        }
+        let selector = Selector::parse(&run.targets)
+            .map_err(|e| PlanError::Fatal(format!("input `targets`: {e}")))?;
+        let mut repos = client.list_repositories().await?;
+        if selector.needs_properties() {
+            let mut props = client.custom_properties(run.hub_repo.owner()).await?;
+            for repo in &mut repos {
+                if let Some(p) = props.remove(&repo.name) {
+                    repo.properties = p;
+                }
+            }
+        }
+        let spokes: Vec<NewSpoke> = repos
+            .into_iter()
+            .filter_map(|repo| {
+                let (status, reason) = match selector.evaluate(&repo) {
+                    Verdict::Target => (SpokeStatus::Planned, None),
+                    Verdict::Skip(reason) => (SpokeStatus::Skipped, Some(reason)),
+                    Verdict::NotSelected => return None,
+                };
+                Some(NewSpoke {
+                    repo: repo.name,
+                    default_branch: repo.default_branch,
+                    status,
+                    reason,
+                })
+            })
+            .collect();
+        tracing::info!(
+            targets = spokes
+                .iter()
+                .filter(|s| s.status == SpokeStatus::Planned)
+                .count(),
+            skipped = spokes
+                .iter()
+                .filter(|s| s.status == SpokeStatus::Skipped)
+                .count(),
+            "planned"
+        );
+        self.store().activate_run(&run.id, &sha, &spokes).await?;
+        Ok(())
+    }
+
+    /// The run's check run: found by `external_id` if an earlier attempt created it (a crash
+    /// between creating and recording it), else created in progress.
+    async fn ensure_check_run(
+        &self,
+        client: &InstallationClient,
+        run: &RunRecord,
+        sha: &Sha,
+    ) -> Result<u64, PlanError> {
+        let name = check_run_name(&run.task);
+        let external_id = run.id.to_string();
+        let existing = client.check_runs_for_ref(&run.hub_repo, sha, &name).await?;
+        if let Some(found) = existing
+            .iter()
+            .find(|c| c.external_id.as_deref() == Some(external_id.as_str()))
+        {
+            return Ok(found.id);
+        }
+        let req = CheckRunRequest {
+            name: Some(name),
+            head_sha: Some(sha.to_string()),
+            status: Some("in_progress".into()),
+            external_id: Some(external_id),
+            details_url: self.details_url(&run.id),
+            started_at: Some(chrono::Utc::now()),
+            output: Some(CheckRunOutput {
+                title: "Planning".into(),
+                summary: format!(
+                    "Selecting targets for task `{}` (targets: `{}`).",
+                    run.task,
+                    if run.targets.is_empty() {
+                        "all"
+                    } else {
+                        &run.targets
+                    }
+                ),
+                text: None,
+            }),
+            ..CheckRunRequest::default()
+        };
+        Ok(client.create_check_run(&run.hub_repo, &req).await?)
+    }
+
+    /// Where the check run links to: the hub's page for the run, when the hub has a public URL.
+    pub(super) fn details_url(&self, id: &HubRunId) -> Option<String> {
+        self.config()
+            .public_url
+            .as_ref()
+            .and_then(|u| u.join(&format!("runs/{id}")).ok())
+            .map(String::from)
+    }
+}
+
+/// The repository a spoke report names, when it is one.
+pub(super) fn repo_of(value: Option<&Value>) -> Option<RepoName> {
+    value?.as_str()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inputs(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn valid_inputs_are_normalized() {
+        let t = parse_trigger(&inputs(json!({
+            "task": "bump-deps", "targets": " topic:rust  -repo:legacy ", "params": "{ \"v\": 2 }", "dry_run": "true"
+        })))
+        .unwrap();
+        assert_eq!(t.task, "bump-deps");
+        assert_eq!(t.params, "{\"v\":2}");
+        assert!(t.dry_run);
+        let t = parse_trigger(&inputs(json!({"task": "scan"}))).unwrap();
+        assert_eq!(
+            (t.params.as_str(), t.dry_run, t.targets.as_str()),
+            ("{}", false, "")
+        );
+    }
+
+    #[test]
+    fn invalid_inputs_say_which_input() {
+        for (v, needle) in [
+            (json!({}), "`task` is required"),
+            (json!({"task": "a b"}), "`task` must be"),
+            (
+                json!({"task": "x", "params": "[1]"}),
+                "`params` must be a JSON object",
+            ),
+            (
+                json!({"task": "x", "params": "{"}),
+                "`params` is not valid JSON",
+            ),
+            (json!({"task": "x", "dry_run": "maybe"}), "`dry_run`"),
+            (json!({"task": "x", "targets": "colour:blue"}), "`targets`"),
+        ] {
+            let e = parse_trigger(&inputs(v.clone())).unwrap_err();
+            assert!(e.contains(needle), "{v}: {e}");
+        }
+    }
+}

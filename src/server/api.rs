@@ -1,0 +1,60 @@
+//! `GET /healthz` and the run API. Run details name private repositories, so the API needs
+//! `Authorization: Bearer <SPOKEHUB_API_TOKEN>` and is off (404) when no token is configured.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use secrecy::ExposeSecret as _;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+use crate::engine::Engine;
+use crate::hub::HubRunId;
+use crate::report::run_report;
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "message": message }))).into_response()
+}
+
+/// Checks the bearer token; the refusal when it does not hold.
+fn refusal(engine: &Engine, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &engine.config().api_token else {
+        return Some(error(StatusCode::NOT_FOUND, "Not Found"));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok: bool = given
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into();
+    (!ok).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+pub async fn run(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(denied) = refusal(&engine, &headers) {
+        return denied;
+    }
+    let Ok(id) = id.parse::<HubRunId>() else {
+        return error(StatusCode::NOT_FOUND, "no such run");
+    };
+    match run_report(engine.store(), &id).await {
+        Ok(Some(report)) => Json(report).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such run"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read run");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the run")
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! HTTP: webhook intake, health, and the run API. Handlers only verify, record and answer;
+//! the engine does the work.
+
+mod api;
+mod intake;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::github::{GitHubApp, GitHubConfig};
+use crate::store::Store;
+
+/// GitHub caps webhook payloads at 25 MB; larger bodies are refused with 413.
+pub const MAX_WEBHOOK_BODY: usize = 25 * 1024 * 1024;
+
+/// The HTTP routes of a hub.
+pub fn router(engine: Engine) -> Router {
+    Router::new()
+        .route("/webhook", post(intake::webhook))
+        .route("/healthz", get(api::healthz))
+        .route("/api/v1/runs/{id}", get(api::run))
+        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
+        .with_state(engine)
+}
+
+/// A running hub.
+pub struct HubHandle {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl HubHandle {
+    /// Stops serving (the engine's workers stop with the runtime).
+    pub fn abort(self) {
+        self.server.abort();
+    }
+}
+
+/// Opens the store, connects to GitHub, resumes unfinished runs and serves on `listener`.
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubHandle> {
+    let store = Store::open(&config.database_url).await?;
+    let github = GitHubApp::new(GitHubConfig::new(
+        config.app_id,
+        config.private_key.clone(),
+        config.api_url.clone(),
+    ))
+    .context("cannot set up the GitHub App client")?;
+    let engine = Engine::new(store, github, config).await?;
+    engine.start().await?;
+    let addr = listener.local_addr()?;
+    let app = router(engine.clone());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    tracing::info!(%addr, "spokehub listening");
+    Ok(HubHandle {
+        addr,
+        engine,
+        server,
+    })
+}
+
+/// `spokehub serve`: runs until interrupted.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let hub = start(config, listener).await?;
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    hub.abort();
+    Ok(())
+}
