@@ -69,7 +69,14 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
         "organization": json::organization(&sh.ctx), "installation": json::installation_lite(&sh.ctx),
     });
     let (repo_id, full, head_sha) = (repo.id, repo.full_name.clone(), repo.head_sha.clone());
-    let delivery = emit(&sh, &mut w, "workflow_dispatch", None, Some(repo_id), &payload);
+    let delivery = emit(
+        &sh,
+        &mut w,
+        "workflow_dispatch",
+        None,
+        Some(repo_id),
+        &payload,
+    );
     Ok(Json(json!({
         "workflow_run_id": id,
         "run_url": format!("{}/repos/{full}/actions/runs/{id}", sh.ctx.base),
@@ -102,7 +109,14 @@ fn check_run_event(
         payload["requested_action"] = json!({"identifier": i});
     }
     let repo_id = repo.id;
-    Ok(emit(sh, w, "check_run", Some(action), Some(repo_id), &payload))
+    Ok(emit(
+        sh,
+        w,
+        "check_run",
+        Some(action),
+        Some(repo_id),
+        &payload,
+    ))
 }
 
 /// `POST /_emulator/check-runs/{id}/request-action` `{identifier, sender}`: a button click.
@@ -126,7 +140,14 @@ pub async fn request_action(
             "The check run has no action with identifier {identifier:?}"
         )));
     }
-    let d = check_run_event(&sh, &mut w, id, "requested_action", Some(identifier), &sender)?;
+    let d = check_run_event(
+        &sh,
+        &mut w,
+        id,
+        "requested_action",
+        Some(identifier),
+        &sender,
+    )?;
     Ok(Json(json!({"delivery_id": d})).into_response())
 }
 

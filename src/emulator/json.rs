@@ -28,11 +28,13 @@ pub const EPOCH: &str = "2024-01-01T00:00:00Z";
 
 /// A user or organization as `simple-user` / webhook `user`.
 pub fn user(ctx: &Ctx, login: &str, id: u64, kind: &str) -> Value {
-    let api = format!("{}/users/{login}", ctx.base);
+    // Bot logins carry brackets: GitHub percent-encodes them in URLs.
+    let enc: String = url::form_urlencoded::byte_serialize(login.as_bytes()).collect();
+    let api = format!("{}/users/{enc}", ctx.base);
     json!({
         "login": login, "id": id, "node_id": format!("U_{id}"),
-        "avatar_url": format!("{}/avatars/{login}", ctx.base), "gravatar_id": "",
-        "url": api, "html_url": format!("{}/{login}", ctx.base),
+        "avatar_url": format!("{}/avatars/{enc}", ctx.base), "gravatar_id": "",
+        "url": api, "html_url": format!("{}/{enc}", ctx.base),
         "followers_url": format!("{api}/followers"),
         "following_url": format!("{api}/following{{/other_user}}"),
         "gists_url": format!("{api}/gists{{/gist_id}}"),
@@ -52,8 +54,17 @@ pub fn org_user(ctx: &Ctx) -> Value {
 
 /// A person by login, with a stable id derived from the login.
 pub fn person(ctx: &Ctx, login: &str) -> Value {
-    let id = 1000 + login.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64)) % 1_000_000;
-    user(ctx, login, id, "User")
+    let id = 1000
+        + login
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64))
+            % 1_000_000;
+    let kind = if login.ends_with("[bot]") {
+        "Bot"
+    } else {
+        "User"
+    };
+    user(ctx, login, id, kind)
 }
 
 /// The webhook `organization` object.
@@ -82,7 +93,12 @@ pub fn permissions() -> Value {
 
 /// The App's subscribed events.
 pub fn events() -> Value {
-    json!(["check_run", "repository_dispatch", "workflow_dispatch", "workflow_run"])
+    json!([
+        "check_run",
+        "repository_dispatch",
+        "workflow_dispatch",
+        "workflow_run"
+    ])
 }
 
 /// The App (`integration` in REST, `app` in webhooks).
@@ -95,6 +111,15 @@ pub fn app(ctx: &Ctx) -> Value {
         "created_at": EPOCH, "updated_at": EPOCH,
         "permissions": permissions(), "events": events(),
     })
+}
+
+/// The App as webhook payloads show it (their schema knows fewer permission names).
+pub fn app_hook(ctx: &Ctx) -> Value {
+    let mut v = app(ctx);
+    if let Some(p) = v["permissions"].as_object_mut() {
+        p.remove("organization_custom_properties");
+    }
+    v
 }
 
 /// The REST `installation` object.
@@ -155,7 +180,10 @@ pub fn repo_lite(ctx: &Ctx, r: &Repo) -> Value {
         ("languages_url", "/languages"),
         ("merges_url", "/merges"),
         ("milestones_url", "/milestones{/number}"),
-        ("notifications_url", "/notifications{?since,all,participating}"),
+        (
+            "notifications_url",
+            "/notifications{?since,all,participating}",
+        ),
         ("pulls_url", "/pulls{/number}"),
         ("releases_url", "/releases{/id}"),
         ("stargazers_url", "/stargazers"),
@@ -175,7 +203,10 @@ pub fn repo_lite(ctx: &Ctx, r: &Repo) -> Value {
 pub fn repo_hook(ctx: &Ctx, r: &Repo) -> Value {
     let mut v = repo_lite(ctx, r);
     let m = v.as_object_mut().expect("object");
-    let host = ctx.base.trim_start_matches("http://").trim_start_matches("https://");
+    let host = ctx
+        .base
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
     let extra = json!({
         "created_at": EPOCH, "updated_at": EPOCH, "pushed_at": EPOCH,
         "git_url": format!("git://{host}/{}.git", r.full_name),
@@ -286,7 +317,11 @@ pub fn check_run_rest(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
 /// A check run inside a `check_run` webhook.
 pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
     let now = ts(chrono::Utc::now());
-    let suite_status = if c.status == "completed" { "completed" } else { "in_progress" };
+    let suite_status = if c.status == "completed" {
+        "completed"
+    } else {
+        "in_progress"
+    };
     let mut v = json!({
         "id": c.id, "node_id": format!("CR_{}", c.id), "head_sha": c.head_sha, "name": c.name,
         "external_id": c.external_id.clone().unwrap_or_default(),
@@ -301,10 +336,10 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
             "head_branch": r.default_branch, "head_sha": c.head_sha,
             "status": suite_status, "conclusion": c.conclusion,
             "url": format!("{}/repos/{}/check-suites/{}", ctx.base, r.full_name, c.check_suite_id),
-            "before": null, "after": c.head_sha, "pull_requests": [], "app": app(ctx),
+            "before": null, "after": c.head_sha, "pull_requests": [], "app": app_hook(ctx),
             "created_at": ts(c.created_at), "updated_at": now,
         },
-        "app": app(ctx), "pull_requests": [],
+        "app": app_hook(ctx), "pull_requests": [],
     });
     if let Some(d) = &c.details_url {
         v.as_object_mut()

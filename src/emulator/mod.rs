@@ -90,7 +90,9 @@ fn load_key(sc: &Scenario) -> anyhow::Result<Option<RsaPrivateKey>> {
     };
     let key = RsaPrivateKey::from_pkcs8_pem(&pem)
         .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
-        .map_err(|_| anyhow::anyhow!("the App private key in the scenario is not an RSA PEM key"))?;
+        .map_err(|_| {
+            anyhow::anyhow!("the App private key in the scenario is not an RSA PEM key")
+        })?;
     Ok(Some(key))
 }
 
@@ -114,7 +116,8 @@ fn write_out(dir: &Path, h: &EmulatorHandle) -> anyhow::Result<()> {
         h.installation_id
     );
     let env_path = dir.join("app.env");
-    std::fs::write(&env_path, env).with_context(|| format!("cannot write {}", env_path.display()))?;
+    std::fs::write(&env_path, env)
+        .with_context(|| format!("cannot write {}", env_path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -166,7 +169,10 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/repos/{o}/{r}/actions/runs", get(a::runs_route))
         .route("/repos/{o}/{r}/actions/runs/{id}", get(a::get_run))
-        .route("/repos/{o}/{r}/actions/runs/{id}/cancel", post(a::cancel_run))
+        .route(
+            "/repos/{o}/{r}/actions/runs/{id}/cancel",
+            post(a::cancel_run),
+        )
         .route("/repos/{o}/{r}/dispatches", post(a::repo_dispatch_route))
         .route("/repos/{o}/{r}/check-runs", post(c::create))
         .route(
@@ -203,11 +209,13 @@ impl Emulator {
     ) -> anyhow::Result<EmulatorHandle> {
         let key = match load_key(&scenario)? {
             Some(k) => k,
-            None => tokio::task::spawn_blocking(|| {
-                RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
-                    .map_err(|_| anyhow::anyhow!("cannot generate the App key"))
-            })
-            .await??,
+            None => {
+                tokio::task::spawn_blocking(|| {
+                    RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+                        .map_err(|_| anyhow::anyhow!("cannot generate the App key"))
+                })
+                .await??
+            }
         };
         let private_pem = key
             .to_pkcs8_pem(LineEnding::LF)
@@ -299,8 +307,13 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let h = Emulator::start(listener, scenario, args.webhook_url.clone(), Some(args.out.clone()))
-        .await?;
+    let h = Emulator::start(
+        listener,
+        scenario,
+        args.webhook_url.clone(),
+        Some(args.out.clone()),
+    )
+    .await?;
     println!(
         "GitHub emulator on {} (org {}, hub repo {}, app {}, installation {}); webhooks to {}; credentials in {}",
         h.base_url,
@@ -311,7 +324,9 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
         args.webhook_url,
         args.out.join("app.env").display()
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     h.shutdown().await;
     Ok(())
 }

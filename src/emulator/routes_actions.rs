@@ -98,7 +98,10 @@ pub fn dispatch(
             "inputs are too large: at most 65,535 characters in total",
         ));
     }
-    let unexpected: Vec<&String> = inputs.keys().filter(|k| !declared.contains_key(*k)).collect();
+    let unexpected: Vec<&String> = inputs
+        .keys()
+        .filter(|k| !declared.contains_key(*k))
+        .collect();
     if !unexpected.is_empty() {
         return Err(ApiError::unprocessable(format!(
             "Unexpected inputs provided: {}",
@@ -194,11 +197,22 @@ fn created_filter(s: &str) -> ApiResult<(Option<DateTime<Utc>>, Option<DateTime<
         return Ok((None, Some(parse(t, false).ok_or_else(bad)? - sec)));
     }
     if let Some((a, b)) = s.split_once("..") {
-        let lo = if a == "*" { None } else { Some(parse(a, false).ok_or_else(bad)?) };
-        let hi = if b == "*" { None } else { Some(parse(b, true).ok_or_else(bad)?) };
+        let lo = if a == "*" {
+            None
+        } else {
+            Some(parse(a, false).ok_or_else(bad)?)
+        };
+        let hi = if b == "*" {
+            None
+        } else {
+            Some(parse(b, true).ok_or_else(bad)?)
+        };
         return Ok((lo, hi));
     }
-    Ok((Some(parse(s, false).ok_or_else(bad)?), Some(parse(s, true).ok_or_else(bad)?)))
+    Ok((
+        Some(parse(s, false).ok_or_else(bad)?),
+        Some(parse(s, true).ok_or_else(bad)?),
+    ))
 }
 
 fn list_runs(
@@ -251,7 +265,10 @@ fn list_runs(
         .map(|run| json::workflow_run(&sh.ctx, repo, run, false))
         .collect();
     let path = match workflow {
-        Some(f) => format!("{}/repos/{}/actions/workflows/{f}/runs", sh.ctx.base, repo.full_name),
+        Some(f) => format!(
+            "{}/repos/{}/actions/workflows/{f}/runs",
+            sh.ctx.base, repo.full_name
+        ),
         None => format!("{}/repos/{}/actions/runs", sh.ctx.base, repo.full_name),
     };
     drop(w);
@@ -299,10 +316,7 @@ fn run_in_repo(sh: &Shared, w: &World, o: &str, r: &str, id: &str) -> ApiResult<
 }
 
 /// `GET /repos/{owner}/{repo}/actions/runs/{run_id}`
-pub async fn get_run(
-    State(sh): S,
-    Path((o, r, id)): Path<(String, String, String)>,
-) -> ApiResult {
+pub async fn get_run(State(sh): S, Path((o, r, id)): Path<(String, String, String)>) -> ApiResult {
     let w = sh.world();
     let (i, id) = run_in_repo(&sh, &w, &o, &r, &id)?;
     let run = &w.runs[&id];

@@ -137,9 +137,8 @@ pub async fn get_contents(
     let i = w.repo(&sh.ctx, &o, &r).ok_or_else(ApiError::not_found)?;
     if let Some(reference) = q.get("ref") {
         if !resolves(&w, i, reference) {
-            return Err(ApiError::not_found().with_message(format!(
-                "No commit found for the ref {reference}"
-            )));
+            return Err(ApiError::not_found()
+                .with_message(format!("No commit found for the ref {reference}")));
         }
     }
     let repo = &w.repos[i];
@@ -147,8 +146,14 @@ pub async fn get_contents(
     let path = path.trim_matches('/');
     let item = |p: &str, name: &str, kind: &str, size: usize| {
         let url = format!("{}/repos/{}/contents/{p}", ctx.base, repo.full_name);
-        let html = format!("{}/{}/blob/{}/{p}", ctx.base, repo.full_name, repo.default_branch);
-        let git = format!("{}/repos/{}/git/blobs/{}", ctx.base, repo.full_name, repo.head_sha);
+        let html = format!(
+            "{}/{}/blob/{}/{p}",
+            ctx.base, repo.full_name, repo.default_branch
+        );
+        let git = format!(
+            "{}/repos/{}/git/blobs/{}",
+            ctx.base, repo.full_name, repo.head_sha
+        );
         json!({
             "type": kind, "size": size, "name": name, "path": p, "sha": repo.head_sha,
             "url": url, "git_url": git, "html_url": html,
@@ -199,8 +204,12 @@ pub async fn get_commit(
     }
     let repo = &w.repos[i];
     let ctx = &sh.ctx;
-    let url = format!("{}/repos/{}/commits/{}", ctx.base, repo.full_name, repo.head_sha);
-    let who = json!({"name": "Emulated Person", "email": "person@example.com", "date": json::EPOCH});
+    let url = format!(
+        "{}/repos/{}/commits/{}",
+        ctx.base, repo.full_name, repo.head_sha
+    );
+    let who =
+        json!({"name": "Emulated Person", "email": "person@example.com", "date": json::EPOCH});
     Ok(Json(json!({
         "url": url, "sha": repo.head_sha, "node_id": format!("C_{}", repo.head_sha),
         "html_url": format!("{}/{}/commit/{}", ctx.base, repo.full_name, repo.head_sha),
@@ -275,7 +284,10 @@ pub async fn manifest_conversion(State(sh): S, Path(code): Path<String>) -> ApiR
     }
     let mut v = json::app(&sh.ctx);
     let obj = v.as_object_mut().expect("object");
-    obj.insert("client_id".into(), json!(format!("Iv1.{}", sh.ctx.app_slug)));
+    obj.insert(
+        "client_id".into(),
+        json!(format!("Iv1.{}", sh.ctx.app_slug)),
+    );
     obj.insert("client_secret".into(), json!("emulated-client-secret"));
     obj.insert(
         "webhook_secret".into(),
@@ -295,10 +307,7 @@ fn delivery_item(sh: &Shared, d: &super::state::Delivery) -> Value {
 }
 
 /// `GET /app/hook/deliveries` (newest first, cursor = the last id seen).
-pub async fn list_deliveries(
-    State(sh): S,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+pub async fn list_deliveries(State(sh): S, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     let per = match q.get("per_page") {
         Some(s) => s
             .parse::<usize>()
@@ -362,10 +371,7 @@ pub async fn get_delivery(State(sh): S, Path(id): Path<String>) -> ApiResult {
         "request".into(),
         json!({"headers": {"X-GitHub-Event": d.event, "X-GitHub-Delivery": d.guid}, "payload": payload}),
     );
-    obj.insert(
-        "response".into(),
-        json!({"headers": {}, "payload": null}),
-    );
+    obj.insert("response".into(), json!({"headers": {}, "payload": null}));
     Ok(Json(v).into_response())
 }
 

@@ -46,7 +46,9 @@ fn opt_str(o: &Map<String, Value>, k: &str) -> ApiResult<Option<String>> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(invalid(format!("For 'properties/{k}', {v} is not a string."))),
+        Some(v) => Err(invalid(format!(
+            "For 'properties/{k}', {v} is not a string."
+        ))),
     }
 }
 
@@ -161,7 +163,8 @@ fn apply(c: &mut CheckRun, o: &Map<String, Value>, creating: bool) -> ApiResult<
                 .as_object()
                 .ok_or_else(|| invalid("For 'items', is not an object."))?;
             for (k, max) in [("label", 20), ("description", 40), ("identifier", 20)] {
-                let s = opt_str(ao, k)?.ok_or_else(|| invalid(format!("\"{k}\" wasn't supplied.")))?;
+                let s =
+                    opt_str(ao, k)?.ok_or_else(|| invalid(format!("\"{k}\" wasn't supplied.")))?;
                 check_len(&format!("actions.{k}"), &s, max)?;
             }
         }

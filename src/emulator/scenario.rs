@@ -342,7 +342,10 @@ impl Scenario {
         for (i, r) in self.org.repo.iter().enumerate() {
             let key = format!("org.repo[{i}]");
             if r.name.is_empty() || r.name.contains('/') {
-                return Err(invalid(&format!("{key}.name"), "must be a bare repository name"));
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    "must be a bare repository name",
+                ));
             }
             if !matches!(r.visibility.as_str(), "public" | "private" | "internal") {
                 return Err(invalid(
@@ -416,8 +419,8 @@ mod tests {
         assert!(e.to_string().contains("spoke.duration_ms"), "{e}");
         let e = Scenario::from_toml("[faults]\napi_error_rate = 2.0\n").unwrap_err();
         assert!(e.to_string().contains("faults.api_error_rate"), "{e}");
-        let e = Scenario::from_toml("[[org.repo]]\nname = \"a\"\nconclusion = \"meh\"\n")
-            .unwrap_err();
+        let e =
+            Scenario::from_toml("[[org.repo]]\nname = \"a\"\nconclusion = \"meh\"\n").unwrap_err();
         assert!(e.to_string().contains("org.repo[0].conclusion"), "{e}");
         let e = Scenario::from_toml("[spoke]\ncallback = \"carrier_pigeon\"\n").unwrap_err();
         assert!(e.to_string().contains("carrier_pigeon"), "{e}");

@@ -70,8 +70,7 @@ fn auth_kind(path: &str) -> AuthKind {
 
 /// Content-creating requests count against the secondary limit.
 fn content_creating(method: &Method, route: &str) -> bool {
-    method == Method::POST
-        && (route.ends_with("/dispatches") || route.ends_with("/check-runs"))
+    method == Method::POST && (route.ends_with("/dispatches") || route.ends_with("/check-runs"))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -94,7 +93,8 @@ fn verify_jwt(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let undecodable = || ApiError::unauthorized("A JSON web token could not be decoded");
     let token = bearer(headers).ok_or_else(undecodable)?;
     let mut v = Validation::new(Algorithm::RS256);
-    v.set_required_spec_claims(&["exp", "iat", "iss"]);
+    // `iss` is an integer in App JWTs: checked below, not by the library (which wants a string).
+    v.set_required_spec_claims(&["exp"]);
     v.validate_exp = false;
     let data =
         jsonwebtoken::decode::<Claims>(token, &shared.jwt_key, &v).map_err(|_| undecodable())?;
@@ -164,7 +164,10 @@ pub async fn api_middleware(
     let kind = auth_kind(&path);
     let gate = match gate(&shared, &method, &route, kind, req.headers()) {
         Ok(g) => g,
-        Err((e, g)) => return finish(e.into_response(), g.as_ref(), &request_id),
+        Err((e, g)) => {
+            let g = g.unwrap_or_else(|| snapshot(&shared));
+            return finish(e.into_response(), Some(&g), &request_id);
+        }
     };
     if gate.inject_error {
         let e = ApiError::new(StatusCode::BAD_GATEWAY, "Server Error");
@@ -257,7 +260,9 @@ fn gate(
         }
         if waiting || w.rate.content_times.len() >= per_min as usize {
             let oldest = w.rate.content_times.front().copied().unwrap_or(now_ms);
-            let wait_s = ((oldest + 60_000).saturating_sub(now_ms)).div_ceil(1000).max(1);
+            let wait_s = ((oldest + 60_000).saturating_sub(now_ms))
+                .div_ceil(1000)
+                .max(1);
             w.rate.blocked_until_ms = w.rate.blocked_until_ms.max(now_ms + wait_s * 1000);
             w.counters.secondary_limit_hits += 1;
             let e = ApiError::new(
@@ -277,6 +282,18 @@ fn gate(
         g.lose_response = true;
     }
     Ok(g)
+}
+
+/// The rate-limit figures as they stand, for answers that did not pass the gate.
+fn snapshot(shared: &Shared) -> Gate {
+    let w = shared.world();
+    Gate {
+        limit: shared.scenario.faults.rate_limit_per_hour,
+        used: w.rate.used,
+        reset: w.rate.window_start + 3600,
+        inject_error: false,
+        lose_response: false,
+    }
 }
 
 /// Adds GitHub's headers to a response.

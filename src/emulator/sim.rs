@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::json;
 use super::scenario::Callback;
 use super::server::Shared;
-use super::state::{RepoDispatch, World, WorkflowRun};
+use super::state::{RepoDispatch, WorkflowRun, World};
 use super::webhooks::emit;
 use super::workflow::render_run_name;
 
@@ -33,13 +33,18 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
     let now = Utc::now();
     let spoke = &shared.scenario.spoke;
     let [lo, hi] = spoke.duration_ms;
-    let duration = if hi > lo { w.rng.gen_range(lo..=hi) } else { lo };
+    let duration = if hi > lo {
+        w.rng.gen_range(lo..=hi)
+    } else {
+        lo
+    };
     let failed = spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
     let repo = &mut w.repos[new.repo];
     let wf = repo.workflow(&new.workflow_file)?.clone();
-    let conclusion = repo.conclusion.clone().unwrap_or_else(|| {
-        if failed { "failure" } else { "success" }.to_owned()
-    });
+    let conclusion = repo
+        .conclusion
+        .clone()
+        .unwrap_or_else(|| if failed { "failure" } else { "success" }.to_owned());
     let mut inputs = new.inputs;
     if let Some(decl) = &wf.info.dispatch_inputs {
         for (k, spec) in decl {
@@ -143,7 +148,14 @@ fn emit_run_event(shared: &Shared, w: &mut World, id: u64, action: &str) {
         "installation": json::installation_lite(ctx),
     });
     let repo_id = repo.id;
-    emit(shared, w, "workflow_run", Some(action), Some(repo_id), &payload);
+    emit(
+        shared,
+        w,
+        "workflow_run",
+        Some(action),
+        Some(repo_id),
+        &payload,
+    );
 }
 
 /// What the spoke's report step does: `spoke_complete` on the hub repository.
@@ -163,7 +175,14 @@ fn spoke_callback(shared: &Shared, w: &mut World, id: u64) {
         "callback_token": get("callback_token"),
     });
     let hub = w.hub_repo;
-    repository_dispatch(shared, w, hub, "spoke_complete", payload, "spokehub-spoke[bot]");
+    repository_dispatch(
+        shared,
+        w,
+        hub,
+        "spoke_complete",
+        payload,
+        "spokehub-spoke[bot]",
+    );
 }
 
 /// Records a `repository_dispatch` on `repo` and emits its webhook. World locked.

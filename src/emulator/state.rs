@@ -238,6 +238,7 @@ impl World {
                     conclusion: None,
                     default_branch: "main".into(),
                 });
+                index.insert(sc.org.hub_repo.clone(), configs.len() - 1);
                 configs.len() - 1
             }
         };

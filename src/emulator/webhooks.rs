@@ -120,7 +120,12 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
         }
         let copies = if dup { 2 } else { 1 };
         if dup {
-            shared.world.lock().expect("world lock").counters.webhooks_duplicated += 1;
+            shared
+                .world
+                .lock()
+                .expect("world lock")
+                .counters
+                .webhooks_duplicated += 1;
         }
         for copy in 0..copies {
             let shared = shared.clone();
@@ -178,7 +183,14 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
         Ok(r) => {
             let code = r.status().as_u16();
             let ok = r.status().is_success();
-            (code, if ok { "OK".to_owned() } else { format!("Invalid HTTP Response: {code}") })
+            (
+                code,
+                if ok {
+                    "OK".to_owned()
+                } else {
+                    format!("Invalid HTTP Response: {code}")
+                },
+            )
         }
         Err(e) if e.is_timeout() => (0, "timed out".to_owned()),
         Err(_) => (0, "failed to connect".to_owned()),

@@ -180,7 +180,9 @@ fn parse_on_block(rest: &[&str]) -> Option<BTreeMap<String, InputSpec>> {
     let block: Vec<&str> = rest.iter().copied().take_while(|l| indent(l) > 0).collect();
     let wd = block.iter().position(|l| {
         let t = l.trim();
-        t == "workflow_dispatch:" || t.starts_with("workflow_dispatch:") || t == "- workflow_dispatch"
+        t == "workflow_dispatch:"
+            || t.starts_with("workflow_dispatch:")
+            || t == "- workflow_dispatch"
     })?;
     let wd_indent = indent(block[wd]);
     let body: Vec<&str> = block[wd + 1..]
