@@ -1,0 +1,277 @@
+//! `/_emulator/*`: acting as a person (hub "Run workflow", check-run buttons) and inspection.
+//! No auth, never faulted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::http::{ApiError, ApiResult};
+use super::json;
+use super::routes_actions::dispatch;
+use super::server::Shared;
+use super::state::World;
+use super::webhooks::emit;
+
+type S = State<Arc<Shared>>;
+
+fn object(body: Result<Json<Value>, JsonRejection>) -> ApiResult<Map<String, Value>> {
+    match body {
+        Ok(Json(Value::Object(m))) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("Body must be a JSON object")),
+        Err(_) => Err(ApiError::bad_request("Problems parsing JSON")),
+    }
+}
+
+fn str_field(m: &Map<String, Value>, k: &str, default: &str) -> ApiResult<String> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::unprocessable(format!("{k} must be a string"))),
+    }
+}
+
+/// `POST /_emulator/hub/dispatch` `{workflow, ref, inputs, sender}`: "Run workflow" in the hub
+/// repository. Answers `{workflow_run_id, run_url, html_url, head_sha, delivery_id}`.
+pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>) -> ApiResult {
+    let m = object(body)?;
+    let mut w = sh.world();
+    let hub = w.hub_repo;
+    let workflow = str_field(&m, "workflow", "spokehub-hub.yml")?;
+    let default_branch = w.repos[hub].default_branch.clone();
+    let reference = str_field(&m, "ref", &default_branch)?;
+    let sender = str_field(&m, "sender", "octocat")?;
+    let mut body = Map::new();
+    body.insert("ref".into(), json!(reference));
+    body.insert(
+        "inputs".into(),
+        m.get("inputs").cloned().unwrap_or(json!({})),
+    );
+    let id = dispatch(&sh, &mut w, hub, &workflow, &body, &sender)?;
+    let (inputs, path) = {
+        let run = &w.runs[&id];
+        (run.inputs.clone(), run.path.clone())
+    };
+    let full_ref = if reference.starts_with("refs/") || reference == w.repos[hub].head_sha {
+        reference.clone()
+    } else {
+        format!("refs/heads/{reference}")
+    };
+    let repo = &w.repos[hub];
+    let payload = json!({
+        "inputs": inputs, "ref": full_ref, "workflow": path,
+        "repository": json::repo_hook(&sh.ctx, repo), "sender": json::person(&sh.ctx, &sender),
+        "organization": json::organization(&sh.ctx), "installation": json::installation_lite(&sh.ctx),
+    });
+    let (repo_id, full, head_sha) = (repo.id, repo.full_name.clone(), repo.head_sha.clone());
+    let delivery = emit(
+        &sh,
+        &mut w,
+        "workflow_dispatch",
+        None,
+        Some(repo_id),
+        &payload,
+    );
+    Ok(Json(json!({
+        "workflow_run_id": id,
+        "run_url": format!("{}/repos/{full}/actions/runs/{id}", sh.ctx.base),
+        "html_url": format!("{}/{full}/actions/runs/{id}", sh.ctx.base),
+        "head_sha": head_sha,
+        "delivery_id": delivery,
+    }))
+    .into_response())
+}
+
+fn check_run_event(
+    sh: &Shared,
+    w: &mut World,
+    id: u64,
+    action: &str,
+    identifier: Option<String>,
+    sender: &str,
+) -> ApiResult<u64> {
+    let c = w.check_runs.get(&id).ok_or_else(ApiError::not_found)?;
+    let repo = &w.repos[c.repo];
+    let mut payload = json!({
+        "action": action,
+        "check_run": json::check_run_hook(&sh.ctx, repo, c),
+        "repository": json::repo_hook(&sh.ctx, repo),
+        "sender": json::person(&sh.ctx, sender),
+        "organization": json::organization(&sh.ctx),
+        "installation": json::installation_lite(&sh.ctx),
+    });
+    if let Some(i) = identifier {
+        payload["requested_action"] = json!({"identifier": i});
+    }
+    let repo_id = repo.id;
+    Ok(emit(
+        sh,
+        w,
+        "check_run",
+        Some(action),
+        Some(repo_id),
+        &payload,
+    ))
+}
+
+/// `POST /_emulator/check-runs/{id}/request-action` `{identifier, sender}`: a button click.
+pub async fn request_action(
+    State(sh): S,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    let m = object(body)?;
+    let identifier = str_field(&m, "identifier", "")?;
+    let sender = str_field(&m, "sender", "octocat")?;
+    let id = id.parse::<u64>().map_err(|_| ApiError::not_found())?;
+    let mut w = sh.world();
+    let c = w.check_runs.get(&id).ok_or_else(ApiError::not_found)?;
+    if !c
+        .actions
+        .iter()
+        .any(|a| a["identifier"].as_str() == Some(identifier.as_str()))
+    {
+        return Err(ApiError::unprocessable(format!(
+            "The check run has no action with identifier {identifier:?}"
+        )));
+    }
+    let d = check_run_event(
+        &sh,
+        &mut w,
+        id,
+        "requested_action",
+        Some(identifier),
+        &sender,
+    )?;
+    Ok(Json(json!({"delivery_id": d})).into_response())
+}
+
+/// `POST /_emulator/check-runs/{id}/rerequest` `{sender}`: "Re-run" on a completed check run.
+pub async fn rerequest(
+    State(sh): S,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> ApiResult {
+    let sender = body
+        .as_ref()
+        .and_then(|Json(v)| v.get("sender"))
+        .and_then(Value::as_str)
+        .unwrap_or("octocat")
+        .to_owned();
+    let id = id.parse::<u64>().map_err(|_| ApiError::not_found())?;
+    let mut w = sh.world();
+    let c = w.check_runs.get(&id).ok_or_else(ApiError::not_found)?;
+    if c.status != "completed" {
+        return Err(ApiError::unprocessable(
+            "Only completed check runs can be re-requested",
+        ));
+    }
+    let d = check_run_event(&sh, &mut w, id, "rerequested", None, &sender)?;
+    Ok(Json(json!({"delivery_id": d})).into_response())
+}
+
+fn counts(w: &World) -> Map<String, Value> {
+    let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_conclusion: BTreeMap<String, u64> = BTreeMap::new();
+    for r in w.runs.values() {
+        *by_status.entry(r.status).or_insert(0) += 1;
+        if let Some(c) = &r.conclusion {
+            *by_conclusion.entry(c.clone()).or_insert(0) += 1;
+        }
+    }
+    let c = &w.counters;
+    let by_route: BTreeMap<&String, &u64> = c.requests_by_route.iter().collect();
+    let v = json!({
+        "workflow_runs_created": c.workflow_runs_created,
+        "workflow_runs_by_status": by_status,
+        "workflow_runs_by_conclusion": by_conclusion,
+        "check_runs_total": w.check_runs.len(),
+        "repository_dispatches_total": w.dispatches.len(),
+        "requests_total": c.requests_total,
+        "requests_by_route": by_route,
+        "webhook_deliveries_total": w.deliveries.len(),
+        "webhooks_sent": c.webhooks_sent,
+        "webhooks_dropped": c.webhooks_dropped,
+        "webhooks_duplicated": c.webhooks_duplicated,
+        "webhooks_pending": w.deliveries.iter().filter(|d| d.status == "pending").count(),
+        "rate_limit_violations": c.rate_limit_violations,
+        "secondary_limit_hits": c.secondary_limit_hits,
+        "primary_limit_hits": c.primary_limit_hits,
+        "api_errors_injected": c.api_errors_injected,
+        "lost_responses": c.lost_responses,
+        "tokens_minted": c.tokens_minted,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `GET /_emulator/state[?summary=1]`
+pub async fn state(State(sh): S, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let w = sh.world();
+    let mut m = counts(&w);
+    if q.get("summary").is_some_and(|v| v == "1" || v == "true") {
+        return (StatusCode::OK, Json(Value::Object(m)));
+    }
+    let repos: Vec<Value> = w
+        .repos
+        .iter()
+        .map(|r| {
+            json!({"id": r.id, "name": r.name, "full_name": r.full_name,
+                   "default_branch": r.default_branch, "head_sha": r.head_sha,
+                   "archived": r.archived, "fork": r.fork, "visibility": r.visibility,
+                   "topics": r.topics, "properties": r.properties,
+                   "workflows": r.workflows.iter().map(|w| w.file.clone()).collect::<Vec<_>>(),
+                   "conclusion": r.conclusion})
+        })
+        .collect();
+    let mut runs: Vec<_> = w.runs.values().collect();
+    runs.sort_by_key(|r| r.id);
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .map(|r| {
+            json!({"id": r.id, "repo": w.repos[r.repo].full_name, "workflow": r.workflow_file,
+                   "event": r.event, "inputs": r.inputs, "status": r.status,
+                   "conclusion": r.conclusion, "display_title": r.display_title,
+                   "run_attempt": r.run_attempt, "run_number": r.run_number,
+                   "head_sha": r.head_sha, "actor": r.actor, "html_url": r.html_url,
+                   "created_at": json::ts(r.created_at)})
+        })
+        .collect();
+    let mut checks: Vec<_> = w.check_runs.values().collect();
+    checks.sort_by_key(|c| c.id);
+    let checks: Vec<Value> = checks
+        .into_iter()
+        .map(|c| {
+            json!({"id": c.id, "repo": w.repos[c.repo].full_name, "head_sha": c.head_sha,
+                   "name": c.name, "status": c.status, "conclusion": c.conclusion,
+                   "output": {"title": c.output.title, "summary": c.output.summary, "text": c.output.text},
+                   "annotations_count": c.annotations_count, "actions": c.actions,
+                   "external_id": c.external_id, "details_url": c.details_url,
+                   "updates": c.updates})
+        })
+        .collect();
+    let deliveries: Vec<Value> = w
+        .deliveries
+        .iter()
+        .map(|d| {
+            json!({"id": d.id, "guid": d.guid, "event": d.event, "action": d.action,
+                   "status_code": d.status_code, "status": d.status,
+                   "duration_ms": d.duration_ms, "redelivery": d.redelivery})
+        })
+        .collect();
+    m.insert("org".into(), json!(sh.ctx.org));
+    m.insert("hub_repo".into(), json!(w.repos[w.hub_repo].full_name));
+    m.insert("repos".into(), Value::Array(repos));
+    m.insert("workflow_runs".into(), Value::Array(runs));
+    m.insert("check_runs".into(), Value::Array(checks));
+    m.insert("webhook_deliveries".into(), Value::Array(deliveries));
+    m.insert("repository_dispatches".into(), json!(w.dispatches));
+    (StatusCode::OK, Json(Value::Object(m)))
+}

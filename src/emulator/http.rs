@@ -1,0 +1,131 @@
+//! HTTP plumbing shared by the routes: GitHub's error shape, JSON bodies, pagination.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::json::error_body;
+
+/// An error answered with GitHub's `{message, documentation_url}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not Found")
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(error_body(&self.message, self.status.as_u16())),
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().insert(k, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Result of a route.
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// `per_page` and `page` query parameters.
+#[derive(Debug, Deserialize, Default)]
+pub struct PageQuery {
+    pub per_page: Option<String>,
+    pub page: Option<String>,
+}
+
+impl PageQuery {
+    /// (per_page clamped to 1..=100, default 30; page >= 1, default 1).
+    pub fn resolve(&self) -> ApiResult<(usize, usize)> {
+        let per = match &self.per_page {
+            None => 30,
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|_| ApiError::unprocessable("Invalid per_page"))?
+                .clamp(1, 100),
+        };
+        let page = match &self.page {
+            None => 1,
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|_| ApiError::unprocessable("Invalid page"))?
+                .max(1),
+        };
+        Ok((per, page))
+    }
+}
+
+/// The `Link` header for a page of `total` items; `extra` is the other query (without page).
+pub fn link_header(
+    url_path: &str,
+    extra: &str,
+    per: usize,
+    page: usize,
+    total: usize,
+) -> Option<HeaderValue> {
+    let last = total.div_ceil(per).max(1);
+    let mk = |p: usize, rel: &str| {
+        let sep = if extra.is_empty() { "" } else { "&" };
+        format!("<{url_path}?{extra}{sep}per_page={per}&page={p}>; rel=\"{rel}\"")
+    };
+    let mut parts = Vec::new();
+    if page > 1 {
+        parts.push(mk(page - 1, "prev"));
+        parts.push(mk(1, "first"));
+    }
+    if page < last {
+        parts.push(mk(page + 1, "next"));
+        parts.push(mk(last, "last"));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&parts.join(", ")).ok()
+}
+
+/// A JSON response with a status and an optional Link header.
+pub fn json_page(status: StatusCode, v: Value, link: Option<HeaderValue>) -> Response {
+    let mut h = HeaderMap::new();
+    if let Some(l) = link {
+        h.insert("link", l);
+    }
+    (status, h, Json(v)).into_response()
+}

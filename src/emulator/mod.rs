@@ -1,0 +1,332 @@
+//! The GitHub emulator: a real HTTP server that behaves like the parts of GitHub the hub uses
+//! (App auth, installation repositories, workflow dispatch and simulated runs, repository
+//! dispatch, check runs, webhooks, rate limits, faults). It shares no code or state with the hub.
+//!
+//! Routes live at the root like `api.github.com`; `/_emulator/*` is the person's console
+//! (hub "Run workflow", check-run buttons) and the inspection endpoint.
+
+mod control;
+mod http;
+mod json;
+mod routes_actions;
+mod routes_app;
+mod routes_checks;
+pub mod scenario;
+mod server;
+mod sim;
+mod state;
+pub mod webhooks;
+pub mod workflow;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::routing::{get, post};
+use axum::Router;
+use jsonwebtoken::DecodingKey;
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::RsaPrivateKey;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{mpsc, oneshot};
+
+pub use scenario::{Scenario, ScenarioError};
+
+use server::Shared;
+
+/// The emulator; see [`Emulator::start`].
+pub struct Emulator;
+
+/// A running emulator.
+pub struct EmulatorHandle {
+    /// `http://127.0.0.1:PORT`: the API URL too (routes are at the root, like api.github.com).
+    pub base_url: String,
+    pub app_id: u64,
+    pub installation_id: u64,
+    pub org: String,
+    /// Full name `org/hub-repo`.
+    pub hub_repo: String,
+    /// PEM (PKCS#8) of the App's private key.
+    pub private_key_pem: String,
+    pub webhook_secret: String,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    queue: tokio::task::JoinHandle<()>,
+}
+
+impl fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .field("installation_id", &self.installation_id)
+            .field("org", &self.org)
+            .field("hub_repo", &self.hub_repo)
+            .field("private_key_pem", &"[redacted]")
+            .field("webhook_secret", &"[redacted]")
+            .finish()
+    }
+}
+
+impl EmulatorHandle {
+    /// Stops serving and delivering webhooks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        self.queue.abort();
+    }
+}
+
+fn load_key(sc: &Scenario) -> anyhow::Result<Option<RsaPrivateKey>> {
+    let pem = match (&sc.app.private_key, &sc.app.private_key_file) {
+        (Some(k), _) => k.expose_secret().to_owned(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read app.private_key_file {f}"))?,
+        (None, None) => return Ok(None),
+    };
+    let key = RsaPrivateKey::from_pkcs8_pem(&pem)
+        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
+        .map_err(|_| {
+            anyhow::anyhow!("the App private key in the scenario is not an RSA PEM key")
+        })?;
+    Ok(Some(key))
+}
+
+fn write_out(dir: &Path, h: &EmulatorHandle) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let pem_path = dir.join("app.pem");
+    std::fs::write(&pem_path, &h.private_key_pem)
+        .with_context(|| format!("cannot write {}", pem_path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&pem_path, std::fs::Permissions::from_mode(0o600));
+    }
+    let abs = std::fs::canonicalize(&pem_path).unwrap_or(pem_path);
+    let env = format!(
+        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_INSTALLATION_ID={}\n",
+        h.app_id,
+        abs.display(),
+        h.webhook_secret,
+        h.base_url,
+        h.installation_id
+    );
+    let env_path = dir.join("app.env");
+    std::fs::write(&env_path, env)
+        .with_context(|| format!("cannot write {}", env_path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&env_path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(())
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    use routes_actions as a;
+    use routes_app as app;
+    use routes_checks as c;
+    let api = Router::new()
+        .route("/app", get(app::get_app))
+        .route("/app/installations", get(app::list_installations))
+        .route(
+            "/app/installations/{id}/access_tokens",
+            post(app::create_token),
+        )
+        .route("/app/hook/deliveries", get(app::list_deliveries))
+        .route("/app/hook/deliveries/{id}", get(app::get_delivery))
+        .route(
+            "/app/hook/deliveries/{id}/attempts",
+            post(app::redeliver_route),
+        )
+        .route(
+            "/app-manifests/{code}/conversions",
+            post(app::manifest_conversion),
+        )
+        .route("/orgs/{org}/installation", get(app::org_installation))
+        .route("/orgs/{org}/properties/values", get(app::property_values))
+        .route("/installation/repositories", get(app::installation_repos))
+        .route("/rate_limit", get(app::rate_limit))
+        .route("/repos/{o}/{r}", get(app::get_repo))
+        .route("/repos/{o}/{r}/installation", get(app::repo_installation))
+        .route("/repos/{o}/{r}/contents/{*path}", get(app::get_contents))
+        .route("/repos/{o}/{r}/commits/{reference}", get(app::get_commit))
+        .route(
+            "/repos/{o}/{r}/commits/{reference}/check-runs",
+            get(c::for_ref),
+        )
+        .route(
+            "/repos/{o}/{r}/actions/workflows/{wf}/dispatches",
+            post(a::dispatch_route),
+        )
+        .route(
+            "/repos/{o}/{r}/actions/workflows/{wf}/runs",
+            get(a::workflow_runs_route),
+        )
+        .route("/repos/{o}/{r}/actions/runs", get(a::runs_route))
+        .route("/repos/{o}/{r}/actions/runs/{id}", get(a::get_run))
+        .route(
+            "/repos/{o}/{r}/actions/runs/{id}/cancel",
+            post(a::cancel_run),
+        )
+        .route("/repos/{o}/{r}/dispatches", post(a::repo_dispatch_route))
+        .route("/repos/{o}/{r}/check-runs", post(c::create))
+        .route(
+            "/repos/{o}/{r}/check-runs/{id}",
+            get(c::get).patch(c::update),
+        )
+        .fallback(|| async { http::ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            server::api_middleware,
+        ));
+    let console = Router::new()
+        .route("/_emulator/state", get(control::state))
+        .route("/_emulator/hub/dispatch", post(control::hub_dispatch))
+        .route(
+            "/_emulator/check-runs/{id}/request-action",
+            post(control::request_action),
+        )
+        .route(
+            "/_emulator/check-runs/{id}/rerequest",
+            post(control::rerequest),
+        );
+    console.merge(api).with_state(shared)
+}
+
+impl Emulator {
+    /// Serve on `listener` (already bound, so callers can know both addresses before starting);
+    /// deliver webhooks to `webhook_url`; write app.pem/app.env into `out_dir` when given.
+    pub async fn start(
+        listener: tokio::net::TcpListener,
+        scenario: Scenario,
+        webhook_url: String,
+        out_dir: Option<PathBuf>,
+    ) -> anyhow::Result<EmulatorHandle> {
+        let key = match load_key(&scenario)? {
+            Some(k) => k,
+            None => {
+                tokio::task::spawn_blocking(|| {
+                    RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+                        .map_err(|_| anyhow::anyhow!("cannot generate the App key"))
+                })
+                .await??
+            }
+        };
+        let private_pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| anyhow::anyhow!("cannot encode the App key"))?
+            .to_string();
+        let public_pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|_| anyhow::anyhow!("cannot encode the App public key"))?;
+        let jwt_key = DecodingKey::from_rsa_pem(public_pem.as_bytes())
+            .map_err(|_| anyhow::anyhow!("cannot load the App public key"))?;
+        let webhook_secret = match &scenario.app.webhook_secret {
+            Some(s) => s.expose_secret().to_owned(),
+            None => hex::encode(rand::random::<[u8; 20]>()),
+        };
+        let addr = listener.local_addr()?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let base_url = format!("http://{host}:{}", addr.port());
+        let ctx = json::Ctx {
+            base: base_url.clone(),
+            org: scenario.org.login.clone(),
+            org_id: 9_000_001,
+            app_id: scenario.app.id,
+            app_slug: scenario.app.slug.clone(),
+            installation_id: scenario.app.installation_id,
+        };
+        let world = state::World::new(&scenario);
+        let hub_repo = world.repos[world.hub_repo].full_name.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            ctx,
+            world: Mutex::new(world),
+            started: Instant::now(),
+            jwt_key,
+            webhook_secret: SecretString::from(webhook_secret.clone()),
+            private_key_pem: SecretString::from(private_pem.clone()),
+            webhook_url,
+            hooks: tx,
+            scenario,
+        });
+        let queue = tokio::spawn(webhooks::run_queue(shared.clone(), rx));
+        let app = router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let handle = EmulatorHandle {
+            base_url,
+            app_id: shared.ctx.app_id,
+            installation_id: shared.ctx.installation_id,
+            org: shared.ctx.org.clone(),
+            hub_repo,
+            private_key_pem: private_pem,
+            webhook_secret,
+            stop,
+            server,
+            queue,
+        };
+        if let Some(dir) = out_dir {
+            write_out(&dir, &handle)?;
+        }
+        Ok(handle)
+    }
+}
+
+/// `spokehub emulate --listen ADDR --scenario FILE --out DIR --webhook-url URL`.
+#[derive(Debug, Clone)]
+pub struct EmulateArgs {
+    pub listen: SocketAddr,
+    pub scenario: Option<PathBuf>,
+    pub out: PathBuf,
+    pub webhook_url: String,
+}
+
+/// Runs the emulator until Ctrl-C.
+pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let h = Emulator::start(
+        listener,
+        scenario,
+        args.webhook_url.clone(),
+        Some(args.out.clone()),
+    )
+    .await?;
+    println!(
+        "GitHub emulator on {} (org {}, hub repo {}, app {}, installation {}); webhooks to {}; credentials in {}",
+        h.base_url,
+        h.org,
+        h.hub_repo,
+        h.app_id,
+        h.installation_id,
+        args.webhook_url,
+        args.out.join("app.env").display()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    h.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! The scenario file: which organization, repositories, spoke behaviour and faults the emulator
+//! plays. TOML, every table rejects unknown keys so a typo is a clear error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Why a scenario could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// TOML syntax or an unknown/mistyped key; the message names the key.
+    #[error("invalid scenario: {0}")]
+    Toml(String),
+    /// A value that parses but makes no sense (e.g. `duration_ms = [5, 1]`).
+    #[error("invalid scenario: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub app: AppConfig,
+    #[serde(default)]
+    pub org: OrgConfig,
+    #[serde(default)]
+    pub spoke: SpokeConfig,
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+/// The emulated GitHub App.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    #[serde(default = "default_app_id")]
+    pub id: u64,
+    #[serde(default = "default_installation_id")]
+    pub installation_id: u64,
+    #[serde(default = "default_slug")]
+    pub slug: String,
+    /// PEM of the App's RSA private key; generated at start when neither this nor the file is given.
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+    /// Path of a PEM file with the App's private key (relative to the current directory).
+    #[serde(default)]
+    pub private_key_file: Option<String>,
+    /// Webhook secret; random when absent.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            id: default_app_id(),
+            installation_id: default_installation_id(),
+            slug: default_slug(),
+            private_key: None,
+            private_key_file: None,
+            webhook_secret: None,
+        }
+    }
+}
+
+fn default_app_id() -> u64 {
+    424242
+}
+fn default_installation_id() -> u64 {
+    7_000_001
+}
+fn default_slug() -> String {
+    "spokehub".into()
+}
+
+/// The organization and its repositories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    #[serde(default = "default_org")]
+    pub login: String,
+    /// Number of generated repositories `svc-0001`, `svc-0002`, ...
+    #[serde(default = "default_repos")]
+    pub repos: usize,
+    /// The hub repository (holds the hub workflow, receives `spoke_complete` dispatches).
+    #[serde(default = "default_hub_repo")]
+    pub hub_repo: String,
+    /// Explicit repositories (added to, or overriding, the generated ones by name).
+    #[serde(default)]
+    pub repo: Vec<RepoConfig>,
+}
+
+impl Default for OrgConfig {
+    fn default() -> Self {
+        Self {
+            login: default_org(),
+            repos: default_repos(),
+            hub_repo: default_hub_repo(),
+            repo: Vec::new(),
+        }
+    }
+}
+
+fn default_org() -> String {
+    "acme".into()
+}
+fn default_repos() -> usize {
+    10
+}
+fn default_hub_repo() -> String {
+    "platform-hub".into()
+}
+
+/// How a repository's spoke workflow looks.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SpokeWorkflowKind {
+    /// `true`: the standard spoke workflow; `false`: no spoke workflow file.
+    Present(bool),
+    /// `"standard"`, `"none"`, `"no_dispatch"` (no `workflow_dispatch` trigger) or
+    /// `"other_inputs"` (declares only an input `version`).
+    Named(String),
+}
+
+/// One explicit repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub name: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub archived: bool,
+    #[serde(default)]
+    pub fork: bool,
+    /// `public`, `private` (default) or `internal`.
+    #[serde(default = "default_visibility")]
+    pub visibility: String,
+    /// Custom property values.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default = "default_spoke_workflow")]
+    pub spoke_workflow: SpokeWorkflowKind,
+    /// An explicit spoke workflow file text; wins over `spoke_workflow`.
+    #[serde(default)]
+    pub workflow_yaml: Option<String>,
+    /// Forces the conclusion of every run in this repository (e.g. `failure`).
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    #[serde(default = "default_branch")]
+    pub default_branch: String,
+}
+
+fn default_visibility() -> String {
+    "private".into()
+}
+fn default_spoke_workflow() -> SpokeWorkflowKind {
+    SpokeWorkflowKind::Present(true)
+}
+fn default_branch() -> String {
+    "main".into()
+}
+
+/// How `spoke_complete` reaches the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Callback {
+    RepositoryDispatch,
+    None,
+    /// Reserved for a later issue; behaves like `none` for now.
+    Action,
+}
+
+/// Simulated spoke runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpokeConfig {
+    #[serde(default = "default_workflow")]
+    pub workflow: String,
+    #[serde(default = "default_duration")]
+    pub duration_ms: [u64; 2],
+    #[serde(default)]
+    pub failure_rate: f64,
+    #[serde(default = "default_callback")]
+    pub callback: Callback,
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime_s: u64,
+    /// Seed of the RNG deciding durations and failures (random when absent).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Default for SpokeConfig {
+    fn default() -> Self {
+        Self {
+            workflow: default_workflow(),
+            duration_ms: default_duration(),
+            failure_rate: 0.0,
+            callback: default_callback(),
+            token_lifetime_s: default_token_lifetime(),
+            seed: None,
+        }
+    }
+}
+
+fn default_workflow() -> String {
+    "spokehub-spoke.yml".into()
+}
+fn default_duration() -> [u64; 2] {
+    [20, 200]
+}
+fn default_callback() -> Callback {
+    Callback::RepositoryDispatch
+}
+fn default_token_lifetime() -> u64 {
+    3600
+}
+
+/// Injected faults. Rates are probabilities in `[0, 1]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    #[serde(default)]
+    pub api_error_rate: f64,
+    #[serde(default)]
+    pub api_latency_ms: u64,
+    #[serde(default)]
+    pub lost_response_rate: f64,
+    #[serde(default)]
+    pub secondary_limit_per_minute: Option<u32>,
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_hour: u32,
+    #[serde(default)]
+    pub webhook_drop_rate: f64,
+    #[serde(default)]
+    pub webhook_duplicate_rate: f64,
+    #[serde(default)]
+    pub webhook_delay_ms: u64,
+    #[serde(default)]
+    pub ghes_3_20: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            api_error_rate: 0.0,
+            api_latency_ms: 0,
+            lost_response_rate: 0.0,
+            secondary_limit_per_minute: None,
+            rate_limit_per_hour: default_rate_limit(),
+            webhook_drop_rate: 0.0,
+            webhook_duplicate_rate: 0.0,
+            webhook_delay_ms: 0,
+            ghes_3_20: false,
+        }
+    }
+}
+
+fn default_rate_limit() -> u32 {
+    15000
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self::generated(default_repos())
+    }
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    pub fn from_toml(s: &str) -> Result<Scenario, ScenarioError> {
+        let sc: Scenario = toml::from_str(s).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        sc.validate()?;
+        Ok(sc)
+    }
+
+    /// Reads a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read scenario {}: {e}", path.display()))?;
+        Scenario::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// The defaults with `repos` generated repositories `svc-0001`...
+    pub fn generated(repos: usize) -> Scenario {
+        Scenario {
+            app: AppConfig::default(),
+            org: OrgConfig {
+                repos,
+                ..OrgConfig::default()
+            },
+            spoke: SpokeConfig::default(),
+            faults: Faults::default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let rates = [
+            ("spoke.failure_rate", self.spoke.failure_rate),
+            ("faults.api_error_rate", self.faults.api_error_rate),
+            ("faults.lost_response_rate", self.faults.lost_response_rate),
+            ("faults.webhook_drop_rate", self.faults.webhook_drop_rate),
+            (
+                "faults.webhook_duplicate_rate",
+                self.faults.webhook_duplicate_rate,
+            ),
+        ];
+        for (key, v) in rates {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(key, format!("{v} is not within [0, 1]")));
+            }
+        }
+        let [lo, hi] = self.spoke.duration_ms;
+        if lo > hi {
+            return Err(invalid("spoke.duration_ms", "min is greater than max"));
+        }
+        if self.spoke.token_lifetime_s == 0 {
+            return Err(invalid("spoke.token_lifetime_s", "must be at least 1"));
+        }
+        if self.org.login.is_empty() {
+            return Err(invalid("org.login", "must not be empty"));
+        }
+        if self.org.hub_repo.is_empty() {
+            return Err(invalid("org.hub_repo", "must not be empty"));
+        }
+        if self.app.private_key.is_some() && self.app.private_key_file.is_some() {
+            return Err(invalid(
+                "app.private_key",
+                "give private_key or private_key_file, not both",
+            ));
+        }
+        for (i, r) in self.org.repo.iter().enumerate() {
+            let key = format!("org.repo[{i}]");
+            if r.name.is_empty() || r.name.contains('/') {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    "must be a bare repository name",
+                ));
+            }
+            if !matches!(r.visibility.as_str(), "public" | "private" | "internal") {
+                return Err(invalid(
+                    &format!("{key}.visibility"),
+                    "must be public, private or internal",
+                ));
+            }
+            if let SpokeWorkflowKind::Named(n) = &r.spoke_workflow {
+                if !matches!(
+                    n.as_str(),
+                    "standard" | "none" | "no_dispatch" | "other_inputs"
+                ) {
+                    return Err(invalid(
+                        &format!("{key}.spoke_workflow"),
+                        "must be true, false, \"standard\", \"none\", \"no_dispatch\" or \"other_inputs\"",
+                    ));
+                }
+            }
+            if let Some(c) = &r.conclusion {
+                if !CONCLUSIONS.contains(&c.as_str()) {
+                    return Err(invalid(
+                        &format!("{key}.conclusion"),
+                        format!("must be one of {CONCLUSIONS:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Conclusions a scenario may force on a repository's runs.
+pub const CONCLUSIONS: &[&str] = &[
+    "success",
+    "failure",
+    "neutral",
+    "cancelled",
+    "skipped",
+    "timed_out",
+    "action_required",
+    "stale",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let s = Scenario::from_toml("").unwrap();
+        assert_eq!(s.org.login, "acme");
+        assert_eq!(s.org.repos, 10);
+        assert_eq!(s.org.hub_repo, "platform-hub");
+        assert_eq!(s.spoke.workflow, "spokehub-spoke.yml");
+        assert_eq!(s.spoke.duration_ms, [20, 200]);
+        assert_eq!(s.spoke.callback, Callback::RepositoryDispatch);
+        assert_eq!(s.faults.rate_limit_per_hour, 15000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Scenario::from_toml("[spoke]\nfailure_rat = 0.1\n").unwrap_err();
+        assert!(e.to_string().contains("failure_rat"), "{e}");
+        let e = Scenario::from_toml("[[org.repo]]\nname = \"a\"\ncolour = 1\n").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Scenario::from_toml("[spoke]\nduration_ms = [5, 1]\n").unwrap_err();
+        assert!(e.to_string().contains("spoke.duration_ms"), "{e}");
+        let e = Scenario::from_toml("[faults]\napi_error_rate = 2.0\n").unwrap_err();
+        assert!(e.to_string().contains("faults.api_error_rate"), "{e}");
+        let e =
+            Scenario::from_toml("[[org.repo]]\nname = \"a\"\nconclusion = \"meh\"\n").unwrap_err();
+        assert!(e.to_string().contains("org.repo[0].conclusion"), "{e}");
+        let e = Scenario::from_toml("[spoke]\ncallback = \"carrier_pigeon\"\n").unwrap_err();
+        assert!(e.to_string().contains("carrier_pigeon"), "{e}");
+    }
+}

@@ -1,0 +1,324 @@
+//! The emulator's shared state and the middleware every GitHub API route passes through:
+//! request counting, authentication (App JWT or installation token), primary and secondary rate
+//! limits, injected faults and GitHub's response headers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rand::Rng;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::http::ApiError;
+use super::json::Ctx;
+use super::scenario::Scenario;
+use super::state::World;
+use super::webhooks::Job;
+
+/// Everything the routes share.
+pub struct Shared {
+    pub ctx: Ctx,
+    pub scenario: Scenario,
+    pub world: Mutex<World>,
+    pub started: Instant,
+    pub jwt_key: DecodingKey,
+    pub webhook_secret: SecretString,
+    pub private_key_pem: SecretString,
+    pub webhook_url: String,
+    pub hooks: mpsc::UnboundedSender<Job>,
+}
+
+impl Shared {
+    /// Milliseconds since the emulator started.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Locks the world (a poisoned lock still holds consistent data: every critical section is short).
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthKind {
+    None,
+    Jwt,
+    Token,
+}
+
+fn auth_kind(path: &str) -> AuthKind {
+    if path.starts_with("/app-manifests/") {
+        AuthKind::None
+    } else if path == "/app"
+        || path.starts_with("/app/")
+        || ((path.starts_with("/repos/") || path.starts_with("/orgs/"))
+            && path.ends_with("/installation"))
+    {
+        AuthKind::Jwt
+    } else {
+        AuthKind::Token
+    }
+}
+
+/// Content-creating requests count against the secondary limit.
+fn content_creating(method: &Method, route: &str) -> bool {
+    method == Method::POST && (route.ends_with("/dispatches") || route.ends_with("/check-runs"))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .or_else(|| v.strip_prefix("token "))
+        .map(str::trim)
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: serde_json::Value,
+    iat: i64,
+    exp: i64,
+}
+
+/// Checks an App JWT as GitHub does.
+fn verify_jwt(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let undecodable = || ApiError::unauthorized("A JSON web token could not be decoded");
+    let token = bearer(headers).ok_or_else(undecodable)?;
+    let mut v = Validation::new(Algorithm::RS256);
+    // `iss` is an integer in App JWTs: checked below, not by the library (which wants a string).
+    v.set_required_spec_claims(&["exp"]);
+    v.validate_exp = false;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &shared.jwt_key, &v).map_err(|_| undecodable())?;
+    let c = data.claims;
+    let now = chrono::Utc::now().timestamp();
+    let iss_ok = match &c.iss {
+        serde_json::Value::Number(n) => n.as_u64() == Some(shared.ctx.app_id),
+        serde_json::Value::String(s) => {
+            s == &shared.ctx.app_id.to_string() || s == &format!("Iv1.{}", shared.ctx.app_slug)
+        }
+        _ => false,
+    };
+    if !iss_ok {
+        return Err(ApiError::unauthorized(
+            "'Issuer' claim ('iss') must be an Integer",
+        ));
+    }
+    if c.exp > now + 600 + 30 || c.exp - c.iat > 660 {
+        return Err(ApiError::unauthorized(
+            "'Expiration time' claim ('exp') is too far in the future",
+        ));
+    }
+    if c.exp <= now {
+        return Err(ApiError::unauthorized(
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires",
+        ));
+    }
+    if c.iat > now + 60 {
+        return Err(ApiError::unauthorized(
+            "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
+        ));
+    }
+    Ok(())
+}
+
+/// What the middleware decided under the lock.
+struct Gate {
+    limit: u32,
+    used: u32,
+    reset: i64,
+    inject_error: bool,
+    lose_response: bool,
+}
+
+/// The middleware on every GitHub API route.
+pub async fn api_middleware(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let request_id = format!(
+        "{:04X}:{:06X}",
+        shared.now_ms() % 0xFFFF,
+        rand::random::<u32>() & 0xFF_FFFF
+    );
+    let faults = &shared.scenario.faults;
+    if faults.api_latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.api_latency_ms)).await;
+    }
+    let kind = auth_kind(&path);
+    let gate = match gate(&shared, &method, &route, kind, req.headers()) {
+        Ok(g) => g,
+        Err((e, g)) => {
+            let g = g.unwrap_or_else(|| snapshot(&shared));
+            return finish(e.into_response(), Some(&g), &request_id);
+        }
+    };
+    if gate.inject_error {
+        let e = ApiError::new(StatusCode::BAD_GATEWAY, "Server Error");
+        return finish(e.into_response(), Some(&gate), &request_id);
+    }
+    let resp = next.run(req).await;
+    if gate.lose_response {
+        let e = ApiError::new(StatusCode::BAD_GATEWAY, "Server Error");
+        return finish(e.into_response(), Some(&gate), &request_id);
+    }
+    finish(resp, Some(&gate), &request_id)
+}
+
+type GateError = (ApiError, Option<Gate>);
+
+/// Counting, authentication, limits and fault decisions, all under one short lock.
+fn gate(
+    shared: &Shared,
+    method: &Method,
+    route: &str,
+    kind: AuthKind,
+    headers: &HeaderMap,
+) -> Result<Gate, GateError> {
+    let faults = &shared.scenario.faults;
+    // JWT verification is CPU work: do it before taking the lock.
+    if kind == AuthKind::Jwt {
+        verify_jwt(shared, headers).map_err(|e| (e, None))?;
+    }
+    let now_s = chrono::Utc::now();
+    let now_ms = shared.now_ms();
+    let mut w = shared.world();
+    w.counters.requests_total += 1;
+    *w.counters
+        .requests_by_route
+        .entry(format!("{method} {route}"))
+        .or_insert(0) += 1;
+    if kind == AuthKind::Token {
+        let token = bearer(headers).unwrap_or("");
+        match w.tokens.get(token) {
+            Some(t) if t.expires_at > now_s => {}
+            _ => return Err((ApiError::unauthorized("Bad credentials"), None)),
+        }
+    }
+    let epoch = now_s.timestamp();
+    if epoch - w.rate.window_start >= 3600 {
+        w.rate.window_start = epoch;
+        w.rate.used = 0;
+    }
+    let limit = faults.rate_limit_per_hour;
+    let reset = w.rate.window_start + 3600;
+    let mut g = Gate {
+        limit,
+        used: w.rate.used,
+        reset,
+        inject_error: false,
+        lose_response: false,
+    };
+    if kind != AuthKind::Token {
+        return Ok(g);
+    }
+    // Secondary limit: anything arriving while the client was told to wait is a violation.
+    let waiting = now_ms < w.rate.blocked_until_ms;
+    if waiting {
+        w.counters.rate_limit_violations += 1;
+    }
+    if w.rate.used >= limit {
+        w.counters.primary_limit_hits += 1;
+        let e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "API rate limit exceeded for installation ID {}. If you reach out to GitHub Support for help, please include the request ID.",
+                shared.ctx.installation_id
+            ),
+        );
+        return Err((e, Some(g)));
+    }
+    w.rate.used += 1;
+    g.used = w.rate.used;
+    if let (Some(per_min), true) = (
+        faults.secondary_limit_per_minute,
+        content_creating(method, route),
+    ) {
+        while w
+            .rate
+            .content_times
+            .front()
+            .is_some_and(|&t| t + 60_000 <= now_ms)
+        {
+            w.rate.content_times.pop_front();
+        }
+        if waiting || w.rate.content_times.len() >= per_min as usize {
+            let oldest = w.rate.content_times.front().copied().unwrap_or(now_ms);
+            let wait_s = ((oldest + 60_000).saturating_sub(now_ms))
+                .div_ceil(1000)
+                .max(1);
+            w.rate.blocked_until_ms = w.rate.blocked_until_ms.max(now_ms + wait_s * 1000);
+            w.counters.secondary_limit_hits += 1;
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
+            )
+            .with_header("retry-after", wait_s.to_string());
+            return Err((e, Some(g)));
+        }
+        w.rate.content_times.push_back(now_ms);
+    }
+    if faults.api_error_rate > 0.0 && w.rng.gen_bool(faults.api_error_rate) {
+        w.counters.api_errors_injected += 1;
+        g.inject_error = true;
+    } else if faults.lost_response_rate > 0.0 && w.rng.gen_bool(faults.lost_response_rate) {
+        w.counters.lost_responses += 1;
+        g.lose_response = true;
+    }
+    Ok(g)
+}
+
+/// The rate-limit figures as they stand, for answers that did not pass the gate.
+fn snapshot(shared: &Shared) -> Gate {
+    let w = shared.world();
+    Gate {
+        limit: shared.scenario.faults.rate_limit_per_hour,
+        used: w.rate.used,
+        reset: w.rate.window_start + 3600,
+        inject_error: false,
+        lose_response: false,
+    }
+}
+
+/// Adds GitHub's headers to a response.
+fn finish(mut resp: Response, gate: Option<&Gate>, request_id: &str) -> Response {
+    let h = resp.headers_mut();
+    if let Some(g) = gate {
+        let remaining = g.limit.saturating_sub(g.used);
+        for (k, v) in [
+            ("x-ratelimit-limit", g.limit.to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-used", g.used.to_string()),
+            ("x-ratelimit-reset", g.reset.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        }
+        h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-github-request-id", v);
+    }
+    h.insert(
+        "x-github-api-version-selected",
+        HeaderValue::from_static("2022-11-28"),
+    );
+    resp
+}

@@ -1,0 +1,416 @@
+//! Conformance: every route's responses validate against the OpenAPI subset, and every webhook
+//! the emulator emits validates against the webhook schemas.
+
+mod emulator_support;
+
+use emulator_support::{check_hook, scenario, start, Env, OpenApi};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn call(
+    env: &Env,
+    api: &OpenApi,
+    method: Method,
+    template: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut rb = env.http.request(method.clone(), env.url(path));
+    if let Some(a) = auth {
+        rb = rb.bearer_auth(a);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    for h in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-used",
+        "x-ratelimit-reset",
+        "x-ratelimit-resource",
+        "x-github-request-id",
+    ] {
+        assert!(headers.contains_key(h), "{method} {path}: missing {h}");
+    }
+    let text = r.text().await.unwrap();
+    let v: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    api.check(method.as_str(), template, status, &v);
+    (status, v, headers)
+}
+
+#[tokio::test]
+async fn every_route_matches_the_openapi_subset_and_webhooks_their_schemas() {
+    let env = start(scenario(
+        "[org]\nrepos = 3\n[[org.repo]]\nname = \"svc-0002\"\nproperties = { team = \"core\" }\ntopics = [\"rust\"]\n[spoke]\nduration_ms = [5, 10]\nseed = 7\n",
+    ))
+    .await;
+    let api = OpenApi::load();
+    let jwt = env.jwt();
+    let org = env.emu.org.clone();
+    use Method as M;
+
+    call(&env, &api, M::GET, "/app", "/app", Some(&jwt), None).await;
+    let (_, inst, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/app/installations",
+        "/app/installations",
+        Some(&jwt),
+        None,
+    )
+    .await;
+    assert_eq!(inst[0]["id"], env.emu.installation_id);
+    let iid = env.emu.installation_id;
+    let (s, tok, _) = call(
+        &env,
+        &api,
+        M::POST,
+        "/app/installations/{installation_id}/access_tokens",
+        &format!("/app/installations/{iid}/access_tokens"),
+        Some(&jwt),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201);
+    let token = tok["token"].as_str().unwrap().to_owned();
+    let t = Some(token.as_str());
+    call(
+        &env,
+        &api,
+        M::GET,
+        "/orgs/{org}/installation",
+        &format!("/orgs/{org}/installation"),
+        Some(&jwt),
+        None,
+    )
+    .await;
+    call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/installation",
+        &format!("/repos/{org}/svc-0001/installation"),
+        Some(&jwt),
+        None,
+    )
+    .await;
+    let (_, repos, headers) = call(
+        &env,
+        &api,
+        M::GET,
+        "/installation/repositories",
+        "/installation/repositories?per_page=2",
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(repos["total_count"], 4, "3 generated + the hub repo");
+    assert!(headers["link"].to_str().unwrap().contains("rel=\"next\""));
+    call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}",
+        &format!("/repos/{org}/svc-0001"),
+        t,
+        None,
+    )
+    .await;
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}",
+        &format!("/repos/{org}/nope"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, file, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/contents/{path}",
+        &format!("/repos/{org}/svc-0001/contents/.github/workflows/spokehub-spoke.yml"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(file["type"], "file");
+    call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/contents/{path}",
+        &format!("/repos/{org}/svc-0001/contents/.github/workflows"),
+        t,
+        None,
+    )
+    .await;
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/contents/{path}",
+        &format!("/repos/{org}/platform-hub/contents/.github/workflows/spokehub-spoke.yml"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "the hub repository has no spoke workflow");
+    let (s, commit, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/commits/{ref}",
+        &format!("/repos/{org}/platform-hub/commits/main"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{commit}");
+    let sha = commit["sha"].as_str().unwrap().to_owned();
+    let (_, props, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/orgs/{org}/properties/values",
+        &format!("/orgs/{org}/properties/values"),
+        t,
+        None,
+    )
+    .await;
+    assert!(props
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["properties"][0]["value"] == "core"));
+    call(&env, &api, M::GET, "/rate_limit", "/rate_limit", t, None).await;
+
+    // Dispatch with and without run details, the run, the lists, cancel.
+    let path = format!("/repos/{org}/svc-0001/actions/workflows/spokehub-spoke.yml/dispatches");
+    let tpl = "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches";
+    let (s, details, _) = call(&env, &api, M::POST, tpl, &path, t,
+        Some(json!({"ref": "main", "inputs": Env::spoke_inputs("h1", 1), "return_run_details": true}))).await;
+    assert_eq!(s, 200);
+    let run_id = details["workflow_run_id"].as_u64().unwrap();
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::POST,
+        tpl,
+        &path,
+        t,
+        Some(json!({"ref": "main", "inputs": Env::spoke_inputs("h1", 2)})),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (_, run, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/actions/runs/{run_id}",
+        &format!("/repos/{org}/svc-0001/actions/runs/{run_id}"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(run["display_title"], "spokehub bump [h1#1]");
+    let (_, list, _) = call(&env, &api, M::GET, "/repos/{owner}/{repo}/actions/runs", &format!("/repos/{org}/svc-0001/actions/runs?event=workflow_dispatch&created=%3E%3D2020-01-01T00:00:00Z"), t, None).await;
+    assert_eq!(list["total_count"], 2);
+    let (_, list, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs",
+        &format!("/repos/{org}/svc-0001/actions/workflows/spokehub-spoke.yml/runs?per_page=1"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(list["workflow_runs"].as_array().unwrap().len(), 1);
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::POST,
+        tpl,
+        &format!("/repos/{org}/svc-0003/actions/workflows/spokehub-spoke.yml/dispatches"),
+        t,
+        Some(json!({"ref": "main", "inputs": Env::spoke_inputs("h1", 1)})),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let third = env
+        .wait_state("third run", |s| {
+            s["workflow_runs"].as_array().unwrap().len() == 3
+        })
+        .await;
+    let third_id = third["workflow_runs"][2]["id"].as_u64().unwrap();
+    let cancel_tpl = "/repos/{owner}/{repo}/actions/runs/{run_id}/cancel";
+    let cancel_path = format!("/repos/{org}/svc-0003/actions/runs/{third_id}/cancel");
+    let (s, _, _) = call(&env, &api, M::POST, cancel_tpl, &cancel_path, t, None).await;
+    assert_eq!(s, 202);
+    let (s, _, _) = call(&env, &api, M::POST, cancel_tpl, &cancel_path, t, None).await;
+    assert_eq!(s, 409);
+
+    // Repository dispatch, check runs.
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::POST,
+        "/repos/{owner}/{repo}/dispatches",
+        &format!("/repos/{org}/platform-hub/dispatches"),
+        t,
+        Some(json!({"event_type": "ping", "client_payload": {"a": 1}})),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::POST,
+        "/repos/{owner}/{repo}/dispatches",
+        &format!("/repos/{org}/platform-hub/dispatches"),
+        t,
+        Some(json!({"event_type": ""})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    let (s, cr, _) = call(&env, &api, M::POST, "/repos/{owner}/{repo}/check-runs", &format!("/repos/{org}/platform-hub/check-runs"), t,
+        Some(json!({"name": "spokehub", "head_sha": sha, "status": "in_progress", "external_id": "run-1",
+                    "details_url": "https://hub.example/runs/1",
+                    "output": {"title": "Running", "summary": "0/3"},
+                    "actions": [{"label": "Re-run failed", "description": "Re-run failed spokes", "identifier": "rerun_failed"}]}))).await;
+    assert_eq!(s, 201);
+    let cid = cr["id"].as_u64().unwrap();
+    let (s, done, _) = call(&env, &api, M::PATCH, "/repos/{owner}/{repo}/check-runs/{check_run_id}", &format!("/repos/{org}/platform-hub/check-runs/{cid}"), t,
+        Some(json!({"conclusion": "failure", "output": {"title": "Done", "summary": "1 failed", "text": "| repo |"}}))).await;
+    assert_eq!((s, done["status"].as_str()), (200, Some("completed")));
+    let (_, list, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+        &format!("/repos/{org}/platform-hub/commits/{sha}/check-runs"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(list["total_count"], 1);
+    let r = env
+        .http
+        .get(env.url(&format!("/repos/{org}/platform-hub/check-runs/{cid}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The person clicks: hub run, a check-run button, re-run.
+    let r = env
+        .http
+        .post(env.url("/_emulator/hub/dispatch"))
+        .json(&json!({"inputs": {"task": "bump", "targets": "svc-*"}, "sender": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = env
+        .http
+        .post(env.url(&format!("/_emulator/check-runs/{cid}/request-action")))
+        .json(&json!({"identifier": "rerun_failed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = env
+        .http
+        .post(env.url(&format!("/_emulator/check-runs/{cid}/rerequest")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Webhooks: every kind arrives and validates.
+    let hooks = env
+        .hooks
+        .wait_for("all events", |l| {
+            let has = |e: &str, a: &str| {
+                l.iter()
+                    .any(|h| h.event == e && (a.is_empty() || h.json["action"] == a))
+            };
+            has("workflow_run", "requested")
+                && has("workflow_run", "in_progress")
+                && has("workflow_run", "completed")
+                && has("repository_dispatch", "spoke_complete")
+                && has("repository_dispatch", "ping")
+                && has("workflow_dispatch", "")
+                && has("check_run", "requested_action")
+                && has("check_run", "rerequested")
+                && l.iter()
+                    .filter(|h| h.event == "workflow_run" && h.json["action"] == "completed")
+                    .count()
+                    >= 4
+        })
+        .await;
+    for h in &hooks {
+        check_hook(h);
+    }
+
+    // Deliveries: list, one, redeliver.
+    let (_, deliveries, _) = call(
+        &env,
+        &api,
+        M::GET,
+        "/app/hook/deliveries",
+        "/app/hook/deliveries?per_page=5",
+        Some(&jwt),
+        None,
+    )
+    .await;
+    let first = deliveries[0]["id"].as_u64().unwrap();
+    call(
+        &env,
+        &api,
+        M::GET,
+        "/app/hook/deliveries/{delivery_id}",
+        &format!("/app/hook/deliveries/{first}"),
+        Some(&jwt),
+        None,
+    )
+    .await;
+    let (s, _, _) = call(
+        &env,
+        &api,
+        M::POST,
+        "/app/hook/deliveries/{delivery_id}/attempts",
+        &format!("/app/hook/deliveries/{first}/attempts"),
+        Some(&jwt),
+        None,
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, conv, _) = call(
+        &env,
+        &api,
+        M::POST,
+        "/app-manifests/{code}/conversions",
+        "/app-manifests/abc123/conversions",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(conv["id"], env.emu.app_id);
+    env.emu.shutdown().await;
+}
