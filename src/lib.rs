@@ -2,6 +2,7 @@
 //! one result. See `README.md` for the product and `hub` for the domain.
 
 pub mod config;
+pub mod demo;
 pub mod emulator;
 pub mod engine;
 pub mod github;

@@ -1,1 +1,114 @@
-fn main() {}
+//! The `spokehub` command line: parse, wire, run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use spokehub::config::{Config, ServeArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "spokehub",
+    version,
+    about = "Run one operation across many repositories and report one result"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub: receive GitHub's webhooks, dispatch spokes, report check runs.
+    Serve(ServeArgs),
+    /// Run the GitHub emulator as a server.
+    Emulate {
+        #[arg(long, default_value = "127.0.0.1:3001")]
+        listen: SocketAddr,
+        /// Scenario file (TOML); defaults to a small generated organization.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Where app.pem and app.env are written.
+        #[arg(long, default_value = ".emulator")]
+        out: PathBuf,
+        /// Where webhooks are delivered.
+        #[arg(long, default_value = "http://127.0.0.1:3000/webhook")]
+        webhook_url: String,
+    },
+    /// Emulator and hub in one process: run a task over a simulated organization.
+    Demo(spokehub::demo::DemoArgs),
+    /// Show a run's state.
+    Status {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(
+            long,
+            env = "SPOKEHUB_DATABASE_URL",
+            default_value = "sqlite://spokehub.db"
+        )]
+        database_url: String,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter =
+        EnvFilter::try_from_env("SPOKEHUB_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing("info");
+            let config = Config::resolve(&args)?;
+            spokehub::server::serve(config).await
+        }
+        Command::Emulate {
+            listen,
+            scenario,
+            out,
+            webhook_url,
+        } => {
+            init_tracing("info");
+            spokehub::emulator::run(spokehub::emulator::EmulateArgs {
+                listen,
+                scenario,
+                out,
+                webhook_url,
+            })
+            .await
+        }
+        Command::Demo(args) => {
+            init_tracing("warn");
+            spokehub::demo::run(args).await
+        }
+        Command::Status {
+            run_id,
+            json,
+            database_url,
+        } => {
+            let id = run_id
+                .parse()
+                .with_context(|| format!("{run_id:?} is not a hub run id"))?;
+            let store = spokehub::store::Store::open(&database_url).await?;
+            let report = spokehub::report::run_report(&store, &id)
+                .await?
+                .with_context(|| format!("no run {run_id} in {database_url}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
+    }
+}

@@ -151,7 +151,7 @@ impl InstallationClient {
         struct Commit {
             sha: Sha,
         }
-        let path = format!("{}/commits/{}", repo_path(repo), enc(git_ref, true));
+        let path = format!("{}/commits/{}", repo_path(repo), enc(git_ref, false));
         let reply = self.conn.get_ok(&path).await?;
         Ok(decode::<Commit>(&reply, &path)?.sha)
     }
