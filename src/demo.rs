@@ -194,11 +194,7 @@ impl Progress {
         let t = &report.totals;
         let done = t.finished();
         let width = 30;
-        let filled = if t.total == 0 {
-            0
-        } else {
-            done * width / t.total
-        };
+        let filled = (done * width).checked_div(t.total).unwrap_or(0);
         let line = format!(
             "\r[{}{}] {done}/{} done, {} running, {} failed",
             "#".repeat(filled),

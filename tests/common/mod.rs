@@ -1,0 +1,202 @@
+//! The test world: the GitHub emulator and a hub, wired together over real HTTP on loopback,
+//! with helpers to act as a person and to read what GitHub (the emulator) ends up showing.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::net::TcpListener;
+
+use spokehub::config::{parse_file_config, Config, ServeArgs};
+use spokehub::emulator::{Emulator, EmulatorHandle, Scenario};
+use spokehub::hub::HubRunId;
+use spokehub::report::{run_report, RunReport};
+use spokehub::server::HubHandle;
+
+/// Hub settings that keep tests fast and their results exact: no retries unless a test asks.
+pub const FAST_HUB: &str = r#"
+[policy]
+unknown_search_delay = "200ms"
+[policy.retry]
+limit = 0
+"#;
+
+pub struct World {
+    pub emulator: EmulatorHandle,
+    pub hub: HubHandle,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Starts an emulator playing `scenario` and a hub configured by `hub_toml`.
+    pub async fn start(scenario: &str, hub_toml: &str) -> World {
+        let scenario = Scenario::from_toml(scenario).expect("valid scenario");
+        let dir = tempfile::tempdir().unwrap();
+        let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let emu_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let webhook_url = format!("http://{}/webhook", hub_listener.local_addr().unwrap());
+        let emulator = Emulator::start(emu_listener, scenario, webhook_url, None)
+            .await
+            .expect("emulator starts");
+        let config = hub_config(&emulator, &dir, hub_toml, Some("test-api-token"));
+        let hub = spokehub::server::start(config, hub_listener)
+            .await
+            .expect("hub starts");
+        World {
+            emulator,
+            hub,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    pub fn hub_url(&self) -> String {
+        format!("http://{}", self.hub.addr)
+    }
+
+    /// Presses "Run workflow" on the hub workflow, as a person would.
+    pub async fn press_run_workflow(&self, inputs: Value) {
+        let resp = self
+            .http
+            .post(format!("{}/_emulator/hub/dispatch", self.emulator.base_url))
+            .json(&json!({
+                "workflow": "spokehub-hub.yml",
+                "ref": "main",
+                "inputs": inputs,
+                "sender": "octocat",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "hub dispatch: {}",
+            resp.status()
+        );
+    }
+
+    /// Starts a run and waits for it to complete; returns the hub's report.
+    pub async fn run_to_completion(&self, inputs: Value) -> RunReport {
+        let mut completions = self.hub.engine.subscribe_completions();
+        self.press_run_workflow(inputs).await;
+        let id = tokio::time::timeout(Duration::from_secs(120), completions.recv())
+            .await
+            .expect("the run completes within 120 s")
+            .expect("completion channel open");
+        self.report(&id).await
+    }
+
+    pub async fn report(&self, id: &HubRunId) -> RunReport {
+        run_report(self.hub.engine.store(), id)
+            .await
+            .unwrap()
+            .expect("run exists")
+    }
+
+    /// The emulator's full state (what GitHub holds).
+    pub async fn state(&self) -> Value {
+        self.http
+            .get(format!("{}/_emulator/state", self.emulator.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The check run of a run, as GitHub shows it.
+    pub async fn check_run(&self, report: &RunReport) -> Value {
+        let id = report.run.check_run_id.expect("run has a check run");
+        let state = self.state().await;
+        state["check_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"].as_u64() == Some(id))
+            .cloned()
+            .expect("check run exists in the emulator")
+    }
+
+    /// Workflow runs the emulator created for the spoke workflow.
+    pub async fn spoke_runs(&self) -> Vec<Value> {
+        let state = self.state().await;
+        state["workflow_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["workflow"]
+                    .as_str()
+                    .is_some_and(|w| w.ends_with("spokehub-spoke.yml"))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Sends a webhook to the hub signed with the App's secret, as GitHub would.
+    pub async fn send_webhook(&self, event: &str, guid: &str, body: &Value) -> reqwest::Response {
+        let body = serde_json::to_vec(body).unwrap();
+        let signature = sign(&self.emulator.webhook_secret, &body);
+        self.http
+            .post(format!("{}/webhook", self.hub_url()))
+            .header("x-github-event", event)
+            .header("x-github-delivery", guid)
+            .header("x-hub-signature-256", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// `sha256=` + hex HMAC-SHA256, as in `X-Hub-Signature-256`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The hub's configuration for an emulator, with a database in `dir`.
+pub fn hub_config(
+    emulator: &EmulatorHandle,
+    dir: &tempfile::TempDir,
+    hub_toml: &str,
+    api_token: Option<&str>,
+) -> Config {
+    Config::from_parts(
+        &ServeArgs {
+            app_id: Some(emulator.app_id),
+            private_key: Some(emulator.private_key_pem.clone()),
+            webhook_secret: Some(emulator.webhook_secret.clone()),
+            github_api_url: Some(emulator.base_url.clone()),
+            database_url: Some(format!("sqlite://{}", dir.path().join("hub.db").display())),
+            api_token: api_token.map(str::to_owned),
+            ..ServeArgs::default()
+        },
+        parse_file_config(hub_toml).expect("valid hub config"),
+    )
+    .expect("valid hub configuration")
+}
+
+/// A scenario of `n` generated repositories plus extra TOML.
+pub fn scenario(n: usize, extra: &str) -> String {
+    format!(
+        r#"
+[org]
+login = "acme"
+repos = {n}
+hub_repo = "platform-hub"
+
+[spoke]
+duration_ms = [5, 40]
+callback = "repository_dispatch"
+
+{extra}
+"#
+    )
+}

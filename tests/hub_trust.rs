@@ -1,0 +1,273 @@
+//! Trust and intake: forged callbacks change nothing, duplicates are processed once, bad input
+//! gets a clear error and records nothing.
+
+mod common;
+
+use common::{scenario, sign, World, FAST_HUB};
+use serde_json::{json, Value};
+use spokehub::engine::CallbackSigner;
+use spokehub::hub::{HubRunId, SpokeStatus};
+use spokehub::report::RunReport;
+
+/// GitHub's own `repository_dispatch` example, re-aimed at this world's hub repository.
+fn dispatch_payload(installation: u64, hub_repo: &str, client_payload: Value) -> Value {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/webhooks/repository_dispatch/payload.json");
+    let mut body: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let (owner, name) = hub_repo.split_once('/').unwrap();
+    body["action"] = json!("spoke_complete");
+    body["installation"]["id"] = json!(installation);
+    body["repository"]["full_name"] = json!(hub_repo);
+    body["repository"]["name"] = json!(name);
+    body["repository"]["owner"]["login"] = json!(owner);
+    body["client_payload"] = client_payload;
+    body
+}
+
+fn callback(run: &HubRunId, repo: &str, status: &str, token: &str) -> Value {
+    json!({
+        "hub_run_id": run.to_string(), "repo": repo, "status": status,
+        "run_id": 999_999, "run_attempt": 1, "run_url": "https://example.invalid/run",
+        "callback_token": token,
+    })
+}
+
+fn statuses(report: &RunReport) -> Vec<(String, SpokeStatus, u32)> {
+    report
+        .spokes
+        .iter()
+        .map(|s| (s.repo.to_string(), s.status, s.conflicts))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_callbacks_are_rejected_and_change_nothing() {
+    let world = World::start(&scenario(4, ""), FAST_HUB).await;
+    let report = world.run_to_completion(json!({"task": "t"})).await;
+    assert_eq!(report.run.conclusion.as_deref(), Some("success"));
+    let before = statuses(&report);
+    let run = report.run.id;
+    let inst = world.emulator.installation_id;
+    let hub = world.emulator.hub_repo.clone();
+    let target = "acme/svc-0001";
+    let now = chrono::Utc::now().timestamp();
+    let forged_token = CallbackSigner::new(b"an attacker's key, not the hub's!").issue(
+        &run,
+        &target.parse().unwrap(),
+        1,
+        now,
+        now + 600,
+    );
+    let forgeries = [
+        (
+            "wrong token",
+            dispatch_payload(inst, &hub, callback(&run, target, "failure", &forged_token)),
+        ),
+        (
+            "no token",
+            dispatch_payload(inst, &hub, callback(&run, target, "failure", "")),
+        ),
+        (
+            "unknown run",
+            dispatch_payload(
+                inst,
+                &hub,
+                callback(&HubRunId::new_random(), target, "failure", &forged_token),
+            ),
+        ),
+        (
+            "repository not in the run",
+            dispatch_payload(
+                inst,
+                &hub,
+                callback(&run, "acme/elsewhere", "failure", &forged_token),
+            ),
+        ),
+        (
+            "other installation",
+            dispatch_payload(
+                inst + 1,
+                &hub,
+                callback(&run, target, "failure", &forged_token),
+            ),
+        ),
+        (
+            "other hub repository",
+            dispatch_payload(
+                inst,
+                "acme/svc-0002",
+                callback(&run, target, "failure", &forged_token),
+            ),
+        ),
+    ];
+    let rejected_before = world.hub.engine.metrics().snapshot().callbacks_rejected;
+    let mut completions = 0;
+    for (i, (what, body)) in forgeries.iter().enumerate() {
+        let resp = world
+            .send_webhook("repository_dispatch", &format!("forged-{i}"), body)
+            .await;
+        assert_eq!(
+            resp.status(),
+            202,
+            "{what}: intake accepts a well-signed delivery"
+        );
+        completions += 1;
+    }
+    // Wait until the processor has handled every forged delivery.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while world.hub.engine.metrics().snapshot().callbacks_rejected < rejected_before + completions {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "forgeries not all rejected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        world
+            .hub
+            .engine
+            .store()
+            .count_events("callback_rejected")
+            .await
+            .unwrap(),
+        completions as i64
+    );
+    let after = world.report(&run).await;
+    assert_eq!(
+        statuses(&after),
+        before,
+        "a forged callback changed the run"
+    );
+    assert_eq!(after.run.conclusion.as_deref(), Some("success"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_sent_twice_is_processed_once() {
+    let world = World::start(&scenario(1, ""), FAST_HUB).await;
+    let inputs = json!({"task": "twice"});
+    let mut payload: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/webhooks/workflow_dispatch/payload.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    payload["inputs"] = inputs;
+    payload["workflow"] = json!(".github/workflows/spokehub-hub.yml");
+    payload["ref"] = json!("main");
+    payload["installation"] = json!({"id": world.emulator.installation_id, "node_id": "x"});
+    payload["repository"]["full_name"] = json!(world.emulator.hub_repo);
+    payload["repository"]["name"] = json!("platform-hub");
+    payload["repository"]["owner"]["login"] = json!("acme");
+    let mut completions = world.hub.engine.subscribe_completions();
+    let first = world
+        .send_webhook("workflow_dispatch", "dup-1", &payload)
+        .await;
+    let second = world
+        .send_webhook("workflow_dispatch", "dup-1", &payload)
+        .await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(second.status(), 202);
+    assert!(second.text().await.unwrap().contains("duplicate"));
+    let id = tokio::time::timeout(std::time::Duration::from_secs(60), completions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let report = world.report(&id).await;
+    assert_eq!(report.totals.succeeded, 1);
+    assert_eq!(
+        world.spoke_runs().await.len(),
+        1,
+        "the duplicate started a second run"
+    );
+    assert_eq!(
+        world.hub.engine.store().count_deliveries().await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_clear_error_and_records_nothing() {
+    let world = World::start(&scenario(1, ""), FAST_HUB).await;
+    let url = format!("{}/webhook", world.hub_url());
+    let body = br#"{"action":"spoke_complete"}"#.to_vec();
+    let count = || async { world.hub.engine.store().count_deliveries().await.unwrap() };
+
+    let unsigned = world
+        .http
+        .post(&url)
+        .header("x-github-event", "repository_dispatch")
+        .header("x-github-delivery", "a")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let badly_signed = world
+        .http
+        .post(&url)
+        .header("x-github-event", "repository_dispatch")
+        .header("x-github-delivery", "b")
+        .header("x-hub-signature-256", sign("not the secret", &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(badly_signed.status(), 401);
+
+    let malformed = b"{not json".to_vec();
+    let resp = world
+        .http
+        .post(&url)
+        .header("x-github-event", "repository_dispatch")
+        .header("x-github-delivery", "c")
+        .header(
+            "x-hub-signature-256",
+            sign(&world.emulator.webhook_secret, &malformed),
+        )
+        .body(malformed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("malformed"));
+
+    let unknown = br#"{"anything": true}"#.to_vec();
+    let resp = world
+        .http
+        .post(&url)
+        .header("x-github-event", "star")
+        .header("x-github-delivery", "d")
+        .header(
+            "x-hub-signature-256",
+            sign(&world.emulator.webhook_secret, &unknown),
+        )
+        .body(unknown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    let huge = vec![b' '; 25 * 1024 * 1024 + 1];
+    let resp = world
+        .http
+        .post(&url)
+        .header("x-github-event", "repository_dispatch")
+        .header("x-github-delivery", "e")
+        .header(
+            "x-hub-signature-256",
+            sign(&world.emulator.webhook_secret, &huge),
+        )
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+
+    assert_eq!(
+        count().await,
+        0,
+        "a refused or ignored delivery was recorded"
+    );
+}
