@@ -413,3 +413,53 @@ async fn bad_inputs_are_refused_before_any_request() {
     }
     assert!(seen(&rx).is_empty(), "no request on bad input");
 }
+
+/// `action/action.yml` declares the inputs of issue 4 and hands every one of them, and only
+/// them, to `report.sh` as the `INPUT_*` variable the script reads.
+#[test]
+fn action_yml_passes_every_input_to_the_script() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let action = std::fs::read_to_string(root.join("action/action.yml")).unwrap();
+    let script = std::fs::read_to_string(script()).unwrap();
+    let inputs = [
+        "hub-repo",
+        "hub-run-id",
+        "status",
+        "callback-token",
+        "token",
+        "summary",
+        "summary-file",
+        "api-url",
+    ];
+    assert!(action.contains("\nruns:\n  using: composite\n"));
+    assert!(action.contains("    default: ${{ github.api_url }}\n"));
+    for input in inputs {
+        assert!(
+            action.contains(&format!("\n  {input}:\n")),
+            "input {input} not declared"
+        );
+        let var = format!("INPUT_{}", input.to_uppercase().replace('-', "_"));
+        assert!(
+            action.contains(&format!("{var}: ${{{{ inputs.{input} }}}}\n")),
+            "{var} not passed from inputs.{input}"
+        );
+        assert!(script.contains(&var), "report.sh does not read {var}");
+    }
+    for required in ["hub-repo", "hub-run-id", "status", "token"] {
+        let start = action.find(&format!("\n  {required}:\n")).unwrap();
+        let block: String = action[start + 1..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .collect();
+        assert!(block.contains("required: true"), "{required} is required");
+    }
+    // Every INPUT_ variable the script reads is set by the action.
+    for word in script.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(name) = word.strip_prefix("INPUT_") {
+            if !name.is_empty() {
+                assert!(action.contains(&format!("{word}: ")), "{word} is never set");
+            }
+        }
+    }
+}
