@@ -93,7 +93,7 @@ if [[ -n ${INPUT_SUMMARY_FILE:-} ]]; then
   [[ -f $INPUT_SUMMARY_FILE ]] || die 2 "summary-file '${INPUT_SUMMARY_FILE}' does not exist"
   head -c 262144 -- "$INPUT_SUMMARY_FILE" >"$work/summary"
 else
-  printf '%s' "${INPUT_SUMMARY:-}" | head -c 262144 >"$work/summary"
+  printf '%s' "${INPUT_SUMMARY:-}" >"$work/summary" # the environment caps it at 128 KiB
 fi
 
 run_url="${GITHUB_SERVER_URL%/}/${GITHUB_REPOSITORY}/actions/runs/${GITHUB_RUN_ID}"
@@ -154,10 +154,26 @@ attempt_once() {
     --write-out '%{http_code}' -- "$url" 2>"$work/curl_err") || rc=$?
   if ((rc != 0)); then
     http_code=000
-    curl_error=$(tr -d '\r' <"$work/curl_err" | tail -n 1)
+    curl_error=$(tr -d '\r' <"$work/curl_err" | tail -n 1 | redact)
   fi
-  retry_after=$(tr -d '\r' <"$work/resp_headers" | awk -F': *' 'tolower($1)=="retry-after"{print $2}' | tail -n 1)
+  retry_after=$(resp_header retry-after)
   [[ $retry_after =~ ^[0-9]+$ ]] || retry_after=
+  # Primary rate limit spent: wait for the reset GitHub names (capped below like retry-after).
+  local remaining reset
+  remaining=$(resp_header x-ratelimit-remaining)
+  reset=$(resp_header x-ratelimit-reset)
+  if [[ -z $retry_after && $remaining == 0 && $reset =~ ^[0-9]+$ ]]; then
+    retry_after=$((reset > $(date +%s) ? reset - $(date +%s) : 0))
+  fi
+}
+
+# Replaces the tokens in stdin with ***, in case an answer ever echoes them back.
+redact() {
+  local text
+  text=$(cat)
+  text=${text//"$token"/***}
+  [[ -n $callback_token ]] && text=${text//"$callback_token"/***}
+  printf '%s' "$text"
 }
 
 # GitHub's message from an error body, or the start of the body itself, without control characters.
@@ -165,7 +181,12 @@ error_message() {
   local msg
   msg=$(jq -r '[.message, (.errors // [] | map(.message // tostring) | join("; "))] | map(select(. != null and . != "")) | join(": ")' \
     <"$work/resp_body" 2>/dev/null) || msg=$(head -c 500 "$work/resp_body")
-  printf '%s' "$msg" | tr -d '\000-\010\013-\037' | head -c 1000
+  printf '%s' "$msg" | tr -d '\000-\010\013-\037' | redact | head -c 1000
+}
+
+# A response header's value (last occurrence), or nothing.
+resp_header() {
+  tr -d '\r' <"$work/resp_headers" | awk -F': *' -v h="$1" 'tolower($1)==h{v=$2} END{print v}'
 }
 
 n=0
@@ -181,8 +202,8 @@ while :; do
     000) why="no answer (${curl_error:-connection failed})" ;;
     429 | 5??) why="HTTP ${http_code}: $(error_message)" ;;
     403)
-      remaining=$(tr -d '\r' <"$work/resp_headers" | awk -F': *' 'tolower($1)=="x-ratelimit-remaining"{print $2}' | tail -n 1)
-      if [[ -n $retry_after || $remaining == 0 ]] || grep -qi 'rate limit' "$work/resp_body"; then
+      if [[ -n $retry_after || $(resp_header x-ratelimit-remaining) == 0 ]] ||
+        grep -qi 'rate limit' "$work/resp_body"; then
         why="HTTP 403 rate limited: $(error_message)"
       else
         die 1 "the hub repository ${hub_repo} refused the report (HTTP 403): $(error_message). Does the token have Contents write on it?"

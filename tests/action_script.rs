@@ -44,7 +44,7 @@ impl Seen {
 }
 
 /// A canned answer: status, extra headers, body.
-type Answer = (u16, Vec<(&'static str, &'static str)>, &'static str);
+type Answer = (u16, Vec<(&'static str, String)>, String);
 
 #[derive(Default)]
 struct Receiver {
@@ -63,13 +63,13 @@ async fn handle(
         headers,
         body,
     });
-    let (status, extra, body) = rx
-        .answers
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or((204, vec![], ""));
-    let mut resp = (StatusCode::from_u16(status).unwrap(), body.to_string()).into_response();
+    let (status, extra, body) =
+        rx.answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or((204, vec![], String::new()));
+    let mut resp = (StatusCode::from_u16(status).unwrap(), body).into_response();
     for (k, v) in extra {
         resp.headers_mut().insert(k, v.parse().unwrap());
     }
@@ -270,7 +270,7 @@ async fn short_summary_from_a_file_is_sent_whole() {
 
 #[tokio::test]
 async fn retries_a_502_then_succeeds_with_the_same_body() {
-    let (rx, api) = receiver(vec![(502, vec![], r#"{"message":"Server Error"}"#)]).await;
+    let (rx, api) = receiver(vec![(502, vec![], r#"{"message":"Server Error"}"#.into())]).await;
     let out = run(&runner_env(&api)).await;
     assert_eq!(out.code, 0, "{}", out.output());
     out.assert_no_secret();
@@ -285,13 +285,13 @@ async fn honours_retry_after_on_429_and_403_rate_limits() {
     let (rx, api) = receiver(vec![
         (
             429,
-            vec![("retry-after", "1")],
-            r#"{"message":"slow down"}"#,
+            vec![("retry-after", "1".into())],
+            r#"{"message":"slow down"}"#.into(),
         ),
         (
             403,
-            vec![("x-ratelimit-remaining", "0")],
-            r#"{"message":"API rate limit exceeded"}"#,
+            vec![("x-ratelimit-remaining", "0".into())],
+            r#"{"message":"API rate limit exceeded"}"#.into(),
         ),
     ])
     .await;
@@ -302,11 +302,52 @@ async fn honours_retry_after_on_429_and_403_rate_limits() {
 }
 
 #[tokio::test]
+async fn waits_for_the_rate_limit_reset_capped_by_the_maximum_delay() {
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let (rx, api) = receiver(vec![(
+        403,
+        vec![
+            ("x-ratelimit-remaining", "0".into()),
+            ("x-ratelimit-reset", in_an_hour.to_string()),
+        ],
+        r#"{"message":"API rate limit exceeded for installation"}"#.into(),
+    )])
+    .await;
+    let mut env = runner_env(&api);
+    set(&mut env, "SPOKEHUB_REPORT_RETRY_MAX_DELAY_S", "1");
+    let out = run(&env).await;
+    assert_eq!(out.code, 0, "{}", out.output());
+    assert_eq!(seen(&rx).len(), 2);
+    assert!(out.stdout.contains("rate limited"), "{}", out.stdout);
+    assert!(out.stdout.contains("retrying in 1s"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn tokens_echoed_back_in_an_answer_are_redacted() {
+    let echo = format!(r#"{{"message":"bad credentials {TOKEN} for {CALLBACK_TOKEN}"}}"#);
+    let (rx, api) = receiver(vec![(503, vec![], echo.clone()), (401, vec![], echo)]).await;
+    let out = run(&runner_env(&api)).await;
+    assert_eq!(out.code, 1, "{}", out.output());
+    assert_eq!(seen(&rx).len(), 2);
+    assert!(
+        out.stderr.contains("bad credentials *** for ***"),
+        "{}",
+        out.stderr
+    );
+    out.assert_no_secret();
+}
+
+#[tokio::test]
 async fn fails_clearly_on_422_without_retrying() {
     let (rx, api) = receiver(vec![(
         422,
         vec![],
-        r#"{"message":"Invalid request.","errors":[{"message":"client_payload is too large"}]}"#,
+        r#"{"message":"Invalid request.","errors":[{"message":"client_payload is too large"}]}"#
+            .into(),
     )])
     .await;
     let out = run(&runner_env(&api)).await;
@@ -327,7 +368,7 @@ async fn a_403_that_is_not_a_rate_limit_is_fatal() {
     let (rx, api) = receiver(vec![(
         403,
         vec![],
-        r#"{"message":"Resource not accessible by integration"}"#,
+        r#"{"message":"Resource not accessible by integration"}"#.into(),
     )])
     .await;
     let out = run(&runner_env(&api)).await;
@@ -342,7 +383,7 @@ async fn a_403_that_is_not_a_rate_limit_is_fatal() {
 
 #[tokio::test]
 async fn gives_up_after_the_configured_attempts() {
-    let (rx, api) = receiver(vec![(500, vec![], "oops"); 5]).await;
+    let (rx, api) = receiver(vec![(500, vec![], "oops".into()); 5]).await;
     let mut env = runner_env(&api);
     set(&mut env, "SPOKEHUB_REPORT_MAX_ATTEMPTS", "3");
     let out = run(&env).await;
