@@ -181,7 +181,9 @@ error_message() {
   local msg
   msg=$(jq -r '[.message, (.errors // [] | map(.message // tostring) | join("; "))] | map(select(. != null and . != "")) | join(": ")' \
     <"$work/resp_body" 2>/dev/null) || msg=$(head -c 500 "$work/resp_body")
-  printf '%s' "$msg" | tr -d '\000-\010\013-\037' | redact | head -c 1000
+  # Whole-input filters only (no early-closing reader, so no SIGPIPE under pipefail).
+  msg=$(printf '%s' "$msg" | tr -d '\000-\010\013-\037' | redact)
+  printf '%s' "${msg:0:1000}"
 }
 
 # A response header's value (last occurrence), or nothing.

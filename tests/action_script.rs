@@ -342,6 +342,35 @@ async fn tokens_echoed_back_in_an_answer_are_redacted() {
 }
 
 #[tokio::test]
+async fn huge_error_bodies_are_cut_in_messages() {
+    let huge = json!({ "message": "x".repeat(300_000) }).to_string();
+    let (rx, api) = receiver(vec![
+        (500, vec![], huge.clone()),
+        (204, vec![], String::new()),
+    ])
+    .await;
+    let out = run(&runner_env(&api)).await;
+    assert_eq!(out.code, 0, "{}", out.output());
+    assert_eq!(seen(&rx).len(), 2);
+    assert!(
+        out.stdout.len() < 3_000,
+        "{} bytes of output",
+        out.stdout.len()
+    );
+
+    let (rx, api) = receiver(vec![(422, vec![], huge)]).await;
+    let out = run(&runner_env(&api)).await;
+    assert_eq!(out.code, 1, "{}", out.output());
+    assert_eq!(seen(&rx).len(), 1);
+    assert!(out.stderr.contains("HTTP 422"));
+    assert!(
+        out.stderr.len() < 2_000,
+        "{} bytes of output",
+        out.stderr.len()
+    );
+}
+
+#[tokio::test]
 async fn fails_clearly_on_422_without_retrying() {
     let (rx, api) = receiver(vec![(
         422,
