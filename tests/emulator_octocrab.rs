@@ -23,12 +23,17 @@ fn app_client(env: &Env) -> Octocrab {
 
 #[tokio::test]
 async fn octocrab_app_auth_pagination_dispatch_and_check_runs() {
-    let env = start(scenario("[org]\nrepos = 7\n[spoke]\nduration_ms = [5, 10]\n")).await;
+    let env = start(scenario(
+        "[org]\nrepos = 7\n[spoke]\nduration_ms = [5, 10]\n",
+    ))
+    .await;
     let app = app_client(&env);
     let installs = app.apps().installations().send().await.unwrap();
     assert_eq!(installs.items.len(), 1);
     assert_eq!(installs.items[0].id.0, env.emu.installation_id);
-    let inst = app.installation(InstallationId(env.emu.installation_id)).unwrap();
+    let inst = app
+        .installation(InstallationId(env.emu.installation_id))
+        .unwrap();
 
     // Pagination: follow Link by path (absolute URLs lose auth off api.github.com).
     let mut next = Some("/installation/repositories?per_page=3".to_owned());
@@ -40,9 +45,18 @@ async fn octocrab_app_auth_pagination_dispatch_and_check_runs() {
             .headers()
             .get("link")
             .and_then(|l| l.to_str().ok())
-            .and_then(|l| l.split(", ").find(|p| p.ends_with("rel=\"next\"")).map(str::to_owned))
+            .and_then(|l| {
+                l.split(", ")
+                    .find(|p| p.ends_with("rel=\"next\""))
+                    .map(str::to_owned)
+            })
             .map(|p| {
-                let url = p.trim_start_matches('<').split('>').next().unwrap().to_owned();
+                let url = p
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .unwrap()
+                    .to_owned();
                 url.trim_start_matches(&env.emu.base_url).to_owned()
             });
         let body = inst.body_to_string(resp).await.unwrap();
@@ -68,7 +82,11 @@ async fn octocrab_app_auth_pagination_dispatch_and_check_runs() {
         .await
         .unwrap();
     let run_id = details["workflow_run_id"].as_u64().unwrap();
-    let run = inst.workflows("acme", "svc-0002").get(run_id.into()).await.unwrap();
+    let run = inst
+        .workflows("acme", "svc-0002")
+        .get(run_id.into())
+        .await
+        .unwrap();
     assert_eq!(run.id.0, run_id);
     let runs = inst
         .workflows("acme", "svc-0001")
@@ -122,16 +140,24 @@ async fn octocrab_app_auth_pagination_dispatch_and_check_runs() {
     let st = env.state().await;
     assert_eq!(st["check_runs"][0]["external_id"], "hub-run-1");
     assert_eq!(st["check_runs"][0]["output"]["summary"], "7 of 7");
-    assert_eq!(st["tokens_minted"], 1, "one cached token for the installation client");
+    assert_eq!(
+        st["tokens_minted"], 1,
+        "one cached token for the installation client"
+    );
     env.emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn octocrab_refreshes_an_expiring_token() {
     // octocrab refreshes tokens 30 s before expiry: a 31 s token is stale after about 1 s.
-    let env = start(scenario("[org]\nrepos = 1\n[spoke]\ntoken_lifetime_s = 31\n")).await;
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\ntoken_lifetime_s = 31\n",
+    ))
+    .await;
     let app = app_client(&env);
-    let inst = app.installation(InstallationId(env.emu.installation_id)).unwrap();
+    let inst = app
+        .installation(InstallationId(env.emu.installation_id))
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r: Value = inst.get("/repos/acme/svc-0001", None::<&()>).await.unwrap();
@@ -139,7 +165,10 @@ async fn octocrab_refreshes_an_expiring_token() {
         if env.summary().await["tokens_minted"].as_u64().unwrap() >= 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "token never refreshed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "token never refreshed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     env.emu.shutdown().await;
@@ -147,7 +176,10 @@ async fn octocrab_refreshes_an_expiring_token() {
 
 #[tokio::test]
 async fn bad_credentials_get_401_and_foreign_repos_404() {
-    let env = start(scenario("[org]\nrepos = 1\n[spoke]\ntoken_lifetime_s = 1\n")).await;
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\ntoken_lifetime_s = 1\n",
+    ))
+    .await;
     let get = |path: &str, auth: Option<String>| {
         let mut rb = env.http.get(env.url(path));
         if let Some(a) = auth {
@@ -191,9 +223,17 @@ async fn bad_credentials_get_401_and_foreign_repos_404() {
     // Installation tokens cannot call /app, JWTs cannot call installation routes.
     let token = env.token().await;
     assert_eq!(get("/app", Some(token.clone())).await.0, 401);
-    assert_eq!(get("/installation/repositories", Some(env.jwt())).await.0, 401);
+    assert_eq!(
+        get("/installation/repositories", Some(env.jwt())).await.0,
+        401
+    );
     // Repositories outside the installation are 404.
-    assert_eq!(get("/repos/other-org/svc-0001", Some(token.clone())).await.0, 404);
+    assert_eq!(
+        get("/repos/other-org/svc-0001", Some(token.clone()))
+            .await
+            .0,
+        404
+    );
     // The 1 s token expires.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -202,7 +242,10 @@ async fn bad_credentials_get_401_and_foreign_repos_404() {
             break;
         }
         assert_eq!(s, 200);
-        assert!(tokio::time::Instant::now() < deadline, "token never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "token never expired"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     env.emu.shutdown().await;

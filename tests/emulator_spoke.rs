@@ -47,13 +47,48 @@ async fn dispatch_errors_are_githubs() {
     let t = env.token().await;
     let ok = Env::spoke_inputs("h", 1);
     let cases = [
-        ("svc-0001", json!({"ref": "nope", "inputs": ok}), 422, "No ref found for: nope"),
-        ("svc-0001", json!({"ref": "main", "inputs": {"task": "x", "hub_run_id": "h", "x": "1"}}), 422, "Unexpected inputs provided: [\"x\"]"),
-        ("svc-0001", json!({"ref": "main", "inputs": {"hub_run_id": "h"}}), 422, "Required input 'task' not provided"),
-        ("nodisp", json!({"ref": "main", "inputs": ok}), 422, "Workflow does not have 'workflow_dispatch' trigger"),
-        ("other", json!({"ref": "main", "inputs": ok}), 422, "Unexpected inputs provided"),
-        ("bare", json!({"ref": "main", "inputs": ok}), 404, "Not Found"),
-        ("missing", json!({"ref": "main", "inputs": ok}), 404, "Not Found"),
+        (
+            "svc-0001",
+            json!({"ref": "nope", "inputs": ok}),
+            422,
+            "No ref found for: nope",
+        ),
+        (
+            "svc-0001",
+            json!({"ref": "main", "inputs": {"task": "x", "hub_run_id": "h", "x": "1"}}),
+            422,
+            "Unexpected inputs provided: [\"x\"]",
+        ),
+        (
+            "svc-0001",
+            json!({"ref": "main", "inputs": {"hub_run_id": "h"}}),
+            422,
+            "Required input 'task' not provided",
+        ),
+        (
+            "nodisp",
+            json!({"ref": "main", "inputs": ok}),
+            422,
+            "Workflow does not have 'workflow_dispatch' trigger",
+        ),
+        (
+            "other",
+            json!({"ref": "main", "inputs": ok}),
+            422,
+            "Unexpected inputs provided",
+        ),
+        (
+            "bare",
+            json!({"ref": "main", "inputs": ok}),
+            404,
+            "Not Found",
+        ),
+        (
+            "missing",
+            json!({"ref": "main", "inputs": ok}),
+            404,
+            "Not Found",
+        ),
     ];
     for (repo, body, status, msg) in cases {
         let (s, v) = dispatch(&env, &t, repo, body).await;
@@ -89,16 +124,34 @@ async fn a_spoke_run_completes_and_calls_back_with_its_inputs() {
     ))
     .await;
     let t = env.token().await;
-    let (s, d) = dispatch(&env, &t, "svc-0001", json!({"ref": "main", "inputs": Env::spoke_inputs("run-a", 3), "return_run_details": true})).await;
+    let (s, d) = dispatch(
+        &env,
+        &t,
+        "svc-0001",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("run-a", 3), "return_run_details": true}),
+    )
+    .await;
     assert_eq!(s, 200);
     let id = d["workflow_run_id"].as_u64().unwrap();
-    assert!(d["html_url"].as_str().unwrap().ends_with(&format!("/acme/svc-0001/actions/runs/{id}")));
-    let (s, _) = dispatch(&env, &t, "svc-0002", json!({"ref": "main", "inputs": Env::spoke_inputs("run-a", 1)})).await;
+    assert!(d["html_url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/acme/svc-0001/actions/runs/{id}")));
+    let (s, _) = dispatch(
+        &env,
+        &t,
+        "svc-0002",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("run-a", 1)}),
+    )
+    .await;
     assert_eq!(s, 204);
     let hooks = env
         .hooks
         .wait_for("two spoke_complete callbacks", |l| {
-            l.iter().filter(|h| h.json["action"] == "spoke_complete").count() == 2
+            l.iter()
+                .filter(|h| h.json["action"] == "spoke_complete")
+                .count()
+                == 2
         })
         .await;
     let cb: Vec<&Value> = hooks
@@ -122,30 +175,67 @@ async fn a_spoke_run_completes_and_calls_back_with_its_inputs() {
         .collect();
     assert_eq!(actions, ["requested", "in_progress", "completed"]);
     let st = env.state().await;
-    let run = st["workflow_runs"].as_array().unwrap().iter().find(|r| r["id"] == id).unwrap();
+    let run = st["workflow_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap();
     assert_eq!(run["display_title"], "spokehub bump [run-a#3]");
     assert_eq!(run["inputs"]["task"], "bump");
     assert_eq!(run["conclusion"], "success");
     assert_eq!(st["repository_dispatches"].as_array().unwrap().len(), 2);
     // Every hook was signed with the secret.
     for h in &hooks {
-        assert_eq!(h.signature, spokehub::emulator::webhooks::signature(b"test-secret", &h.body));
-        assert_eq!(h.headers["x-github-hook-installation-target-type"], "integration");
-        assert!(h.headers["user-agent"].to_str().unwrap().starts_with("GitHub-Hookshot/"));
+        assert_eq!(
+            h.signature,
+            spokehub::emulator::webhooks::signature(b"test-secret", &h.body)
+        );
+        assert_eq!(
+            h.headers["x-github-hook-installation-target-type"],
+            "integration"
+        );
+        assert!(h.headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("GitHub-Hookshot/"));
     }
     env.emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn callback_none_sends_only_workflow_run_and_cancel_completes_as_cancelled() {
-    let env = start(scenario("[org]\nrepos = 1\n[spoke]\ncallback = \"none\"\nduration_ms = [60000, 60000]\n")).await;
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\ncallback = \"none\"\nduration_ms = [60000, 60000]\n",
+    ))
+    .await;
     let t = env.token().await;
-    let (_, d) = dispatch(&env, &t, "svc-0001", json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1), "return_run_details": true})).await;
+    let (_, d) = dispatch(
+        &env,
+        &t,
+        "svc-0001",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1), "return_run_details": true}),
+    )
+    .await;
     let id = d["workflow_run_id"].as_u64().unwrap();
-    let r = env.http.post(env.url(&format!("/repos/acme/svc-0001/actions/runs/{id}/cancel"))).bearer_auth(&t).send().await.unwrap();
+    let r = env
+        .http
+        .post(env.url(&format!("/repos/acme/svc-0001/actions/runs/{id}/cancel")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
-    let hooks = env.hooks.wait_for("completed", |l| l.iter().any(|h| h.json["action"] == "completed")).await;
-    let done = hooks.iter().find(|h| h.json["action"] == "completed").unwrap();
+    let hooks = env
+        .hooks
+        .wait_for("completed", |l| {
+            l.iter().any(|h| h.json["action"] == "completed")
+        })
+        .await;
+    let done = hooks
+        .iter()
+        .find(|h| h.json["action"] == "completed")
+        .unwrap();
     assert_eq!(done.json["workflow_run"]["conclusion"], "cancelled");
     let st = env.state().await;
     assert_eq!(st["repository_dispatches"].as_array().unwrap().len(), 0);
@@ -155,19 +245,33 @@ async fn callback_none_sends_only_workflow_run_and_cancel_completes_as_cancelled
 
 #[tokio::test]
 async fn runs_filter_by_created_status_event_and_paginate() {
-    let env = start(scenario("[org]\nrepos = 1\n[spoke]\nduration_ms = [60000, 60000]\n")).await;
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\nduration_ms = [60000, 60000]\n",
+    ))
+    .await;
     let t = env.token().await;
     for i in 0..5 {
-        let (s, _) = dispatch(&env, &t, "svc-0001", json!({"ref": "main", "inputs": Env::spoke_inputs("h", i)})).await;
+        let (s, _) = dispatch(
+            &env,
+            &t,
+            "svc-0001",
+            json!({"ref": "main", "inputs": Env::spoke_inputs("h", i)}),
+        )
+        .await;
         assert_eq!(s, 204);
     }
     let get = |q: &str| {
-        let url = env.url(&format!("/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml/runs?{q}"));
+        let url = env.url(&format!(
+            "/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml/runs?{q}"
+        ));
         let http = env.http.clone();
         let t = t.clone();
         async move {
             let r = http.get(url).bearer_auth(t).send().await.unwrap();
-            let link = r.headers().get("link").map(|l| l.to_str().unwrap().to_owned());
+            let link = r
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
             (r.json::<Value>().await.unwrap(), link)
         }
     };
@@ -175,7 +279,10 @@ async fn runs_filter_by_created_status_event_and_paginate() {
     assert_eq!(v["total_count"], 5);
     assert_eq!(v["workflow_runs"].as_array().unwrap().len(), 2);
     let link = link.unwrap();
-    assert!(link.contains("page=2>; rel=\"next\"") && link.contains("page=3>; rel=\"last\""), "{link}");
+    assert!(
+        link.contains("page=2>; rel=\"next\"") && link.contains("page=3>; rel=\"last\""),
+        "{link}"
+    );
     assert!(link.contains("created=%3E%3D2020"), "{link}");
     let (v, _) = get("created=%3E%3D2999-01-01T00:00:00Z").await;
     assert_eq!(v["total_count"], 0);
@@ -187,22 +294,40 @@ async fn runs_filter_by_created_status_event_and_paginate() {
     assert_eq!(v["total_count"], 5);
     let (v, _) = get("event=push").await;
     assert_eq!(v["total_count"], 0);
-    let r = env.http.get(env.url("/repos/acme/svc-0001/actions/runs?created=yesterday")).bearer_auth(&t).send().await.unwrap();
+    let r = env
+        .http
+        .get(env.url("/repos/acme/svc-0001/actions/runs?created=yesterday"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     env.emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_person_runs_the_hub_workflow_and_clicks_buttons() {
-    let env = start(scenario("[org]\nrepos = 1\n[spoke]\nduration_ms = [5, 10]\n")).await;
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\nduration_ms = [5, 10]\n",
+    ))
+    .await;
     let r = env.http.post(env.url("/_emulator/hub/dispatch"))
         .json(&json!({"workflow": "spokehub-hub.yml", "ref": "main", "inputs": {"task": "bump", "dry_run": true}, "sender": "alice"}))
         .send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["workflow_run_id"].is_u64());
-    let hooks = env.hooks.wait_for("workflow_dispatch", |l| l.iter().any(|h| h.event == "workflow_dispatch")).await;
-    let wd = &hooks.iter().find(|h| h.event == "workflow_dispatch").unwrap().json;
+    let hooks = env
+        .hooks
+        .wait_for("workflow_dispatch", |l| {
+            l.iter().any(|h| h.event == "workflow_dispatch")
+        })
+        .await;
+    let wd = &hooks
+        .iter()
+        .find(|h| h.event == "workflow_dispatch")
+        .unwrap()
+        .json;
     assert_eq!(wd["inputs"]["task"], "bump");
     assert_eq!(wd["inputs"]["dry_run"], "true");
     assert_eq!(wd["ref"], "refs/heads/main");
@@ -211,25 +336,65 @@ async fn the_person_runs_the_hub_workflow_and_clicks_buttons() {
     assert_eq!(wd["repository"]["full_name"], env.emu.hub_repo);
     assert_eq!(wd["installation"]["id"], env.emu.installation_id);
     // Unknown inputs are refused like GitHub's form would.
-    let r = env.http.post(env.url("/_emulator/hub/dispatch")).json(&json!({"inputs": {"task": "x", "bogus": "1"}})).send().await.unwrap();
+    let r = env
+        .http
+        .post(env.url("/_emulator/hub/dispatch"))
+        .json(&json!({"inputs": {"task": "x", "bogus": "1"}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
 
     // A check run with a button; clicking it and re-running it.
     let t = env.token().await;
-    let sha = env.state().await["repos"].as_array().unwrap().iter().find(|r| r["full_name"] == env.emu.hub_repo).unwrap()["head_sha"].as_str().unwrap().to_owned();
+    let sha = env.state().await["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["full_name"] == env.emu.hub_repo)
+        .unwrap()["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = env.http.post(env.url(&format!("/repos/{}/check-runs", env.emu.hub_repo))).bearer_auth(&t)
         .json(&json!({"name": "spokehub", "head_sha": sha, "actions": [{"label": "Re-run failed", "description": "d", "identifier": "rerun"}]}))
         .send().await.unwrap();
     assert_eq!(r.status(), 201);
     let cid = r.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
-    let r = env.http.post(env.url(&format!("/_emulator/check-runs/{cid}/request-action"))).json(&json!({"identifier": "nope"})).send().await.unwrap();
+    let r = env
+        .http
+        .post(env.url(&format!("/_emulator/check-runs/{cid}/request-action")))
+        .json(&json!({"identifier": "nope"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    let r = env.http.post(env.url(&format!("/_emulator/check-runs/{cid}/rerequest"))).send().await.unwrap();
+    let r = env
+        .http
+        .post(env.url(&format!("/_emulator/check-runs/{cid}/rerequest")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422, "not completed yet");
-    let r = env.http.post(env.url(&format!("/_emulator/check-runs/{cid}/request-action"))).json(&json!({"identifier": "rerun", "sender": "bob"})).send().await.unwrap();
+    let r = env
+        .http
+        .post(env.url(&format!("/_emulator/check-runs/{cid}/request-action")))
+        .json(&json!({"identifier": "rerun", "sender": "bob"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let hooks = env.hooks.wait_for("requested_action", |l| l.iter().any(|h| h.json["action"] == "requested_action")).await;
-    let ra = &hooks.iter().find(|h| h.json["action"] == "requested_action").unwrap().json;
+    let hooks = env
+        .hooks
+        .wait_for("requested_action", |l| {
+            l.iter().any(|h| h.json["action"] == "requested_action")
+        })
+        .await;
+    let ra = &hooks
+        .iter()
+        .find(|h| h.json["action"] == "requested_action")
+        .unwrap()
+        .json;
     assert_eq!(ra["requested_action"]["identifier"], "rerun");
     assert_eq!(ra["check_run"]["id"], cid);
     assert_eq!(ra["sender"]["login"], "bob");
@@ -240,7 +405,10 @@ async fn the_person_runs_the_hub_workflow_and_clicks_buttons() {
 async fn check_run_limits_are_enforced() {
     let env = start(scenario("[org]\nrepos = 1\n")).await;
     let t = env.token().await;
-    let sha = env.state().await["repos"][0]["head_sha"].as_str().unwrap().to_owned();
+    let sha = env.state().await["repos"][0]["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let url = env.url("/repos/acme/svc-0001/check-runs");
     let base = json!({"name": "n", "head_sha": sha});
     let with = |k: &str, v: Value| {
@@ -252,24 +420,67 @@ async fn check_run_limits_are_enforced() {
     let act = |l: &str, d: &str, i: &str| json!({"label": l, "description": d, "identifier": i});
     let bad = [
         with("output", json!({"title": "t", "summary": long})),
-        with("output", json!({"title": "t", "summary": "s", "text": long})),
-        with("output", json!({"title": "t", "summary": "s", "annotations": vec![json!({}); 51]})),
-        with("actions", json!([act("a", "b", "c"), act("a", "b", "d"), act("a", "b", "e"), act("a", "b", "f")])),
+        with(
+            "output",
+            json!({"title": "t", "summary": "s", "text": long}),
+        ),
+        with(
+            "output",
+            json!({"title": "t", "summary": "s", "annotations": vec![json!({}); 51]}),
+        ),
+        with(
+            "actions",
+            json!([
+                act("a", "b", "c"),
+                act("a", "b", "d"),
+                act("a", "b", "e"),
+                act("a", "b", "f")
+            ]),
+        ),
         with("actions", json!([act(&"l".repeat(21), "b", "c")])),
         with("actions", json!([act("a", &"d".repeat(41), "c")])),
         with("actions", json!([act("a", "b", &"i".repeat(21))])),
         with("status", json!("completed")),
-        with("head_sha", json!("0000000000000000000000000000000000000000")),
+        with(
+            "head_sha",
+            json!("0000000000000000000000000000000000000000"),
+        ),
         json!({"head_sha": sha}),
     ];
     for b in bad {
-        let r = env.http.post(&url).bearer_auth(&t).json(&b).send().await.unwrap();
-        assert_eq!(r.status(), 422, "{}", serde_json::to_string(&b).unwrap().chars().take(200).collect::<String>());
+        let r = env
+            .http
+            .post(&url)
+            .bearer_auth(&t)
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            422,
+            "{}",
+            serde_json::to_string(&b)
+                .unwrap()
+                .chars()
+                .take(200)
+                .collect::<String>()
+        );
         let v: Value = r.json().await.unwrap();
         assert!(v["message"].is_string() && v["documentation_url"].is_string());
     }
-    let ok = with("output", json!({"title": "t", "summary": "s".repeat(65_535)}));
-    let r = env.http.post(&url).bearer_auth(&t).json(&ok).send().await.unwrap();
+    let ok = with(
+        "output",
+        json!({"title": "t", "summary": "s".repeat(65_535)}),
+    );
+    let r = env
+        .http
+        .post(&url)
+        .bearer_auth(&t)
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
     for _ in 0..2 {
@@ -279,6 +490,9 @@ async fn check_run_limits_are_enforced() {
     }
     let st = env.state().await;
     assert_eq!(st["check_runs"][0]["updates"], 2);
-    assert_eq!(st["check_runs"][0]["annotations_count"], 100, "annotations append across updates");
+    assert_eq!(
+        st["check_runs"][0]["annotations_count"], 100,
+        "annotations append across updates"
+    );
     env.emu.shutdown().await;
 }
