@@ -129,3 +129,16 @@ pub fn json_page(status: StatusCode, v: Value, link: Option<HeaderValue>) -> Res
     }
     (status, h, Json(v)).into_response()
 }
+
+/// A pre-serialized JSON response with an optional Link header.
+pub fn raw_json(body: String, link: Option<HeaderValue>) -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Some(l) = link {
+        h.insert("link", l);
+    }
+    (StatusCode::OK, h, body).into_response()
+}

@@ -242,6 +242,17 @@ pub fn repo_rest(ctx: &Ctx, r: &Repo) -> Value {
     v
 }
 
+/// [`repo_rest`], serialized once per repository.
+pub fn repo_rest_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
+    r.rest_json
+        .get_or_init(|| {
+            serde_json::to_string(&repo_rest(ctx, r))
+                .unwrap_or_default()
+                .into()
+        })
+        .clone()
+}
+
 /// The webhook `workflow` object.
 pub fn workflow(ctx: &Ctx, r: &Repo, w: &WorkflowDef) -> Value {
     json!({

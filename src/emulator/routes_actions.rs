@@ -167,8 +167,11 @@ pub async fn dispatch_route(
     .into_response())
 }
 
-/// A parsed `created` filter: inclusive bounds.
-fn created_filter(s: &str) -> ApiResult<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+/// Inclusive lower and upper bounds of a `created` filter.
+type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// Parses GitHub's date filter syntax: `>=D`, `<=D`, `>D`, `<D`, `A..B` (`*` open), `D`.
+fn created_filter(s: &str) -> ApiResult<Bounds> {
     let bad = || ApiError::unprocessable(format!("Invalid created filter: {s}"));
     let parse = |t: &str, end: bool| -> Option<DateTime<Utc>> {
         let t = t.trim();

@@ -14,7 +14,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use super::http::{json_page, link_header, ApiError, ApiResult, PageQuery};
+use super::http::{json_page, link_header, raw_json, ApiError, ApiResult, PageQuery};
 use super::json::{self, ts};
 use super::server::Shared;
 use super::state::{Token, World};
@@ -91,12 +91,12 @@ pub async fn installation_repos(State(sh): S, Query(q): Query<PageQuery>) -> Api
     let (per, page) = q.resolve()?;
     let w = sh.world();
     let total = w.repos.len();
-    let items: Vec<Value> = w
+    let items: Vec<Arc<str>> = w
         .repos
         .iter()
         .skip((page - 1) * per)
         .take(per)
-        .map(|r| json::repo_rest(&sh.ctx, r))
+        .map(|r| json::repo_rest_cached(&sh.ctx, r))
         .collect();
     drop(w);
     let link = link_header(
@@ -106,15 +106,27 @@ pub async fn installation_repos(State(sh): S, Query(q): Query<PageQuery>) -> Api
         page,
         total,
     );
-    let body = json!({"total_count": total, "repository_selection": "all", "repositories": items});
-    Ok(json_page(StatusCode::OK, body, link))
+    let mut body = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 96);
+    body.push_str(&format!(
+        "{{\"total_count\":{total},\"repository_selection\":\"all\",\"repositories\":["
+    ));
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    Ok(raw_json(body, link))
 }
 
 /// `GET /repos/{owner}/{repo}`
 pub async fn get_repo(State(sh): S, Path((o, r)): Path<(String, String)>) -> ApiResult {
     let w = sh.world();
     let i = w.repo(&sh.ctx, &o, &r).ok_or_else(ApiError::not_found)?;
-    Ok(Json(json::repo_rest(&sh.ctx, &w.repos[i])).into_response())
+    let body = json::repo_rest_cached(&sh.ctx, &w.repos[i]);
+    drop(w);
+    Ok(raw_json(body.to_string(), None))
 }
 
 /// Whether `reference` names the repository's only commit (branch, full ref or sha).

@@ -131,6 +131,7 @@ fn verify_jwt(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// What the middleware decided under the lock.
+#[derive(Clone, Copy)]
 struct Gate {
     limit: u32,
     used: u32,
@@ -225,9 +226,30 @@ fn gate(
         inject_error: false,
         lose_response: false,
     };
-    if kind != AuthKind::Token {
-        return Ok(g);
+    if kind == AuthKind::Token {
+        limits(shared, &mut w, &mut g, method, route, now_ms)?;
     }
+    if faults.api_error_rate > 0.0 && w.rng.gen_bool(faults.api_error_rate) {
+        w.counters.api_errors_injected += 1;
+        g.inject_error = true;
+    } else if faults.lost_response_rate > 0.0 && w.rng.gen_bool(faults.lost_response_rate) {
+        w.counters.lost_responses += 1;
+        g.lose_response = true;
+    }
+    Ok(g)
+}
+
+/// Primary and secondary limits of the installation token bucket.
+fn limits(
+    shared: &Shared,
+    w: &mut World,
+    g: &mut Gate,
+    method: &Method,
+    route: &str,
+    now_ms: u64,
+) -> Result<(), GateError> {
+    let faults = &shared.scenario.faults;
+    let limit = g.limit;
     // Secondary limit: anything arriving while the client was told to wait is a violation.
     let waiting = now_ms < w.rate.blocked_until_ms;
     if waiting {
@@ -242,7 +264,7 @@ fn gate(
                 shared.ctx.installation_id
             ),
         );
-        return Err((e, Some(g)));
+        return Err((e, Some(*g)));
     }
     w.rate.used += 1;
     g.used = w.rate.used;
@@ -270,18 +292,11 @@ fn gate(
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
             )
             .with_header("retry-after", wait_s.to_string());
-            return Err((e, Some(g)));
+            return Err((e, Some(*g)));
         }
         w.rate.content_times.push_back(now_ms);
     }
-    if faults.api_error_rate > 0.0 && w.rng.gen_bool(faults.api_error_rate) {
-        w.counters.api_errors_injected += 1;
-        g.inject_error = true;
-    } else if faults.lost_response_rate > 0.0 && w.rng.gen_bool(faults.lost_response_rate) {
-        w.counters.lost_responses += 1;
-        g.lose_response = true;
-    }
-    Ok(g)
+    Ok(())
 }
 
 /// The rate-limit figures as they stand, for answers that did not pass the gate.

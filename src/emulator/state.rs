@@ -46,6 +46,8 @@ pub struct Repo {
     /// Check run ids, in creation order.
     pub check_runs: Vec<u64>,
     pub next_run_number: u64,
+    /// The REST JSON of this repository, serialized once (it never changes).
+    pub rest_json: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Repo {
@@ -282,6 +284,7 @@ impl World {
                 runs: Vec::new(),
                 check_runs: Vec::new(),
                 next_run_number: 1,
+                rest_json: std::sync::OnceLock::new(),
             });
         }
         World {
