@@ -23,9 +23,8 @@ async fn sink() -> String {
 
 async fn bench(repos: usize) {
     let mut sc = Scenario::generated(repos);
-    sc.app.private_key_file = Some(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-app-key.pem").to_owned(),
-    );
+    sc.app.private_key_file =
+        Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-app-key.pem").to_owned());
     sc.spoke.duration_ms = [20, 200];
     sc.spoke.seed = Some(1);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -69,7 +68,13 @@ async fn bench(repos: usize) {
                 let body = json!({"ref": "main", "return_run_details": true, "inputs": {
                     "hub_run_id": "bench", "attempt": "1", "task": "bench",
                     "params": "{}", "callback_token": "t"}});
-                let r = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
                 let v: Value = r.json().await.unwrap();
                 (i, v["workflow_run_id"].as_u64().unwrap())
@@ -137,7 +142,9 @@ async fn bench(repos: usize) {
             .json()
             .await
             .unwrap();
-        let done = s["workflow_runs_by_status"]["completed"].as_u64().unwrap_or(0);
+        let done = s["workflow_runs_by_status"]["completed"]
+            .as_u64()
+            .unwrap_or(0);
         if (done as usize == repos && s["webhooks_pending"] == 0) || Instant::now() > limit {
             break s;
         }

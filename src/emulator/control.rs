@@ -184,6 +184,10 @@ fn counts(w: &World) -> Map<String, Value> {
             *by_conclusion.entry(c.clone()).or_insert(0) += 1;
         }
     }
+    let mut checks_by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    for check in w.check_runs.values() {
+        *checks_by_status.entry(check.status.as_str()).or_insert(0) += 1;
+    }
     let c = &w.counters;
     let by_route: BTreeMap<&String, &u64> = c.requests_by_route.iter().collect();
     let v = json!({
@@ -191,6 +195,7 @@ fn counts(w: &World) -> Map<String, Value> {
         "workflow_runs_by_status": by_status,
         "workflow_runs_by_conclusion": by_conclusion,
         "check_runs_total": w.check_runs.len(),
+        "check_runs_by_status": checks_by_status,
         "repository_dispatches_total": w.dispatches.len(),
         "requests_total": c.requests_total,
         "requests_by_route": by_route,

@@ -1,0 +1,171 @@
+//! Hub benchmark: a full fan-out of 1,000 and 10,000 spokes at zero API latency.
+//!
+//! The emulator runs in this process; the hub runs as the real `spokehub serve` binary in its
+//! own process, so its CPU time and peak memory are its own (read from /proc). Reports wall
+//! time to all dispatched and to completion, hub CPU time, GitHub API requests per spoke and
+//! the hub's peak resident memory.
+//!
+//! `cargo bench --bench hub` (add `-- 1000` to run one size).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use spokehub::emulator::{Emulator, EmulatorHandle, Scenario};
+
+fn proc_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn proc_peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn summary(http: &reqwest::Client, emulator: &EmulatorHandle) -> Value {
+    http.get(format!("{}/_emulator/state?summary=1", emulator.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn start_hub(emulator: &EmulatorHandle, dir: &std::path::Path, listen: &str) -> Child {
+    let key = dir.join("app.pem");
+    std::fs::write(&key, &emulator.private_key_pem).unwrap();
+    std::fs::write(
+        dir.join("spokehub.toml"),
+        "[policy]\nconcurrency = 32\n[policy.retry]\nlimit = 0\n",
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_spokehub"))
+        .arg("serve")
+        .env_clear()
+        .env("SPOKEHUB_APP_ID", emulator.app_id.to_string())
+        .env("SPOKEHUB_PRIVATE_KEY_FILE", &key)
+        .env("SPOKEHUB_WEBHOOK_SECRET", &emulator.webhook_secret)
+        .env("SPOKEHUB_GITHUB_API_URL", &emulator.base_url)
+        .env(
+            "SPOKEHUB_DATABASE_URL",
+            format!("sqlite://{}", dir.join("hub.db").display()),
+        )
+        .env("SPOKEHUB_LISTEN", listen)
+        .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
+        .env("SPOKEHUB_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spokehub starts")
+}
+
+async fn bench(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let scenario = Scenario::from_toml(&format!(
+        "[org]\nlogin = \"acme\"\nrepos = {n}\nhub_repo = \"platform-hub\"\n\
+         [spoke]\nduration_ms = [200, 2000]\ncallback = \"repository_dispatch\"\n\
+         [faults]\nrate_limit_per_hour = 1000000\n"
+    ))
+    .unwrap();
+    let emulator = Emulator::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        scenario,
+        format!("http://{listen}/webhook"),
+        None,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut hub = start_hub(&emulator, dir.path(), &listen);
+    let pid = hub.id();
+    let up = Instant::now();
+    while http
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(up.elapsed() < Duration::from_secs(30), "hub did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_before = proc_cpu_s(pid);
+    let requests_before = summary(&http, &emulator).await["requests_total"]
+        .as_u64()
+        .unwrap_or(0);
+    let started = Instant::now();
+    http.post(format!("{}/_emulator/hub/dispatch", emulator.base_url))
+        .json(&json!({"workflow": "spokehub-hub.yml", "ref": "main",
+                      "inputs": {"task": "bench"}, "sender": "bench"}))
+        .send()
+        .await
+        .unwrap();
+    let mut dispatched_at = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = summary(&http, &emulator).await;
+        // The hub workflow's own run counts too.
+        let created = s["workflow_runs_created"].as_u64().unwrap_or(0) as usize;
+        if dispatched_at.is_none() && created > n {
+            dispatched_at = Some(started.elapsed());
+        }
+        let completed = s["check_runs_by_status"]["completed"].as_u64().unwrap_or(0);
+        if dispatched_at.is_some() && completed >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run did not complete");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let wall = started.elapsed();
+    let cpu = proc_cpu_s(pid) - cpu_before;
+    let rss = proc_peak_rss_mb(pid);
+    let s = summary(&http, &emulator).await;
+    let requests = s["requests_total"].as_u64().unwrap_or(0) - requests_before;
+    let _ = hub.kill();
+    let _ = hub.wait();
+    println!(
+        "hub bench: {n:>6} spokes | all dispatched in {:>6.2} s | completed in {:>6.2} s | hub CPU {:>6.2} s | {:>5.3} API requests/spoke | hub peak RSS {:>6.1} MB",
+        dispatched_at.unwrap().as_secs_f64(),
+        wall.as_secs_f64(),
+        cpu,
+        requests as f64 / n as f64,
+        rss
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 10_000]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        bench(n).await;
+    }
+}
