@@ -40,6 +40,19 @@ enum Command {
     },
     /// Emulator and hub in one process: run a task over a simulated organization.
     Demo(spokehub::demo::DemoArgs),
+    /// Cancel a run through a running hub's API (needs SPOKEHUB_API_TOKEN).
+    Cancel {
+        run_id: String,
+        /// The hub's address.
+        #[arg(
+            long,
+            env = "SPOKEHUB_HUB_URL",
+            default_value = "http://127.0.0.1:3000"
+        )]
+        hub_url: String,
+        #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
+        api_token: String,
+    },
     /// Show a run's state.
     Status {
         run_id: String,
@@ -90,6 +103,33 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => {
             init_tracing("warn");
             spokehub::demo::run(args).await
+        }
+        Command::Cancel {
+            run_id,
+            hub_url,
+            api_token,
+        } => {
+            let url = format!(
+                "{}/api/v1/runs/{run_id}/cancel",
+                hub_url.trim_end_matches('/')
+            );
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(api_token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the hub at {hub_url}"))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let message = body["message"].as_str().unwrap_or("no answer");
+            if !status.is_success() {
+                anyhow::bail!("cancel refused ({status}): {message}");
+            }
+            println!(
+                "run {run_id}: {message} ({} spokes cancelled)",
+                body["spokes_cancelled"]
+            );
+            Ok(())
         }
         Command::Status {
             run_id,

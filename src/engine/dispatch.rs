@@ -63,7 +63,14 @@ impl Engine {
                 }
             },
         };
-        self.transition(run, repo, event).await?;
+        let record = self.transition(run, repo, event).await?;
+        // Cancelled while the request was in flight: the run it created must not go on.
+        let spoke = record.current();
+        if spoke.status == SpokeStatus::Cancelled {
+            if let Some(run_id) = spoke.workflow_run_id {
+                self.cancel_remote(client, repo, run_id).await;
+            }
+        }
         Ok(())
     }
 

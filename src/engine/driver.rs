@@ -43,6 +43,8 @@ struct RunView {
     due: BinaryHeap<Reverse<(i64, RepoName)>>,
     queue: VecDeque<(RepoName, Work)>,
     busy: HashSet<RepoName>,
+    /// Spokes not yet terminal, kept current on every update (the run ends at zero).
+    open: usize,
 }
 
 impl RunView {
@@ -53,6 +55,7 @@ impl RunView {
             due: BinaryHeap::new(),
             queue: VecDeque::new(),
             busy: HashSet::new(),
+            open: 0,
         };
         let mut names: Vec<_> = records.iter().map(|r| r.spoke.repo.clone()).collect();
         names.sort();
@@ -74,7 +77,14 @@ impl RunView {
         if let Some(due) = spoke.due_at {
             self.due.push(Reverse((due, spoke.repo.clone())));
         }
-        self.spokes.insert(spoke.repo.clone(), spoke);
+        let now_open = !spoke.status.is_terminal();
+        match self.spokes.insert(spoke.repo.clone(), spoke) {
+            Some(old) if !old.status.is_terminal() => self.open -= 1,
+            _ => {}
+        }
+        if now_open {
+            self.open += 1;
+        }
     }
 
     /// Moves spokes whose time has come into the work queue.
@@ -240,8 +250,7 @@ impl Engine {
                     repo
                 });
             }
-            let totals = view.totals();
-            let finished = totals.all_terminal() && tasks.is_empty() && view.queue.is_empty();
+            let finished = view.open == 0 && tasks.is_empty() && view.queue.is_empty();
             let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
             if finished {
                 return self.complete_run(run, client, view).await;
@@ -351,7 +360,7 @@ impl Engine {
     }
 
     async fn post_progress(&self, run: &RunRecord, client: &InstallationClient, view: &RunView) {
-        let Some(check_run_id) = run.check_run_id.or(self.check_run_of(&run.id).await) else {
+        let Some(check_run_id) = self.check_run_of(&run.id).await else {
             return;
         };
         let mut req = self.summary_request(run, view, RunStatus::Active, None);
@@ -377,16 +386,25 @@ impl Engine {
     ) -> anyhow::Result<()> {
         let totals = view.totals();
         let policy = self.config().policy_for(&run.task);
-        let conclusion = conclude(&totals, &policy.success_threshold);
+        let cancelled = self
+            .load_run(&run.id)
+            .await?
+            .reason
+            .is_some_and(|r| r.starts_with(super::operator::CANCELLED_PREFIX));
+        let conclusion = if cancelled {
+            Conclusion::Cancelled
+        } else {
+            conclude(&totals, &policy.success_threshold)
+        };
         let mut req = self.summary_request(run, view, RunStatus::Completed, Some(conclusion));
         req.status = Some("completed".into());
         req.conclusion = Some(conclusion.as_str().into());
         req.completed_at = Some(chrono::Utc::now());
-        if totals.failed + totals.timed_out > 0 {
+        if !cancelled && totals.failed + totals.timed_out > 0 {
             req.actions = Some(vec![CheckRunAction {
                 label: "Re-run failed".into(),
                 description: "Dispatch the failed spokes again".into(),
-                identifier: "rerun_failed".into(),
+                identifier: super::operator::RERUN_FAILED.into(),
             }]);
         }
         self.finish_check_run(run, client, &req).await?;
@@ -409,7 +427,7 @@ impl Engine {
         client: &InstallationClient,
         req: &CheckRunRequest,
     ) -> anyhow::Result<()> {
-        let Some(check_run_id) = run.check_run_id.or(self.check_run_of(&run.id).await) else {
+        let Some(check_run_id) = self.check_run_of(&run.id).await else {
             return Ok(());
         };
         for attempt in 1.. {

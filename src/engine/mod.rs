@@ -7,6 +7,7 @@ pub mod callback_token;
 mod dispatch;
 mod driver;
 mod observe;
+mod operator;
 mod plan;
 mod processor;
 
@@ -23,6 +24,7 @@ use crate::github::GitHubApp;
 use crate::hub::{HubRunId, RepoName, Spoke, SpokeEvent, Transition, TransitionContext};
 use crate::store::{now_ms, RunRecord, Store, StoreResult, TransitionRecord};
 pub use callback_token::{CallbackSigner, TokenError};
+pub use operator::{CancelOutcome, RERUN_FAILED};
 
 /// Counters for operators (and tests): what was rejected and why.
 #[derive(Debug, Default)]
@@ -124,7 +126,7 @@ impl Engine {
     }
 
     /// Starts the driver of a run unless one is running.
-    fn spawn_driver(&self, id: HubRunId) {
+    pub(crate) fn spawn_driver(&self, id: HubRunId) {
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut drivers = self.inner.drivers.lock().expect("drivers lock");
@@ -149,6 +151,12 @@ impl Engine {
                     .lock()
                     .expect("drivers lock")
                     .remove(&id);
+                // Re-opened (re-run) while this driver was finishing: drive it again.
+                if let Ok(Some(run)) = engine.store().run(&id).await {
+                    if run.status != crate::hub::RunStatus::Completed {
+                        engine.spawn_driver(id);
+                    }
+                }
             }
             .instrument(span),
         );

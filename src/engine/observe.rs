@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::plan::repo_of;
 use super::Engine;
-use crate::github::{CheckRunEvent, RepositoryDispatchEvent, WorkflowRunEvent};
+use crate::github::{RepositoryDispatchEvent, WorkflowRunEvent};
 use crate::hub::{Channel, HubRunId, ReportOutcome, SpokeEvent};
 
 /// The event type spokes report with.
@@ -184,11 +184,6 @@ impl Engine {
         };
         let record = self.transition(&run, &e.repository, event).await?;
         Ok(format!("workflow_run: {:?}", record.current().status))
-    }
-
-    /// `check_run` buttons: handled in the failure-isolation work (re-run failed).
-    pub(super) async fn on_check_run(&self, e: CheckRunEvent) -> anyhow::Result<String> {
-        Ok(format!("ignored: check_run {}", e.action))
     }
 }
 

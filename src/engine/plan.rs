@@ -146,8 +146,25 @@ impl Engine {
                 return Ok(format!("invalid inputs: {reason}"));
             }
         };
-        let id = HubRunId::new_random();
         let policy = self.config().policy_for(&trigger.task);
+        if !trigger.dry_run && !policy.allow_parallel {
+            let active = self
+                .store()
+                .active_run_for(
+                    installation_id,
+                    &e.repository,
+                    &trigger.task,
+                    &trigger.targets,
+                )
+                .await?;
+            if let Some(active) = active {
+                tracing::info!(%active, task = trigger.task, "not started: the same run is active");
+                self.refuse_parallel_run(&e, installation_id, &trigger.task, &active)
+                    .await?;
+                return Ok(format!("not started: run {active} is active"));
+            }
+        }
+        let id = HubRunId::new_random();
         let inserted = self
             .store()
             .insert_run(&NewRun {

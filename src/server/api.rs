@@ -9,7 +9,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
-use crate::engine::Engine;
+use crate::engine::{CancelOutcome, Engine};
 use crate::hub::HubRunId;
 use crate::report::run_report;
 
@@ -55,6 +55,35 @@ pub async fn run(
         Err(e) => {
             tracing::error!(error = %e, "cannot read run");
             error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the run")
+        }
+    }
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: nothing more is dispatched, running spokes are cancelled.
+pub async fn cancel(
+    State(engine): State<Engine>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(denied) = refusal(&engine, &headers) {
+        return denied;
+    }
+    let Ok(id) = id.parse::<HubRunId>() else {
+        return error(StatusCode::NOT_FOUND, "no such run");
+    };
+    match engine.cancel_run(&id, "the API").await {
+        Ok(CancelOutcome::Cancelled { spokes }) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "message": "cancelled", "spokes_cancelled": spokes })),
+        )
+            .into_response(),
+        Ok(CancelOutcome::AlreadyCompleted) => {
+            error(StatusCode::CONFLICT, "the run has already completed")
+        }
+        Ok(CancelOutcome::NotFound) => error(StatusCode::NOT_FOUND, "no such run"),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "cannot cancel run");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "cannot cancel the run")
         }
     }
 }

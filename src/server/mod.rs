@@ -26,6 +26,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/webhook", post(intake::webhook))
         .route("/healthz", get(api::healthz))
         .route("/api/v1/runs/{id}", get(api::run))
+        .route("/api/v1/runs/{id}/cancel", post(api::cancel))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
         .with_state(engine)
 }

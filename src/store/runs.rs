@@ -129,23 +129,44 @@ impl Store {
             .collect()
     }
 
-    /// Active runs of the same task and targets in the same hub repository (concurrency rule).
-    pub async fn active_twin(&self, run: &RunRecord) -> StoreResult<Option<HubRunId>> {
+    /// The active run (not a dry run) of this task over these targets in this hub repository,
+    /// if any: the concurrency rule.
+    pub async fn active_run_for(
+        &self,
+        installation_id: InstallationId,
+        hub_repo: &RepoName,
+        task: &str,
+        targets: &str,
+    ) -> StoreResult<Option<HubRunId>> {
         let id: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE status <> 'completed' AND id <> ? AND hub_repo = ?
-               AND task = ? AND targets = ? AND installation_id = ? AND dry_run = ?
+            "SELECT id FROM runs WHERE status <> 'completed' AND dry_run = ? AND installation_id = ?
+               AND hub_repo = ? AND task = ? AND targets = ?
              ORDER BY created_at LIMIT 1",
         )
-        .bind(run.id.to_string())
-        .bind(run.hub_repo.as_str())
-        .bind(&run.task)
-        .bind(&run.targets)
-        .bind(run.installation_id.0 as i64)
         .bind(false)
+        .bind(installation_id.0 as i64)
+        .bind(hub_repo.as_str())
+        .bind(task)
+        .bind(targets)
         .fetch_optional(&self.read)
         .await?;
         id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
             .transpose()
+    }
+
+    /// Makes a completed run active again (operator re-run), with a new deadline.
+    pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE runs SET status = ?, conclusion = NULL, reason = NULL, completed_at = NULL,
+                             deadline_at = ?
+             WHERE id = ?",
+        )
+        .bind(RunStatus::Active.as_str())
+        .bind(deadline_at)
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(())
     }
 
     /// Ends planning: stores the head sha and every spoke, and makes the run active, in one
@@ -225,7 +246,7 @@ impl Store {
         Ok(())
     }
 
-    /// Records that an operator asked to cancel the run (picked up by its driver).
+    /// Records why a run ends the way it does (e.g. cancelled by an operator).
     pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
         sqlx::query("UPDATE runs SET reason = ? WHERE id = ?")
             .bind(reason)

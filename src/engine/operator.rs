@@ -1,0 +1,218 @@
+//! What operators do to a run: re-run its failed spokes (the check run's button, or "re-run"
+//! on GitHub), cancel it (`spokehub cancel`, the API), and the rule that one task over the same
+//! targets runs once at a time.
+
+use anyhow::Context as _;
+
+use super::plan::check_run_name;
+use super::Engine;
+use crate::github::{
+    ApiError, CheckRunEvent, CheckRunOutput, CheckRunRequest, WorkflowDispatchEvent,
+};
+use crate::hub::{HubRunId, RunStatus, SpokeEvent, SpokeStatus};
+use crate::store::{now_ms, RunRecord};
+
+/// The identifier of the check run's "Re-run failed" button.
+pub const RERUN_FAILED: &str = "rerun_failed";
+
+/// Why a run was cancelled, as recorded (the driver concludes `cancelled` from it).
+pub(super) const CANCELLED_PREFIX: &str = "cancelled";
+
+/// What a cancel request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled { spokes: usize },
+    AlreadyCompleted,
+    NotFound,
+}
+
+impl Engine {
+    /// `check_run` `requested_action` ("Re-run failed") or `rerequested` on a hub run's check
+    /// run: the failed and timed-out spokes are dispatched again as new attempts of the same run.
+    pub(super) async fn on_check_run(&self, e: CheckRunEvent) -> anyhow::Result<String> {
+        let wanted = match e.action.as_str() {
+            "requested_action" => e.requested_action.as_deref() == Some(RERUN_FAILED),
+            "rerequested" => true,
+            _ => false,
+        };
+        if !wanted {
+            return Ok(format!("ignored: check_run {}", e.action));
+        }
+        let Some(id) = e
+            .external_id
+            .as_deref()
+            .and_then(|x| x.parse::<HubRunId>().ok())
+        else {
+            return Ok("ignored: not a hub run's check run".into());
+        };
+        tracing::Span::current().record("hub_run_id", tracing::field::display(&id));
+        let Some(run) = self.store().run(&id).await? else {
+            return Ok("ignored: unknown hub run".into());
+        };
+        if e.installation_id != Some(run.installation_id) || e.repository != run.hub_repo {
+            tracing::warn!("re-run request from another installation or repository ignored");
+            return Ok("ignored: check run of another installation or repository".into());
+        }
+        let rerun = self.rerun_failed(&run).await?;
+        Ok(format!("re-run of {rerun} failed spokes"))
+    }
+
+    /// Re-opens a run and moves its failed and timed-out spokes to `retry_wait`, due now.
+    async fn rerun_failed(&self, run: &RunRecord) -> anyhow::Result<usize> {
+        let failed: Vec<_> = self
+            .store()
+            .spokes(&run.id)
+            .await?
+            .into_iter()
+            .filter(|r| matches!(r.spoke.status, SpokeStatus::Failed | SpokeStatus::TimedOut))
+            .map(|r| r.spoke.repo)
+            .collect();
+        if failed.is_empty() {
+            return Ok(0);
+        }
+        let policy = self.config().policy_for(&run.task);
+        if run.status == RunStatus::Completed {
+            let deadline = now_ms() + policy.timeouts.overall.as_millis() as i64;
+            self.store().reopen_run(&run.id, deadline).await?;
+            // A fresh check run in progress; the completed one keeps its result.
+            let client = self.inner.github.installation(run.installation_id).await?;
+            if let Some(sha) = &run.head_sha {
+                let id = client
+                    .create_check_run(
+                        &run.hub_repo,
+                        &CheckRunRequest {
+                            name: Some(check_run_name(&run.task)),
+                            head_sha: Some(sha.to_string()),
+                            status: Some("in_progress".into()),
+                            external_id: Some(run.id.to_string()),
+                            details_url: self.details_url(&run.id),
+                            started_at: Some(chrono::Utc::now()),
+                            output: Some(CheckRunOutput {
+                                title: format!("Re-running {} failed spokes", failed.len()),
+                                summary: format!(
+                                    "Hub run `{}`: the failed and timed-out spokes are dispatched again.",
+                                    run.id
+                                ),
+                                text: None,
+                            }),
+                            ..CheckRunRequest::default()
+                        },
+                    )
+                    .await
+                    .context("cannot create the re-run check run")?;
+                self.store().set_check_run(&run.id, id).await?;
+            }
+        }
+        let run = self
+            .store()
+            .run(&run.id)
+            .await?
+            .context("run vanished during re-run")?;
+        let mut moved = 0;
+        for repo in &failed {
+            let rec = self.transition(&run, repo, SpokeEvent::Rerun).await?;
+            if rec.current().status == SpokeStatus::RetryWait {
+                moved += 1;
+            }
+        }
+        self.spawn_driver(run.id);
+        tracing::info!(spokes = moved, "re-running failed spokes");
+        Ok(moved)
+    }
+
+    /// Cancels a run: nothing more is dispatched, running spoke runs are cancelled on GitHub,
+    /// and the run completes as `cancelled`.
+    pub async fn cancel_run(&self, id: &HubRunId, by: &str) -> anyhow::Result<CancelOutcome> {
+        let Some(run) = self.store().run(id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if run.status == RunStatus::Completed {
+            return Ok(CancelOutcome::AlreadyCompleted);
+        }
+        let reason = format!("{CANCELLED_PREFIX} by {by}");
+        self.store().set_run_reason(id, &reason).await?;
+        let run = self.store().run(id).await?.context("run vanished")?;
+        let client = self.inner.github.installation(run.installation_id).await?;
+        let mut cancelled = 0;
+        for record in self.store().spokes(id).await? {
+            if record.spoke.status.is_terminal() {
+                continue;
+            }
+            let rec = self
+                .transition(&run, &record.spoke.repo, SpokeEvent::Cancel)
+                .await?;
+            if rec.current().status != SpokeStatus::Cancelled {
+                continue;
+            }
+            cancelled += 1;
+            if let Some(run_id) = rec.current().workflow_run_id {
+                self.cancel_remote(&client, &record.spoke.repo, run_id)
+                    .await;
+            }
+        }
+        self.spawn_driver(run.id);
+        tracing::info!(hub_run_id = %id, spokes = cancelled, by, "run cancelled");
+        Ok(CancelOutcome::Cancelled { spokes: cancelled })
+    }
+
+    /// Cancels a spoke's workflow run on GitHub; failures are logged (the spoke is already
+    /// cancelled in the hub).
+    pub(super) async fn cancel_remote(
+        &self,
+        client: &crate::github::InstallationClient,
+        repo: &crate::hub::RepoName,
+        run_id: u64,
+    ) {
+        match client.cancel_run(repo, run_id).await {
+            Ok(()) | Err(ApiError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(%repo, run_id, error = %e, "cannot cancel the spoke's run"),
+        }
+    }
+
+    /// The concurrency rule: a run of the same task over the same targets in the same hub
+    /// repository that is still active. The new trigger is not started; its check run
+    /// (conclusion neutral) points at the active run.
+    pub(super) async fn refuse_parallel_run(
+        &self,
+        e: &WorkflowDispatchEvent,
+        installation_id: crate::hub::InstallationId,
+        task: &str,
+        active: &HubRunId,
+    ) -> anyhow::Result<()> {
+        let client = self.inner.github.installation(installation_id).await?;
+        let sha = match client.resolve_ref(&e.repository, &e.git_ref).await {
+            Ok(sha) => sha,
+            Err(ApiError::NotFound { .. }) | Err(ApiError::Unprocessable { .. }) => return Ok(()),
+            Err(other) => return Err(other.into()),
+        };
+        let link = self
+            .details_url(active)
+            .map(|u| format!(" ([details]({u}))"))
+            .unwrap_or_default();
+        client
+            .create_check_run(
+                &e.repository,
+                &CheckRunRequest {
+                    name: Some(check_run_name(task)),
+                    head_sha: Some(sha.to_string()),
+                    status: Some("completed".into()),
+                    conclusion: Some("neutral".into()),
+                    completed_at: Some(chrono::Utc::now()),
+                    details_url: self.details_url(active),
+                    output: Some(CheckRunOutput {
+                        title: "Not started: the same run is already active".into(),
+                        summary: format!(
+                            "Task `{task}` over the same targets is already running as hub run `{active}`{link}. \
+                             This trigger was not started. Wait for that run, or allow parallel runs for the task \
+                             (`allow_parallel = true` in its policy)."
+                        ),
+                        text: None,
+                    }),
+                    ..CheckRunRequest::default()
+                },
+            )
+            .await
+            .context("cannot create the check run of a refused parallel run")?;
+        Ok(())
+    }
+}
