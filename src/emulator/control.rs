@@ -75,7 +75,7 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
         "workflow_dispatch",
         None,
         Some(repo_id),
-        &payload,
+        payload.to_string(),
     );
     Ok(Json(json!({
         "workflow_run_id": id,
@@ -115,7 +115,7 @@ fn check_run_event(
         "check_run",
         Some(action),
         Some(repo_id),
-        &payload,
+        payload.to_string(),
     ))
 }
 

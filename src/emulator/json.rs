@@ -16,6 +16,49 @@ pub struct Ctx {
     pub app_id: u64,
     pub app_slug: String,
     pub installation_id: u64,
+    /// Serialized `organization` and `installation` (lite) webhook objects, built once.
+    pub cache: std::sync::Arc<CtxCache>,
+}
+
+/// Serialized objects that never change, shared by every payload.
+#[derive(Debug, Default)]
+pub struct CtxCache {
+    organization: std::sync::OnceLock<String>,
+    installation_lite: std::sync::OnceLock<String>,
+}
+
+impl Ctx {
+    /// The webhook `organization` object, serialized.
+    pub fn organization_raw(&self) -> &str {
+        self.cache
+            .organization
+            .get_or_init(|| organization(self).to_string())
+    }
+    /// The webhook `installation` object, serialized.
+    pub fn installation_raw(&self) -> &str {
+        self.cache
+            .installation_lite
+            .get_or_init(|| installation_lite(self).to_string())
+    }
+}
+
+/// Serializes `base` (an object) with already-serialized members appended: payloads are built
+/// from cached fragments instead of re-building large objects for every event.
+pub fn splice(base: &Value, parts: &[(&str, &str)]) -> String {
+    let mut out = base.to_string();
+    out.pop(); // the closing brace
+    let mut first = out.len() == 1;
+    for (k, raw) in parts {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&Value::String((*k).to_owned()).to_string());
+        out.push(':');
+        out.push_str(raw);
+    }
+    out.push('}');
+    out
 }
 
 /// A timestamp in GitHub's format.
@@ -253,6 +296,20 @@ pub fn repo_rest_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
         .clone()
 }
 
+/// [`repo_hook`], serialized once per repository.
+pub fn repo_hook_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
+    r.hook_json
+        .get_or_init(|| repo_hook(ctx, r).to_string().into())
+        .clone()
+}
+
+/// [`repo_lite`], serialized once per repository.
+pub fn repo_lite_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
+    r.lite_json
+        .get_or_init(|| repo_lite(ctx, r).to_string().into())
+        .clone()
+}
+
 /// The webhook `workflow` object.
 pub fn workflow(ctx: &Ctx, r: &Repo, w: &WorkflowDef) -> Value {
     json!({
@@ -273,11 +330,11 @@ fn head_commit(run: &WorkflowRun) -> Value {
     })
 }
 
-/// A workflow run, REST (`hook = false`) or webhook (`hook = true`) variant.
-pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Value {
+/// A workflow run, serialized: REST (`hook = false`) or webhook (`hook = true`) variant.
+pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> String {
     let api = format!("{}/repos/{}/actions/runs/{}", ctx.base, r.full_name, run.id);
-    let actor = person(ctx, &run.actor);
-    let lite = repo_lite(ctx, r);
+    let actor = person(ctx, &run.actor).to_string();
+    let lite = repo_lite_cached(ctx, r);
     let mut v = json!({
         "id": run.id, "node_id": format!("WFR_{}", run.id), "name": run.workflow_name,
         "head_branch": run.head_branch, "head_sha": run.head_sha, "path": run.path,
@@ -286,20 +343,28 @@ pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Value
         "check_suite_id": run.id + 1, "check_suite_node_id": format!("CS_{}", run.id + 1),
         "url": api, "html_url": run.html_url, "pull_requests": [],
         "created_at": ts(run.created_at), "updated_at": ts(run.updated_at),
-        "actor": actor, "triggering_actor": actor, "run_attempt": run.run_attempt,
+        "run_attempt": run.run_attempt,
         "referenced_workflows": [], "run_started_at": ts(run.created_at),
         "jobs_url": format!("{api}/jobs"), "logs_url": format!("{api}/logs"),
         "check_suite_url": format!("{}/repos/{}/check-suites/{}", ctx.base, r.full_name, run.id + 1),
         "artifacts_url": format!("{api}/artifacts"), "cancel_url": format!("{api}/cancel"),
         "rerun_url": format!("{api}/rerun"), "previous_attempt_url": null,
         "workflow_url": format!("{}/repos/{}/actions/workflows/{}", ctx.base, r.full_name, run.workflow_id),
-        "head_commit": head_commit(run), "repository": lite, "head_repository": lite,
+        "head_commit": head_commit(run),
     });
     if !hook {
         // The REST shape has no `check_suite_node_id` requirement but GitHub sends it too.
         v["check_suite_node_id"] = json!(format!("CS_{}", run.id + 1));
     }
-    v
+    splice(
+        &v,
+        &[
+            ("actor", &actor),
+            ("triggering_actor", &actor),
+            ("repository", &lite),
+            ("head_repository", &lite),
+        ],
+    )
 }
 
 /// The check-run `output` object.

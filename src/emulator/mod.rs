@@ -245,6 +245,7 @@ impl Emulator {
             app_id: scenario.app.id,
             app_slug: scenario.app.slug.clone(),
             installation_id: scenario.app.installation_id,
+            cache: Default::default(),
         };
         let world = state::World::new(&scenario);
         let hub_repo = world.repos[world.hub_repo].full_name.clone();

@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
-use super::http::{json_page, link_header, ApiError, ApiResult, PageQuery};
+use super::http::{link_header, raw_json, ApiError, ApiResult, PageQuery};
 use super::json;
 use super::routes_app::resolves;
 use super::server::Shared;
@@ -260,7 +260,7 @@ fn list_runs(
         .map(|run| run.id)
         .collect();
     let total = matching.len();
-    let items: Vec<Value> = matching
+    let items: Vec<String> = matching
         .iter()
         .skip((page - 1) * per)
         .take(per)
@@ -280,11 +280,11 @@ fn list_runs(
         .filter_map(|k| q.get(*k).map(|v| format!("{k}={}", urlencode(v))))
         .collect();
     let link = link_header(&path, &extra.join("&"), per, page, total);
-    Ok(json_page(
-        StatusCode::OK,
-        json!({"total_count": total, "workflow_runs": items}),
-        link,
-    ))
+    let body = format!(
+        "{{\"total_count\":{total},\"workflow_runs\":[{}]}}",
+        items.join(",")
+    );
+    Ok(raw_json(body, link))
 }
 
 fn urlencode(s: &str) -> String {
@@ -322,8 +322,9 @@ fn run_in_repo(sh: &Shared, w: &World, o: &str, r: &str, id: &str) -> ApiResult<
 pub async fn get_run(State(sh): S, Path((o, r, id)): Path<(String, String, String)>) -> ApiResult {
     let w = sh.world();
     let (i, id) = run_in_repo(&sh, &w, &o, &r, &id)?;
-    let run = &w.runs[&id];
-    Ok(Json(json::workflow_run(&sh.ctx, &w.repos[i], run, false)).into_response())
+    let body = json::workflow_run(&sh.ctx, &w.repos[i], &w.runs[&id], false);
+    drop(w);
+    Ok(raw_json(body, None))
 }
 
 /// `POST /repos/{owner}/{repo}/actions/runs/{run_id}/cancel`

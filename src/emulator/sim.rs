@@ -138,15 +138,17 @@ fn emit_run_event(shared: &Shared, w: &mut World, id: u64, action: &str) {
     let Some(wf) = repo.workflow(&run.workflow_file) else {
         return;
     };
-    let payload = json!({
-        "action": action,
-        "workflow_run": json::workflow_run(ctx, repo, run, true),
-        "workflow": json::workflow(ctx, repo, wf),
-        "repository": json::repo_hook(ctx, repo),
-        "sender": json::person(ctx, &run.actor),
-        "organization": json::organization(ctx),
-        "installation": json::installation_lite(ctx),
-    });
+    let payload = json::splice(
+        &json!({"action": action}),
+        &[
+            ("workflow_run", &json::workflow_run(ctx, repo, run, true)),
+            ("workflow", &json::workflow(ctx, repo, wf).to_string()),
+            ("repository", &json::repo_hook_cached(ctx, repo)),
+            ("sender", &json::person(ctx, &run.actor).to_string()),
+            ("organization", ctx.organization_raw()),
+            ("installation", ctx.installation_raw()),
+        ],
+    );
     let repo_id = repo.id;
     emit(
         shared,
@@ -154,7 +156,7 @@ fn emit_run_event(shared: &Shared, w: &mut World, id: u64, action: &str) {
         "workflow_run",
         Some(action),
         Some(repo_id),
-        &payload,
+        payload,
     );
 }
 
@@ -196,15 +198,15 @@ pub fn repository_dispatch(
 ) {
     let ctx = &shared.ctx;
     let r = &w.repos[repo];
-    let payload = json!({
-        "action": event_type,
-        "branch": r.default_branch,
-        "client_payload": client_payload.clone(),
-        "repository": json::repo_hook(ctx, r),
-        "sender": json::person(ctx, sender),
-        "organization": json::organization(ctx),
-        "installation": json::installation_lite(ctx),
-    });
+    let payload = json::splice(
+        &json!({"action": event_type, "branch": r.default_branch, "client_payload": client_payload}),
+        &[
+            ("repository", &json::repo_hook_cached(ctx, r)),
+            ("sender", &json::person(ctx, sender).to_string()),
+            ("organization", ctx.organization_raw()),
+            ("installation", ctx.installation_raw()),
+        ],
+    );
     let repo_id = r.id;
     w.dispatches.push(RepoDispatch {
         repo: r.full_name.clone(),
@@ -217,6 +219,6 @@ pub fn repository_dispatch(
         "repository_dispatch",
         Some(event_type),
         Some(repo_id),
-        &payload,
+        payload,
     );
 }

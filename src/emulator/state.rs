@@ -48,6 +48,10 @@ pub struct Repo {
     pub next_run_number: u64,
     /// The REST JSON of this repository, serialized once (it never changes).
     pub rest_json: std::sync::OnceLock<Arc<str>>,
+    /// The webhook `repository` JSON, serialized once.
+    pub hook_json: std::sync::OnceLock<Arc<str>>,
+    /// The `repository-lite` JSON (inside workflow runs), serialized once.
+    pub lite_json: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Repo {
@@ -285,6 +289,8 @@ impl World {
                 check_runs: Vec::new(),
                 next_run_number: 1,
                 rest_json: std::sync::OnceLock::new(),
+                hook_json: std::sync::OnceLock::new(),
+                lite_json: std::sync::OnceLock::new(),
             });
         }
         World {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use secrecy::ExposeSecret;
-use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -42,9 +41,9 @@ pub fn emit(
     event: &str,
     action: Option<&str>,
     repository_id: Option<u64>,
-    payload: &Value,
+    body: String,
 ) -> u64 {
-    let body = serde_json::to_vec(payload).unwrap_or_default();
+    let body = body.into_bytes();
     let id = world.next_id();
     world.deliveries.push(Delivery {
         id,
