@@ -87,7 +87,8 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
     .into_response())
 }
 
-fn check_run_event(
+/// Emits a `check_run` webhook for check run `id`. World locked.
+pub(super) fn check_run_event(
     sh: &Shared,
     w: &mut World,
     id: u64,

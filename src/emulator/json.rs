@@ -398,6 +398,11 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
     } else {
         "in_progress"
     };
+    // Suites know no `skipped` conclusion.
+    let suite_conclusion = match c.conclusion.as_deref() {
+        Some("skipped") => Some("neutral"),
+        other => other,
+    };
     let mut v = json!({
         "id": c.id, "node_id": format!("CR_{}", c.id), "head_sha": c.head_sha, "name": c.name,
         "external_id": c.external_id.clone().unwrap_or_default(),
@@ -410,7 +415,7 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
         "check_suite": {
             "id": c.check_suite_id, "node_id": format!("CS_{}", c.check_suite_id),
             "head_branch": r.default_branch, "head_sha": c.head_sha,
-            "status": suite_status, "conclusion": c.conclusion,
+            "status": suite_status, "conclusion": suite_conclusion,
             "url": format!("{}/repos/{}/check-suites/{}", ctx.base, r.full_name, c.check_suite_id),
             "before": null, "after": c.head_sha, "pull_requests": [], "app": app_hook(ctx),
             "created_at": ts(c.created_at), "updated_at": now,

@@ -11,6 +11,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
+use super::control::check_run_event;
 use super::http::{json_page, link_header, ApiError, ApiResult, PageQuery};
 use super::json;
 use super::routes_app::resolves;
@@ -235,8 +236,14 @@ pub async fn create(
     c.id = w.next_id();
     let id = c.id;
     let body = json::check_run_rest(&sh.ctx, &w.repos[i], &c);
+    let completed = c.status == "completed";
     w.repos[i].check_runs.push(id);
     w.check_runs.insert(id, c);
+    let bot = format!("{}[bot]", sh.ctx.app_slug);
+    check_run_event(&sh, &mut w, id, "created", None, &bot)?;
+    if completed {
+        check_run_event(&sh, &mut w, id, "completed", None, &bot)?;
+    }
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -262,10 +269,16 @@ pub async fn update(
     let mut w = sh.world();
     let id = find(&sh, &w, &o, &r, &id)?;
     let mut c = w.check_runs[&id].clone();
+    let was_completed = c.status == "completed";
     apply(&mut c, obj, false)?;
     c.updates += 1;
     let body = json::check_run_rest(&sh.ctx, &w.repos[c.repo], &c);
+    let completed = c.status == "completed";
     w.check_runs.insert(id, c);
+    if completed && !was_completed {
+        let bot = format!("{}[bot]", sh.ctx.app_slug);
+        check_run_event(&sh, &mut w, id, "completed", None, &bot)?;
+    }
     Ok(Json(body).into_response())
 }
 
