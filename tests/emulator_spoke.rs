@@ -496,3 +496,91 @@ async fn check_run_limits_are_enforced() {
     );
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn out_dir_gets_app_pem_and_env_and_a_generated_key_works() {
+    let dir = tempfile::tempdir().unwrap();
+    // No key in the scenario: the emulator generates one.
+    let sc = Scenario::from_toml("[org]\nrepos = 1\n").unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emu =
+        spokehub::emulator::Emulator::start(l, sc, String::new(), Some(dir.path().to_owned()))
+            .await
+            .unwrap();
+    let env_text = std::fs::read_to_string(dir.path().join("app.env")).unwrap();
+    let get = |k: &str| {
+        env_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing from app.env"))
+            .to_owned()
+    };
+    assert_eq!(get("SPOKEHUB_APP_ID"), emu.app_id.to_string());
+    assert_eq!(
+        get("SPOKEHUB_INSTALLATION_ID"),
+        emu.installation_id.to_string()
+    );
+    assert_eq!(get("SPOKEHUB_GITHUB_API_URL"), emu.base_url);
+    assert_eq!(get("SPOKEHUB_WEBHOOK_SECRET"), emu.webhook_secret);
+    let pem = std::fs::read_to_string(get("SPOKEHUB_PRIVATE_KEY_FILE")).unwrap();
+    assert_eq!(pem, emu.private_key_pem);
+    assert!(
+        !format!("{emu:?}").contains(&emu.webhook_secret),
+        "secrets stay out of Debug"
+    );
+    // A JWT signed with the written key is accepted.
+    let now = chrono::Utc::now().timestamp();
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"iat": now - 60, "exp": now + 540, "iss": emu.app_id}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/app", emu.base_url))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_seed_makes_outcomes_reproducible() {
+    async fn outcomes() -> Vec<String> {
+        let env = start(scenario(
+            "[org]\nrepos = 1\n[spoke]\nseed = 99\nfailure_rate = 0.5\nduration_ms = [1, 5]\ncallback = \"none\"\n",
+        ))
+        .await;
+        let t = env.token().await;
+        for i in 0..12 {
+            let (s, _) = dispatch(
+                &env,
+                &t,
+                "svc-0001",
+                json!({"ref": "main", "inputs": Env::spoke_inputs("s", i)}),
+            )
+            .await;
+            assert_eq!(s, 204);
+        }
+        let st = env
+            .wait_state("all completed", |s| {
+                s["workflow_runs_by_status"]["completed"] == 12
+            })
+            .await;
+        env.emu.shutdown().await;
+        st["workflow_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["conclusion"].as_str().unwrap().to_owned())
+            .collect()
+    }
+    let a = outcomes().await;
+    assert_eq!(a, outcomes().await);
+    assert!(
+        a.iter().any(|c| c == "failure") && a.iter().any(|c| c == "success"),
+        "{a:?}"
+    );
+}
