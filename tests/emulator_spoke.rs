@@ -114,6 +114,17 @@ async fn dispatch_errors_are_githubs() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["message"], "Problems parsing JSON");
     assert_eq!(env.summary().await["workflow_runs_created"], 0);
+    // Like GitHub, a JSON body without a content type is still read.
+    let body = json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}).to_string();
+    let r = env
+        .http
+        .post(env.url("/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml/dispatches"))
+        .bearer_auth(&t)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     env.emu.shutdown().await;
 }
 

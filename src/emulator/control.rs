@@ -4,14 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::http::{ApiError, ApiResult};
+use super::http::{ApiError, ApiResult, Body};
 use super::json;
 use super::routes_actions::dispatch;
 use super::server::Shared;
@@ -20,7 +19,7 @@ use super::webhooks::emit;
 
 type S = State<Arc<Shared>>;
 
-fn object(body: Result<Json<Value>, JsonRejection>) -> ApiResult<Map<String, Value>> {
+fn object(body: Result<Json<Value>, ()>) -> ApiResult<Map<String, Value>> {
     match body {
         Ok(Json(Value::Object(m))) => Ok(m),
         Ok(_) => Err(ApiError::bad_request("Body must be a JSON object")),
@@ -38,7 +37,7 @@ fn str_field(m: &Map<String, Value>, k: &str, default: &str) -> ApiResult<String
 
 /// `POST /_emulator/hub/dispatch` `{workflow, ref, inputs, sender}`: "Run workflow" in the hub
 /// repository. Answers `{workflow_run_id, run_url, html_url, head_sha, delivery_id}`.
-pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>) -> ApiResult {
+pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
     let m = object(body)?;
     let mut w = sh.world();
     let hub = w.hub_repo;
@@ -121,11 +120,7 @@ pub(super) fn check_run_event(
 }
 
 /// `POST /_emulator/check-runs/{id}/request-action` `{identifier, sender}`: a button click.
-pub async fn request_action(
-    State(sh): S,
-    Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> ApiResult {
+pub async fn request_action(State(sh): S, Path(id): Path<String>, Body(body): Body) -> ApiResult {
     let m = object(body)?;
     let identifier = str_field(&m, "identifier", "")?;
     let sender = str_field(&m, "sender", "octocat")?;
@@ -153,13 +148,10 @@ pub async fn request_action(
 }
 
 /// `POST /_emulator/check-runs/{id}/rerequest` `{sender}`: "Re-run" on a completed check run.
-pub async fn rerequest(
-    State(sh): S,
-    Path(id): Path<String>,
-    body: Option<Json<Value>>,
-) -> ApiResult {
+pub async fn rerequest(State(sh): S, Path(id): Path<String>, Body(body): Body) -> ApiResult {
     let sender = body
         .as_ref()
+        .ok()
         .and_then(|Json(v)| v.get("sender"))
         .and_then(Value::as_str)
         .unwrap_or("octocat")

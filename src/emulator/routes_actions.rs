@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
-use super::http::{link_header, raw_json, ApiError, ApiResult, PageQuery};
+use super::http::{link_header, raw_json, ApiError, ApiResult, Body, PageQuery};
 use super::json;
 use super::routes_app::resolves;
 use super::server::Shared;
@@ -139,7 +138,7 @@ pub fn dispatch(
 pub async fn dispatch_route(
     State(sh): S,
     Path((o, r, workflow)): Path<(String, String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let obj = v
@@ -347,7 +346,7 @@ pub async fn cancel_run(
 pub async fn repo_dispatch_route(
     State(sh): S,
     Path((o, r)): Path<(String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let event_type = match v.get("event_type") {

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use super::control::check_run_event;
-use super::http::{json_page, link_header, ApiError, ApiResult, PageQuery};
+use super::http::{json_page, link_header, ApiError, ApiResult, Body, PageQuery};
 use super::json;
 use super::routes_app::resolves;
 use super::server::Shared;
@@ -194,7 +193,7 @@ fn apply(c: &mut CheckRun, o: &Map<String, Value>, creating: bool) -> ApiResult<
 pub async fn create(
     State(sh): S,
     Path((o, r)): Path<(String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let obj = v
@@ -260,7 +259,7 @@ fn find(sh: &Shared, w: &super::state::World, o: &str, r: &str, id: &str) -> Api
 pub async fn update(
     State(sh): S,
     Path((o, r, id)): Path<(String, String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let obj = v

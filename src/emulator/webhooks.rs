@@ -96,7 +96,7 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
     while let Some(job) = rx.recv().await {
         let faults = &shared.scenario.faults;
         let (drop, dup, delay) = if job.faults {
-            let mut w = shared.world.lock().expect("world lock");
+            let mut w = shared.world();
             let drop = faults.webhook_drop_rate > 0.0 && w.rng.gen_bool(faults.webhook_drop_rate);
             let dup = faults.webhook_duplicate_rate > 0.0
                 && w.rng.gen_bool(faults.webhook_duplicate_rate);
@@ -110,7 +110,7 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
             (false, false, 0)
         };
         if drop {
-            let mut w = shared.world.lock().expect("world lock");
+            let mut w = shared.world();
             w.counters.webhooks_dropped += 1;
             if let Some(d) = w.delivery_mut(job.delivery_id) {
                 d.status = "dropped".into();
@@ -146,14 +146,14 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
 /// Sends one delivery and records the outcome.
 async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: bool) {
     let Some((guid, event, body)) = ({
-        let w = shared.world.lock().expect("world lock");
+        let w = shared.world();
         w.delivery(id)
             .map(|d| (d.guid.clone(), d.event.clone(), d.body.clone()))
     }) else {
         return;
     };
     if shared.webhook_url.is_empty() {
-        let mut w = shared.world.lock().expect("world lock");
+        let mut w = shared.world();
         if let Some(d) = w.delivery_mut(id) {
             d.status = "no webhook url".into();
         }
@@ -194,7 +194,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
         Err(e) if e.is_timeout() => (0, "timed out".to_owned()),
         Err(_) => (0, "failed to connect".to_owned()),
     };
-    let mut w = shared.world.lock().expect("world lock");
+    let mut w = shared.world();
     w.counters.webhooks_sent += 1;
     if duplicate {
         // The duplicate is its own record, same GUID.
