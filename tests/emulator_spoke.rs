@@ -346,6 +346,11 @@ async fn the_person_runs_the_hub_workflow_and_clicks_buttons() {
     assert_eq!(wd["sender"]["login"], "alice");
     assert_eq!(wd["repository"]["full_name"], env.emu.hub_repo);
     assert_eq!(wd["installation"]["id"], env.emu.installation_id);
+    let first = &env.state().await["webhook_deliveries"][0];
+    assert_eq!(
+        first["event"], "workflow_dispatch",
+        "sent before workflow_run.requested"
+    );
     // Unknown inputs are refused like GitHub's form would.
     let r = env
         .http

@@ -12,8 +12,9 @@ use serde_json::{json, Map, Value};
 
 use super::http::{ApiError, ApiResult, Body};
 use super::json;
-use super::routes_actions::dispatch;
+use super::routes_actions::validate_dispatch;
 use super::server::Shared;
+use super::sim::create_run;
 use super::state::World;
 use super::webhooks::emit;
 
@@ -51,11 +52,12 @@ pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
         "inputs".into(),
         m.get("inputs").cloned().unwrap_or(json!({})),
     );
-    let id = dispatch(&sh, &mut w, hub, &workflow, &body, &sender)?;
-    let (inputs, path) = {
-        let run = &w.runs[&id];
-        (run.inputs.clone(), run.path.clone())
-    };
+    // GitHub sends `workflow_dispatch` before the run's `workflow_run.requested`.
+    let new = validate_dispatch(&w, hub, &workflow, &body, &sender)?;
+    let path = w.repos[hub]
+        .workflow(&new.workflow_file)
+        .map(|wf| wf.path.clone())
+        .unwrap_or_default();
     let full_ref = if reference.starts_with("refs/") || reference == w.repos[hub].head_sha {
         reference.clone()
     } else {
@@ -63,7 +65,7 @@ pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
     };
     let repo = &w.repos[hub];
     let payload = json!({
-        "inputs": inputs, "ref": full_ref, "workflow": path,
+        "inputs": new.inputs, "ref": full_ref, "workflow": path,
         "repository": json::repo_hook(&sh.ctx, repo), "sender": json::person(&sh.ctx, &sender),
         "organization": json::organization(&sh.ctx), "installation": json::installation_lite(&sh.ctx),
     });
@@ -76,6 +78,7 @@ pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
         Some(repo_id),
         payload.to_string(),
     );
+    let id = create_run(&sh, &mut w, new).ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({
         "workflow_run_id": id,
         "run_url": format!("{}/repos/{full}/actions/runs/{id}", sh.ctx.base),

@@ -53,8 +53,8 @@ fn input_strings(v: Option<&Value>) -> ApiResult<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Validates a dispatch against the workflow and creates its run. Used by the API route and by
-/// the hub "Run workflow" button. World locked.
+/// Validates a dispatch against the workflow and creates its run. Used by the API route.
+/// World locked.
 pub fn dispatch(
     sh: &Arc<Shared>,
     w: &mut World,
@@ -63,6 +63,19 @@ pub fn dispatch(
     body: &Map<String, Value>,
     actor: &str,
 ) -> ApiResult<u64> {
+    let new = validate_dispatch(w, repo, workflow, body, actor)?;
+    create_run(sh, w, new).ok_or_else(ApiError::not_found)
+}
+
+/// Checks a dispatch as GitHub does (workflow, trigger, ref, inputs) and prepares its run, with
+/// declared defaults filled in.
+pub fn validate_dispatch(
+    w: &World,
+    repo: usize,
+    workflow: &str,
+    body: &Map<String, Value>,
+    actor: &str,
+) -> ApiResult<NewRun> {
     let wf = w.repos[repo]
         .workflow(workflow)
         .ok_or_else(ApiError::not_found)?
@@ -119,19 +132,20 @@ pub fn dispatch(
         .strip_prefix("refs/heads/")
         .unwrap_or(&reference)
         .to_owned();
-    create_run(
-        sh,
-        w,
-        NewRun {
-            repo,
-            workflow_file: wf.file.clone(),
-            head_branch,
-            inputs,
-            actor: actor.to_owned(),
-            event: "workflow_dispatch",
-        },
-    )
-    .ok_or_else(ApiError::not_found)
+    let mut inputs = inputs;
+    for (k, spec) in declared {
+        if let (false, Some(d)) = (inputs.contains_key(k), &spec.default) {
+            inputs.insert(k.clone(), d.clone());
+        }
+    }
+    Ok(NewRun {
+        repo,
+        workflow_file: wf.file.clone(),
+        head_branch,
+        inputs,
+        actor: actor.to_owned(),
+        event: "workflow_dispatch",
+    })
 }
 
 /// `POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches`

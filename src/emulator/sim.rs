@@ -45,14 +45,7 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
         .conclusion
         .clone()
         .unwrap_or_else(|| if failed { "failure" } else { "success" }.to_owned());
-    let mut inputs = new.inputs;
-    if let Some(decl) = &wf.info.dispatch_inputs {
-        for (k, spec) in decl {
-            if let (false, Some(d)) = (inputs.contains_key(k), &spec.default) {
-                inputs.insert(k.clone(), d.clone());
-            }
-        }
-    }
+    let inputs = new.inputs;
     let display_title = match &wf.info.run_name {
         Some(t) => render_run_name(t, &inputs, &[("ref", &new.head_branch)]),
         None => wf.info.name.clone(),
