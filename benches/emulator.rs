@@ -178,6 +178,20 @@ async fn bench(repos: usize, webhooks: bool) {
     emu.shutdown().await;
 }
 
+/// Peak resident memory of this process (emulator + client), from /proc.
+fn peak_rss_mb() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| format!("{} MB", kb / 1024))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -188,5 +202,6 @@ fn main() {
         bench(1_000, false).await;
         bench(1_000, true).await;
         bench(10_000, true).await;
+        println!("peak RSS (emulator + client): {}", peak_rss_mb());
     });
 }

@@ -38,7 +38,9 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
     } else {
         lo
     };
-    let failed = spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
+    // The hub's own workflow does nothing and does not fail at random.
+    let is_hub = new.repo == w.hub_repo;
+    let failed = !is_hub && spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
     let repo = &mut w.repos[new.repo];
     let wf = repo.workflow(&new.workflow_file)?.clone();
     let conclusion = repo
