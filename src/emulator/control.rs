@@ -76,7 +76,7 @@ pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
         "workflow_dispatch",
         None,
         Some(repo_id),
-        payload.to_string(),
+        json::one(payload.to_string()),
     );
     let id = create_run(&sh, &mut w, new).ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({
@@ -118,7 +118,7 @@ pub(super) fn check_run_event(
         "check_run",
         Some(action),
         Some(repo_id),
-        payload.to_string(),
+        json::one(payload.to_string()),
     ))
 }
 

@@ -2,6 +2,9 @@
 //! API and the webhook payloads show them. REST and webhook variants differ slightly: webhook
 //! schemas forbid unknown fields, REST shapes require a few more.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde_json::{json, Map, Value};
 
 use super::state::{CheckRun, Repo, WorkflowDef, WorkflowRun};
@@ -17,47 +20,78 @@ pub struct Ctx {
     pub app_slug: String,
     pub installation_id: u64,
     /// Serialized `organization` and `installation` (lite) webhook objects, built once.
-    pub cache: std::sync::Arc<CtxCache>,
+    pub cache: Arc<CtxCache>,
 }
 
 /// Serialized objects that never change, shared by every payload.
 #[derive(Debug, Default)]
 pub struct CtxCache {
-    organization: std::sync::OnceLock<String>,
-    installation_lite: std::sync::OnceLock<String>,
+    organization: OnceLock<Arc<str>>,
+    installation_lite: OnceLock<Arc<str>>,
+    persons: Mutex<HashMap<String, Arc<str>>>,
 }
 
 impl Ctx {
     /// The webhook `organization` object, serialized.
-    pub fn organization_raw(&self) -> &str {
+    pub fn organization_raw(&self) -> Arc<str> {
         self.cache
             .organization
-            .get_or_init(|| organization(self).to_string())
+            .get_or_init(|| organization(self).to_string().into())
+            .clone()
     }
     /// The webhook `installation` object, serialized.
-    pub fn installation_raw(&self) -> &str {
+    pub fn installation_raw(&self) -> Arc<str> {
         self.cache
             .installation_lite
-            .get_or_init(|| installation_lite(self).to_string())
+            .get_or_init(|| installation_lite(self).to_string().into())
+            .clone()
     }
+    /// [`person`], serialized once per login.
+    pub fn person_raw(&self, login: &str) -> Arc<str> {
+        let mut m = self.cache.persons.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(login.to_owned())
+            .or_insert_with(|| person(self, login).to_string().into())
+            .clone()
+    }
+}
+
+/// A serialized JSON document as a list of fragments whose concatenation is the document.
+/// Large fragments (repositories, users) are shared between payloads instead of copied.
+pub type Pieces = Vec<Arc<str>>;
+
+/// One fragment.
+pub fn one(s: impl Into<Arc<str>>) -> Pieces {
+    vec![s.into()]
+}
+
+/// The document the fragments make.
+pub fn concat(p: &[Arc<str>]) -> String {
+    let mut out = String::with_capacity(p.iter().map(|x| x.len()).sum());
+    for x in p {
+        out.push_str(x);
+    }
+    out
 }
 
 /// Serializes `base` (an object) with already-serialized members appended: payloads are built
 /// from cached fragments instead of re-building large objects for every event.
-pub fn splice(base: &Value, parts: &[(&str, &str)]) -> String {
-    let mut out = base.to_string();
-    out.pop(); // the closing brace
-    let mut first = out.len() == 1;
-    for (k, raw) in parts {
+pub fn splice(base: &Value, parts: Vec<(&str, Pieces)>) -> Pieces {
+    let mut cur = base.to_string();
+    cur.pop(); // the closing brace
+    let mut first = cur.len() == 1;
+    let mut out = Pieces::with_capacity(parts.len() * 2 + 1);
+    for (k, p) in parts {
         if !first {
-            out.push(',');
+            cur.push(',');
         }
         first = false;
-        out.push_str(&Value::String((*k).to_owned()).to_string());
-        out.push(':');
-        out.push_str(raw);
+        cur.push_str(&Value::String(k.to_owned()).to_string());
+        cur.push(':');
+        out.push(std::mem::take(&mut cur).into());
+        out.extend(p);
     }
-    out.push('}');
+    cur.push('}');
+    out.push(cur.into());
     out
 }
 
@@ -331,9 +365,9 @@ fn head_commit(run: &WorkflowRun) -> Value {
 }
 
 /// A workflow run, serialized: REST (`hook = false`) or webhook (`hook = true`) variant.
-pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> String {
+pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Pieces {
     let api = format!("{}/repos/{}/actions/runs/{}", ctx.base, r.full_name, run.id);
-    let actor = person(ctx, &run.actor).to_string();
+    let actor = ctx.person_raw(&run.actor);
     let lite = repo_lite_cached(ctx, r);
     let mut v = json!({
         "id": run.id, "node_id": format!("WFR_{}", run.id), "name": run.workflow_name,
@@ -358,11 +392,11 @@ pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Strin
     }
     splice(
         &v,
-        &[
-            ("actor", &actor),
-            ("triggering_actor", &actor),
-            ("repository", &lite),
-            ("head_repository", &lite),
+        vec![
+            ("actor", one(actor.clone())),
+            ("triggering_actor", one(actor)),
+            ("repository", one(lite.clone())),
+            ("head_repository", one(lite)),
         ],
     )
 }

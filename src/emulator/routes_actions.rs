@@ -278,7 +278,7 @@ fn list_runs(
         .skip((page - 1) * per)
         .take(per)
         .filter_map(|id| w.runs.get(id))
-        .map(|run| json::workflow_run(&sh.ctx, repo, run, false))
+        .map(|run| json::concat(&json::workflow_run(&sh.ctx, repo, run, false)))
         .collect();
     let path = match workflow {
         Some(f) => format!(
@@ -335,7 +335,12 @@ fn run_in_repo(sh: &Shared, w: &World, o: &str, r: &str, id: &str) -> ApiResult<
 pub async fn get_run(State(sh): S, Path((o, r, id)): Path<(String, String, String)>) -> ApiResult {
     let w = sh.world();
     let (i, id) = run_in_repo(&sh, &w, &o, &r, &id)?;
-    let body = json::workflow_run(&sh.ctx, &w.repos[i], &w.runs[&id], false);
+    let body = json::concat(&json::workflow_run(
+        &sh.ctx,
+        &w.repos[i],
+        &w.runs[&id],
+        false,
+    ));
     drop(w);
     Ok(raw_json(body, None))
 }

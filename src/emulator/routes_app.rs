@@ -372,7 +372,7 @@ pub async fn get_delivery(State(sh): S, Path(id): Path<String>) -> ApiResult {
     let w = sh.world();
     let d = w.delivery(id).ok_or_else(ApiError::not_found)?;
     let mut v = delivery_item(&sh, d);
-    let payload: Value = serde_json::from_slice(&d.body).unwrap_or(Value::Null);
+    let payload: Value = serde_json::from_str(&json::concat(&d.body)).unwrap_or(Value::Null);
     let obj = v.as_object_mut().expect("object");
     obj.insert(
         "request".into(),

@@ -135,13 +135,16 @@ fn emit_run_event(shared: &Shared, w: &mut World, id: u64, action: &str) {
     };
     let payload = json::splice(
         &json!({"action": action}),
-        &[
-            ("workflow_run", &json::workflow_run(ctx, repo, run, true)),
-            ("workflow", &json::workflow(ctx, repo, wf).to_string()),
-            ("repository", &json::repo_hook_cached(ctx, repo)),
-            ("sender", &json::person(ctx, &run.actor).to_string()),
-            ("organization", ctx.organization_raw()),
-            ("installation", ctx.installation_raw()),
+        vec![
+            ("workflow_run", json::workflow_run(ctx, repo, run, true)),
+            (
+                "workflow",
+                json::one(json::workflow(ctx, repo, wf).to_string()),
+            ),
+            ("repository", json::one(json::repo_hook_cached(ctx, repo))),
+            ("sender", json::one(ctx.person_raw(&run.actor))),
+            ("organization", json::one(ctx.organization_raw())),
+            ("installation", json::one(ctx.installation_raw())),
         ],
     );
     let repo_id = repo.id;
@@ -195,11 +198,11 @@ pub fn repository_dispatch(
     let r = &w.repos[repo];
     let payload = json::splice(
         &json!({"action": event_type, "branch": r.default_branch, "client_payload": client_payload}),
-        &[
-            ("repository", &json::repo_hook_cached(ctx, r)),
-            ("sender", &json::person(ctx, sender).to_string()),
-            ("organization", ctx.organization_raw()),
-            ("installation", ctx.installation_raw()),
+        vec![
+            ("repository", json::one(json::repo_hook_cached(ctx, r))),
+            ("sender", json::one(ctx.person_raw(sender))),
+            ("organization", json::one(ctx.organization_raw())),
+            ("installation", json::one(ctx.installation_raw())),
         ],
     );
     let repo_id = r.id;

@@ -132,7 +132,8 @@ pub struct Delivery {
     /// `pending`, `OK`, `dropped`, or the failure text.
     pub status: String,
     pub duration_ms: u64,
-    pub body: Arc<Vec<u8>>,
+    /// The payload, as shared fragments (see [`super::json::Pieces`]).
+    pub body: Arc<super::json::Pieces>,
 }
 
 /// An installation access token.

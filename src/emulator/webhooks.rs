@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use sha2::Sha256;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::json::{concat, Pieces};
 use super::server::Shared;
 use super::state::{Delivery, World};
 
@@ -41,9 +42,8 @@ pub fn emit(
     event: &str,
     action: Option<&str>,
     repository_id: Option<u64>,
-    body: String,
+    body: Pieces,
 ) -> u64 {
-    let body = body.into_bytes();
     let id = world.next_id();
     world.deliveries.push(Delivery {
         id,
@@ -159,6 +159,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
         }
         return;
     }
+    let body = concat(&body).into_bytes();
     let sig = signature(shared.webhook_secret.expose_secret().as_bytes(), &body);
     let started = Instant::now();
     let result = client
@@ -174,7 +175,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
             "x-github-hook-installation-target-id",
             shared.ctx.app_id.to_string(),
         )
-        .body(body.as_ref().clone())
+        .body(body)
         .send()
         .await;
     let elapsed = started.elapsed().as_millis() as u64;
