@@ -137,6 +137,12 @@ async fn octocrab_app_auth_pagination_dispatch_and_check_runs() {
         .await
         .unwrap();
     assert_eq!(done.conclusion.as_deref(), Some("success"));
+    let listed = checks
+        .list_check_runs_for_git_ref(octocrab::params::repos::Commitish(sha.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.total_count, 1);
     let st = env.state().await;
     assert_eq!(st["check_runs"][0]["external_id"], "hub-run-1");
     assert_eq!(st["check_runs"][0]["output"]["summary"], "7 of 7");
