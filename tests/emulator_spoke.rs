@@ -96,6 +96,20 @@ async fn dispatch_errors_are_githubs() {
         assert!(v["message"].as_str().unwrap().contains(msg), "{repo}: {v}");
         assert!(v["documentation_url"].is_string());
     }
+    let sha = env.state().await["repos"][0]["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = dispatch(&env, &t, "svc-0001", json!({"ref": sha, "inputs": ok})).await;
+    assert_eq!(s, 422, "a sha is not a ref: {v}");
+    let (s, _) = dispatch(
+        &env,
+        &t,
+        "svc-0001",
+        json!({"ref": "refs/heads/main", "inputs": ok}),
+    )
+    .await;
+    assert_eq!(s, 204);
     let many: serde_json::Map<String, Value> =
         (0..26).map(|i| (format!("i{i}"), json!("v"))).collect();
     let (s, v) = dispatch(&env, &t, "svc-0001", json!({"ref": "main", "inputs": many})).await;
@@ -113,7 +127,11 @@ async fn dispatch_errors_are_githubs() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["message"], "Problems parsing JSON");
-    assert_eq!(env.summary().await["workflow_runs_created"], 0);
+    assert_eq!(
+        env.summary().await["workflow_runs_created"],
+        1,
+        "only the valid dispatch ran"
+    );
     // Like GitHub, a JSON body without a content type is still read.
     let body = json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}).to_string();
     let r = env

@@ -13,7 +13,6 @@ use serde_json::{json, Map, Value};
 
 use super::http::{link_header, raw_json, ApiError, ApiResult, Body, PageQuery};
 use super::json;
-use super::routes_app::resolves;
 use super::server::Shared;
 use super::sim::{complete_run, create_run, repository_dispatch, NewRun};
 use super::state::World;
@@ -94,7 +93,9 @@ pub fn validate_dispatch(
             "Workflow does not have 'workflow_dispatch' trigger",
         ));
     };
-    if !resolves(w, repo, &reference) {
+    // A dispatch takes a branch or tag name, not a commit sha.
+    let branch = &w.repos[repo].default_branch;
+    if reference.strip_prefix("refs/heads/").unwrap_or(&reference) != branch.as_str() {
         return Err(ApiError::unprocessable(format!(
             "No ref found for: {reference}"
         )));
