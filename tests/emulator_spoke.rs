@@ -522,3 +522,48 @@ async fn a_seed_makes_outcomes_reproducible() {
         "{a:?}"
     );
 }
+
+#[tokio::test]
+async fn repository_dispatch_limits_are_githubs() {
+    let env = start(scenario("[org]\nrepos = 1\n")).await;
+    let t = env.token().await;
+    let post = |body: Value| {
+        let rb = env
+            .http
+            .post(env.url("/repos/acme/platform-hub/dispatches"))
+            .bearer_auth(&t)
+            .json(&body);
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    let eleven: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("k{i}"), json!(i))).collect();
+    let ten: serde_json::Map<String, Value> =
+        (0..10).map(|i| (format!("k{i}"), json!(i))).collect();
+    assert_eq!(post(json!({"event_type": "x".repeat(101)})).await, 422);
+    assert_eq!(post(json!({"event_type": "x".repeat(100)})).await, 204);
+    assert_eq!(
+        post(json!({"client_payload": {}})).await,
+        422,
+        "event_type missing"
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": eleven})).await,
+        422
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": ten})).await,
+        204
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": {"big": "x".repeat(70_000)}})).await,
+        422
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": [1]})).await,
+        422
+    );
+    let st = env.state().await;
+    assert_eq!(st["repository_dispatches"].as_array().unwrap().len(), 2);
+    assert_eq!(st["repository_dispatches"][1]["client_payload"]["k9"], 9);
+    env.emu.shutdown().await;
+}
