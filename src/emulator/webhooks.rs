@@ -95,7 +95,10 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(job) = rx.recv().await {
         let faults = &shared.scenario.faults;
-        let (drop, dup, delay) = if job.faults {
+        let faulty = faults.webhook_drop_rate > 0.0
+            || faults.webhook_duplicate_rate > 0.0
+            || faults.webhook_delay_ms > 0;
+        let (drop, dup, delay) = if job.faults && faulty {
             let mut w = shared.world();
             let drop = faults.webhook_drop_rate > 0.0 && w.rng.gen_bool(faults.webhook_drop_rate);
             let dup = faults.webhook_duplicate_rate > 0.0
