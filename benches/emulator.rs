@@ -103,7 +103,39 @@ async fn bench(repos: usize, webhooks: bool) {
         repos as f64 / secs
     );
 
-    // Phase 2: reads for a fixed time (runs, repositories, listing pages).
+    // Phase 2: every run completes and every webhook is delivered.
+    let started = Instant::now();
+    let limit = Instant::now() + Duration::from_secs(120);
+    let summary = loop {
+        let s: Value = http
+            .get(format!("{base}/_emulator/state?summary=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = s["workflow_runs_by_status"]["completed"]
+            .as_u64()
+            .unwrap_or(0);
+        let pending = if webhooks {
+            s["webhooks_pending"].as_u64().unwrap_or(0)
+        } else {
+            0
+        };
+        if (done as usize == repos && pending == 0) || Instant::now() > limit {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "repos={repos:>6} drain:    completed={} webhooks_sent={} in {:.2} s after the last dispatch; requests_total={}",
+        summary["workflow_runs_by_status"]["completed"],
+        summary["webhooks_sent"],
+        started.elapsed().as_secs_f64(),
+        summary["requests_total"]
+    );
+    // Phase 3: reads for a fixed time once the simulation is idle (runs, repos, listing pages).
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(READ_SECONDS);
     let started = Instant::now();
@@ -143,38 +175,6 @@ async fn bench(repos: usize, webhooks: bool) {
         n as f64 / secs
     );
 
-    // Phase 3: every run completes and every webhook is delivered.
-    let started = Instant::now();
-    let limit = Instant::now() + Duration::from_secs(120);
-    let summary = loop {
-        let s: Value = http
-            .get(format!("{base}/_emulator/state?summary=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let done = s["workflow_runs_by_status"]["completed"]
-            .as_u64()
-            .unwrap_or(0);
-        let pending = if webhooks {
-            s["webhooks_pending"].as_u64().unwrap_or(0)
-        } else {
-            0
-        };
-        if (done as usize == repos && pending == 0) || Instant::now() > limit {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    println!(
-        "repos={repos:>6} drain:    completed={} webhooks_sent={} in {:.2} s after the reads; requests_total={}",
-        summary["workflow_runs_by_status"]["completed"],
-        summary["webhooks_sent"],
-        started.elapsed().as_secs_f64(),
-        summary["requests_total"]
-    );
     emu.shutdown().await;
 }
 
