@@ -226,6 +226,8 @@ async fn bad_credentials_get_401_and_foreign_repos_404() {
     .unwrap();
     assert_eq!(get("/app", Some(long)).await.0, 401);
     assert_eq!(get("/app", Some(env.jwt())).await.0, 200);
+    let counted = env.summary().await["requests_by_route"]["GET /app"].clone();
+    assert_eq!(counted, 4, "refused requests are counted too");
     // Installation tokens cannot call /app, JWTs cannot call installation routes.
     let token = env.token().await;
     assert_eq!(get("/app", Some(token.clone())).await.0, 401);

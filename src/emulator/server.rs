@@ -195,9 +195,11 @@ fn gate(
 ) -> Result<Gate, GateError> {
     let faults = &shared.scenario.faults;
     // JWT verification is CPU work: do it before taking the lock.
-    if kind == AuthKind::Jwt {
-        verify_jwt(shared, headers).map_err(|e| (e, None))?;
-    }
+    let jwt = if kind == AuthKind::Jwt {
+        verify_jwt(shared, headers)
+    } else {
+        Ok(())
+    };
     let now_s = chrono::Utc::now();
     let now_ms = shared.now_ms();
     let mut w = shared.world();
@@ -206,6 +208,7 @@ fn gate(
         .requests_by_route
         .entry(format!("{method} {route}"))
         .or_insert(0) += 1;
+    jwt.map_err(|e| (e, None))?;
     if kind == AuthKind::Token {
         let token = bearer(headers).unwrap_or("");
         match w.tokens.get(token) {
