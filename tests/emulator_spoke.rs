@@ -34,6 +34,55 @@ async fn example_scenario_loads_and_bad_scenarios_name_the_key() {
     let err = Scenario::from_toml("[org]\nrepos = \"many\"\n").unwrap_err();
     assert!(err.to_string().contains("repos"), "{err}");
     assert_eq!(Scenario::generated(1000).org.repos, 1000);
+
+    // It runs: explicit repositories and an explicit workflow file behave as described.
+    let env = emulator_support::start(sc).await;
+    let t = env.token().await;
+    let st = env.state().await;
+    let repo = |n: &str| {
+        st["repos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(repo("payments")["visibility"], "internal");
+    assert_eq!(repo("payments")["properties"]["team"], "payments");
+    assert_eq!(repo("legacy")["archived"], true);
+    assert_eq!(st["repos"].as_array().unwrap().len(), 5 + 3 + 1);
+    let (s, v) = dispatch(
+        &env,
+        &t,
+        "custom",
+        json!({"ref": "main", "inputs": {"task": "x"}}),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = dispatch(
+        &env,
+        &t,
+        "custom",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = dispatch(
+        &env,
+        &t,
+        "legacy",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["message"].as_str()),
+        (
+            422,
+            Some("Workflow does not have 'workflow_dispatch' trigger")
+        )
+    );
+    env.emu.shutdown().await;
 }
 
 #[tokio::test]
