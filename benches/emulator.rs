@@ -21,14 +21,27 @@ async fn sink() -> String {
     url
 }
 
-async fn bench(repos: usize) {
+async fn bench(repos: usize, webhooks: bool) {
     let mut sc = Scenario::generated(repos);
     sc.app.private_key_file =
         Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-app-key.pem").to_owned());
     sc.spoke.duration_ms = [20, 200];
     sc.spoke.seed = Some(1);
+    // Measure the emulator, not its primary rate limit.
+    sc.faults.rate_limit_per_hour = u32::MAX;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emu = Emulator::start(l, sc, sink().await, None).await.unwrap();
+    let url = if webhooks {
+        sink().await
+    } else {
+        String::new()
+    };
+    let emu = Emulator::start(l, sc, url, None).await.unwrap();
+    let tag = if webhooks {
+        "webhooks to a sink"
+    } else {
+        "no webhook receiver"
+    };
+    println!("--- {repos} repositories, {tag}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()
@@ -90,7 +103,39 @@ async fn bench(repos: usize) {
         repos as f64 / secs
     );
 
-    // Phase 2: reads for a fixed time (runs, repositories, listing pages).
+    // Phase 2: every run completes and every webhook is delivered.
+    let started = Instant::now();
+    let limit = Instant::now() + Duration::from_secs(120);
+    let summary = loop {
+        let s: Value = http
+            .get(format!("{base}/_emulator/state?summary=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = s["workflow_runs_by_status"]["completed"]
+            .as_u64()
+            .unwrap_or(0);
+        let pending = if webhooks {
+            s["webhooks_pending"].as_u64().unwrap_or(0)
+        } else {
+            0
+        };
+        if (done as usize == repos && pending == 0) || Instant::now() > limit {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "repos={repos:>6} drain:    completed={} webhooks_sent={} in {:.2} s after the last dispatch; requests_total={}",
+        summary["workflow_runs_by_status"]["completed"],
+        summary["webhooks_sent"],
+        started.elapsed().as_secs_f64(),
+        summary["requests_total"]
+    );
+    // Phase 3: reads for a fixed time once the simulation is idle (runs, repos, listing pages).
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(READ_SECONDS);
     let started = Instant::now();
@@ -112,7 +157,7 @@ async fn bench(repos: usize) {
                         ),
                     };
                     let r = http.get(url).bearer_auth(&token).send().await.unwrap();
-                    assert!(r.status().is_success());
+                    assert!(r.status().is_success(), "{}", r.status());
                     let _ = r.bytes().await.unwrap();
                     count.fetch_add(1, Ordering::Relaxed);
                     n += CONCURRENCY;
@@ -130,34 +175,21 @@ async fn bench(repos: usize) {
         n as f64 / secs
     );
 
-    // Phase 3: every run completes and every webhook is delivered.
-    let started = Instant::now();
-    let limit = Instant::now() + Duration::from_secs(120);
-    let summary = loop {
-        let s: Value = http
-            .get(format!("{base}/_emulator/state?summary=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let done = s["workflow_runs_by_status"]["completed"]
-            .as_u64()
-            .unwrap_or(0);
-        if (done as usize == repos && s["webhooks_pending"] == 0) || Instant::now() > limit {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    println!(
-        "repos={repos:>6} drain:    completed={} webhooks_sent={} in {:.2} s after the reads; requests_total={}",
-        summary["workflow_runs_by_status"]["completed"],
-        summary["webhooks_sent"],
-        started.elapsed().as_secs_f64(),
-        summary["requests_total"]
-    );
     emu.shutdown().await;
+}
+
+/// Peak resident memory of this process (emulator + client), from /proc.
+fn peak_rss_mb() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| format!("{} MB", kb / 1024))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn main() {
@@ -167,7 +199,9 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        bench(1_000).await;
-        bench(10_000).await;
+        bench(1_000, false).await;
+        bench(1_000, true).await;
+        bench(10_000, true).await;
+        println!("peak RSS (emulator + client): {}", peak_rss_mb());
     });
 }

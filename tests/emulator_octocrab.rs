@@ -137,6 +137,12 @@ async fn octocrab_app_auth_pagination_dispatch_and_check_runs() {
         .await
         .unwrap();
     assert_eq!(done.conclusion.as_deref(), Some("success"));
+    let listed = checks
+        .list_check_runs_for_git_ref(octocrab::params::repos::Commitish(sha.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.total_count, 1);
     let st = env.state().await;
     assert_eq!(st["check_runs"][0]["external_id"], "hub-run-1");
     assert_eq!(st["check_runs"][0]["output"]["summary"], "7 of 7");
@@ -220,6 +226,8 @@ async fn bad_credentials_get_401_and_foreign_repos_404() {
     .unwrap();
     assert_eq!(get("/app", Some(long)).await.0, 401);
     assert_eq!(get("/app", Some(env.jwt())).await.0, 200);
+    let counted = env.summary().await["requests_by_route"]["GET /app"].clone();
+    assert_eq!(counted, 4, "refused requests are counted too");
     // Installation tokens cannot call /app, JWTs cannot call installation routes.
     let token = env.token().await;
     assert_eq!(get("/app", Some(token.clone())).await.0, 401);

@@ -34,6 +34,55 @@ async fn example_scenario_loads_and_bad_scenarios_name_the_key() {
     let err = Scenario::from_toml("[org]\nrepos = \"many\"\n").unwrap_err();
     assert!(err.to_string().contains("repos"), "{err}");
     assert_eq!(Scenario::generated(1000).org.repos, 1000);
+
+    // It runs: explicit repositories and an explicit workflow file behave as described.
+    let env = emulator_support::start(sc).await;
+    let t = env.token().await;
+    let st = env.state().await;
+    let repo = |n: &str| {
+        st["repos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(repo("payments")["visibility"], "internal");
+    assert_eq!(repo("payments")["properties"]["team"], "payments");
+    assert_eq!(repo("legacy")["archived"], true);
+    assert_eq!(st["repos"].as_array().unwrap().len(), 5 + 3 + 1);
+    let (s, v) = dispatch(
+        &env,
+        &t,
+        "custom",
+        json!({"ref": "main", "inputs": {"task": "x"}}),
+    )
+    .await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = dispatch(
+        &env,
+        &t,
+        "custom",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    let (s, v) = dispatch(
+        &env,
+        &t,
+        "legacy",
+        json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["message"].as_str()),
+        (
+            422,
+            Some("Workflow does not have 'workflow_dispatch' trigger")
+        )
+    );
+    env.emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -96,6 +145,20 @@ async fn dispatch_errors_are_githubs() {
         assert!(v["message"].as_str().unwrap().contains(msg), "{repo}: {v}");
         assert!(v["documentation_url"].is_string());
     }
+    let sha = env.state().await["repos"][0]["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = dispatch(&env, &t, "svc-0001", json!({"ref": sha, "inputs": ok})).await;
+    assert_eq!(s, 422, "a sha is not a ref: {v}");
+    let (s, _) = dispatch(
+        &env,
+        &t,
+        "svc-0001",
+        json!({"ref": "refs/heads/main", "inputs": ok}),
+    )
+    .await;
+    assert_eq!(s, 204);
     let many: serde_json::Map<String, Value> =
         (0..26).map(|i| (format!("i{i}"), json!("v"))).collect();
     let (s, v) = dispatch(&env, &t, "svc-0001", json!({"ref": "main", "inputs": many})).await;
@@ -113,7 +176,22 @@ async fn dispatch_errors_are_githubs() {
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["message"], "Problems parsing JSON");
-    assert_eq!(env.summary().await["workflow_runs_created"], 0);
+    assert_eq!(
+        env.summary().await["workflow_runs_created"],
+        1,
+        "only the valid dispatch ran"
+    );
+    // Like GitHub, a JSON body without a content type is still read.
+    let body = json!({"ref": "main", "inputs": Env::spoke_inputs("h", 1)}).to_string();
+    let r = env
+        .http
+        .post(env.url("/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml/dispatches"))
+        .bearer_auth(&t)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     env.emu.shutdown().await;
 }
 
@@ -335,6 +413,11 @@ async fn the_person_runs_the_hub_workflow_and_clicks_buttons() {
     assert_eq!(wd["sender"]["login"], "alice");
     assert_eq!(wd["repository"]["full_name"], env.emu.hub_repo);
     assert_eq!(wd["installation"]["id"], env.emu.installation_id);
+    let first = &env.state().await["webhook_deliveries"][0];
+    assert_eq!(
+        first["event"], "workflow_dispatch",
+        "sent before workflow_run.requested"
+    );
     // Unknown inputs are refused like GitHub's form would.
     let r = env
         .http
@@ -402,97 +485,134 @@ async fn the_person_runs_the_hub_workflow_and_clicks_buttons() {
 }
 
 #[tokio::test]
-async fn check_run_limits_are_enforced() {
-    let env = start(scenario("[org]\nrepos = 1\n")).await;
-    let t = env.token().await;
-    let sha = env.state().await["repos"][0]["head_sha"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let url = env.url("/repos/acme/svc-0001/check-runs");
-    let base = json!({"name": "n", "head_sha": sha});
-    let with = |k: &str, v: Value| {
-        let mut b = base.clone();
-        b[k] = v;
-        b
-    };
-    let long = "x".repeat(65_536);
-    let act = |l: &str, d: &str, i: &str| json!({"label": l, "description": d, "identifier": i});
-    let bad = [
-        with("output", json!({"title": "t", "summary": long})),
-        with(
-            "output",
-            json!({"title": "t", "summary": "s", "text": long}),
-        ),
-        with(
-            "output",
-            json!({"title": "t", "summary": "s", "annotations": vec![json!({}); 51]}),
-        ),
-        with(
-            "actions",
-            json!([
-                act("a", "b", "c"),
-                act("a", "b", "d"),
-                act("a", "b", "e"),
-                act("a", "b", "f")
-            ]),
-        ),
-        with("actions", json!([act(&"l".repeat(21), "b", "c")])),
-        with("actions", json!([act("a", &"d".repeat(41), "c")])),
-        with("actions", json!([act("a", "b", &"i".repeat(21))])),
-        with("status", json!("completed")),
-        with(
-            "head_sha",
-            json!("0000000000000000000000000000000000000000"),
-        ),
-        json!({"head_sha": sha}),
-    ];
-    for b in bad {
-        let r = env
-            .http
-            .post(&url)
-            .bearer_auth(&t)
-            .json(&b)
-            .send()
+async fn out_dir_gets_app_pem_and_env_and_a_generated_key_works() {
+    let dir = tempfile::tempdir().unwrap();
+    // No key in the scenario: the emulator generates one.
+    let sc = Scenario::from_toml("[org]\nrepos = 1\n").unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emu =
+        spokehub::emulator::Emulator::start(l, sc, String::new(), Some(dir.path().to_owned()))
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            422,
-            "{}",
-            serde_json::to_string(&b)
-                .unwrap()
-                .chars()
-                .take(200)
-                .collect::<String>()
-        );
-        let v: Value = r.json().await.unwrap();
-        assert!(v["message"].is_string() && v["documentation_url"].is_string());
-    }
-    let ok = with(
-        "output",
-        json!({"title": "t", "summary": "s".repeat(65_535)}),
+    let env_text = std::fs::read_to_string(dir.path().join("app.env")).unwrap();
+    let get = |k: &str| {
+        env_text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing from app.env"))
+            .to_owned()
+    };
+    assert_eq!(get("SPOKEHUB_APP_ID"), emu.app_id.to_string());
+    assert_eq!(
+        get("SPOKEHUB_INSTALLATION_ID"),
+        emu.installation_id.to_string()
     );
-    let r = env
-        .http
-        .post(&url)
-        .bearer_auth(&t)
-        .json(&ok)
+    assert_eq!(get("SPOKEHUB_GITHUB_API_URL"), emu.base_url);
+    assert_eq!(get("SPOKEHUB_WEBHOOK_SECRET"), emu.webhook_secret);
+    let pem = std::fs::read_to_string(get("SPOKEHUB_PRIVATE_KEY_FILE")).unwrap();
+    assert_eq!(pem, emu.private_key_pem);
+    assert!(
+        !format!("{emu:?}").contains(&emu.webhook_secret),
+        "secrets stay out of Debug"
+    );
+    // A JWT signed with the written key is accepted.
+    let now = chrono::Utc::now().timestamp();
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"iat": now - 60, "exp": now + 540, "iss": emu.app_id}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/app", emu.base_url))
+        .bearer_auth(jwt)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
-    for _ in 0..2 {
-        let r = env.http.patch(env.url(&format!("/repos/acme/svc-0001/check-runs/{id}"))).bearer_auth(&t)
-            .json(&json!({"output": {"title": "t", "summary": "s", "annotations": vec![json!({}); 50]}})).send().await.unwrap();
-        assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_seed_makes_outcomes_reproducible() {
+    async fn outcomes() -> Vec<String> {
+        let env = start(scenario(
+            "[org]\nrepos = 1\n[spoke]\nseed = 99\nfailure_rate = 0.5\nduration_ms = [1, 5]\ncallback = \"none\"\n",
+        ))
+        .await;
+        let t = env.token().await;
+        for i in 0..12 {
+            let (s, _) = dispatch(
+                &env,
+                &t,
+                "svc-0001",
+                json!({"ref": "main", "inputs": Env::spoke_inputs("s", i)}),
+            )
+            .await;
+            assert_eq!(s, 204);
+        }
+        let st = env
+            .wait_state("all completed", |s| {
+                s["workflow_runs_by_status"]["completed"] == 12
+            })
+            .await;
+        env.emu.shutdown().await;
+        st["workflow_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["conclusion"].as_str().unwrap().to_owned())
+            .collect()
     }
-    let st = env.state().await;
-    assert_eq!(st["check_runs"][0]["updates"], 2);
-    assert_eq!(
-        st["check_runs"][0]["annotations_count"], 100,
-        "annotations append across updates"
+    let a = outcomes().await;
+    assert_eq!(a, outcomes().await);
+    assert!(
+        a.iter().any(|c| c == "failure") && a.iter().any(|c| c == "success"),
+        "{a:?}"
     );
+}
+
+#[tokio::test]
+async fn repository_dispatch_limits_are_githubs() {
+    let env = start(scenario("[org]\nrepos = 1\n")).await;
+    let t = env.token().await;
+    let post = |body: Value| {
+        let rb = env
+            .http
+            .post(env.url("/repos/acme/platform-hub/dispatches"))
+            .bearer_auth(&t)
+            .json(&body);
+        async move { rb.send().await.unwrap().status().as_u16() }
+    };
+    let eleven: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("k{i}"), json!(i))).collect();
+    let ten: serde_json::Map<String, Value> =
+        (0..10).map(|i| (format!("k{i}"), json!(i))).collect();
+    assert_eq!(post(json!({"event_type": "x".repeat(101)})).await, 422);
+    assert_eq!(post(json!({"event_type": "x".repeat(100)})).await, 204);
+    assert_eq!(
+        post(json!({"client_payload": {}})).await,
+        422,
+        "event_type missing"
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": eleven})).await,
+        422
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": ten})).await,
+        204
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": {"big": "x".repeat(70_000)}})).await,
+        422
+    );
+    assert_eq!(
+        post(json!({"event_type": "e", "client_payload": [1]})).await,
+        422
+    );
+    let st = env.state().await;
+    assert_eq!(st["repository_dispatches"].as_array().unwrap().len(), 2);
+    assert_eq!(st["repository_dispatches"][1]["client_payload"]["k9"], 9);
     env.emu.shutdown().await;
 }

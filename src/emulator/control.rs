@@ -4,23 +4,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::http::{ApiError, ApiResult};
+use super::http::{ApiError, ApiResult, Body};
 use super::json;
-use super::routes_actions::dispatch;
+use super::routes_actions::validate_dispatch;
 use super::server::Shared;
+use super::sim::create_run;
 use super::state::World;
 use super::webhooks::emit;
 
 type S = State<Arc<Shared>>;
 
-fn object(body: Result<Json<Value>, JsonRejection>) -> ApiResult<Map<String, Value>> {
+fn object(body: Result<Json<Value>, ()>) -> ApiResult<Map<String, Value>> {
     match body {
         Ok(Json(Value::Object(m))) => Ok(m),
         Ok(_) => Err(ApiError::bad_request("Body must be a JSON object")),
@@ -38,7 +38,7 @@ fn str_field(m: &Map<String, Value>, k: &str, default: &str) -> ApiResult<String
 
 /// `POST /_emulator/hub/dispatch` `{workflow, ref, inputs, sender}`: "Run workflow" in the hub
 /// repository. Answers `{workflow_run_id, run_url, html_url, head_sha, delivery_id}`.
-pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>) -> ApiResult {
+pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
     let m = object(body)?;
     let mut w = sh.world();
     let hub = w.hub_repo;
@@ -52,11 +52,12 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
         "inputs".into(),
         m.get("inputs").cloned().unwrap_or(json!({})),
     );
-    let id = dispatch(&sh, &mut w, hub, &workflow, &body, &sender)?;
-    let (inputs, path) = {
-        let run = &w.runs[&id];
-        (run.inputs.clone(), run.path.clone())
-    };
+    // GitHub sends `workflow_dispatch` before the run's `workflow_run.requested`.
+    let new = validate_dispatch(&w, hub, &workflow, &body, &sender)?;
+    let path = w.repos[hub]
+        .workflow(&new.workflow_file)
+        .map(|wf| wf.path.clone())
+        .unwrap_or_default();
     let full_ref = if reference.starts_with("refs/") || reference == w.repos[hub].head_sha {
         reference.clone()
     } else {
@@ -64,7 +65,7 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
     };
     let repo = &w.repos[hub];
     let payload = json!({
-        "inputs": inputs, "ref": full_ref, "workflow": path,
+        "inputs": new.inputs, "ref": full_ref, "workflow": path,
         "repository": json::repo_hook(&sh.ctx, repo), "sender": json::person(&sh.ctx, &sender),
         "organization": json::organization(&sh.ctx), "installation": json::installation_lite(&sh.ctx),
     });
@@ -75,8 +76,9 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
         "workflow_dispatch",
         None,
         Some(repo_id),
-        &payload,
+        json::one(payload.to_string()),
     );
+    let id = create_run(&sh, &mut w, new).ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({
         "workflow_run_id": id,
         "run_url": format!("{}/repos/{full}/actions/runs/{id}", sh.ctx.base),
@@ -87,7 +89,8 @@ pub async fn hub_dispatch(State(sh): S, body: Result<Json<Value>, JsonRejection>
     .into_response())
 }
 
-fn check_run_event(
+/// Emits a `check_run` webhook for check run `id`. World locked.
+pub(super) fn check_run_event(
     sh: &Shared,
     w: &mut World,
     id: u64,
@@ -115,16 +118,12 @@ fn check_run_event(
         "check_run",
         Some(action),
         Some(repo_id),
-        &payload,
+        json::one(payload.to_string()),
     ))
 }
 
 /// `POST /_emulator/check-runs/{id}/request-action` `{identifier, sender}`: a button click.
-pub async fn request_action(
-    State(sh): S,
-    Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> ApiResult {
+pub async fn request_action(State(sh): S, Path(id): Path<String>, Body(body): Body) -> ApiResult {
     let m = object(body)?;
     let identifier = str_field(&m, "identifier", "")?;
     let sender = str_field(&m, "sender", "octocat")?;
@@ -152,13 +151,10 @@ pub async fn request_action(
 }
 
 /// `POST /_emulator/check-runs/{id}/rerequest` `{sender}`: "Re-run" on a completed check run.
-pub async fn rerequest(
-    State(sh): S,
-    Path(id): Path<String>,
-    body: Option<Json<Value>>,
-) -> ApiResult {
+pub async fn rerequest(State(sh): S, Path(id): Path<String>, Body(body): Body) -> ApiResult {
     let sender = body
         .as_ref()
+        .ok()
         .and_then(|Json(v)| v.get("sender"))
         .and_then(Value::as_str)
         .unwrap_or("octocat")

@@ -1,5 +1,7 @@
 //! HTTP plumbing shared by the routes: GitHub's error shape, JSON bodies, pagination.
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -141,4 +143,24 @@ pub fn raw_json(body: String, link: Option<HeaderValue>) -> Response {
         h.insert("link", l);
     }
     (StatusCode::OK, h, body).into_response()
+}
+
+/// A JSON request body parsed whatever the content type (GitHub ignores it); an empty body is
+/// `null`. `Err` when it is not JSON, so routes answer GitHub's "Problems parsing JSON".
+pub struct Body(pub Result<Json<Value>, ()>);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Ok(bytes) = Bytes::from_request(req, state).await else {
+            return Ok(Body(Err(())));
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body(Ok(Json(Value::Null))));
+        }
+        Ok(Body(
+            serde_json::from_slice(&bytes).map(Json).map_err(|_| ()),
+        ))
+    }
 }

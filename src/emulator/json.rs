@@ -2,6 +2,9 @@
 //! API and the webhook payloads show them. REST and webhook variants differ slightly: webhook
 //! schemas forbid unknown fields, REST shapes require a few more.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde_json::{json, Map, Value};
 
 use super::state::{CheckRun, Repo, WorkflowDef, WorkflowRun};
@@ -16,6 +19,80 @@ pub struct Ctx {
     pub app_id: u64,
     pub app_slug: String,
     pub installation_id: u64,
+    /// Serialized `organization` and `installation` (lite) webhook objects, built once.
+    pub cache: Arc<CtxCache>,
+}
+
+/// Serialized objects that never change, shared by every payload.
+#[derive(Debug, Default)]
+pub struct CtxCache {
+    organization: OnceLock<Arc<str>>,
+    installation_lite: OnceLock<Arc<str>>,
+    persons: Mutex<HashMap<String, Arc<str>>>,
+}
+
+impl Ctx {
+    /// The webhook `organization` object, serialized.
+    pub fn organization_raw(&self) -> Arc<str> {
+        self.cache
+            .organization
+            .get_or_init(|| organization(self).to_string().into())
+            .clone()
+    }
+    /// The webhook `installation` object, serialized.
+    pub fn installation_raw(&self) -> Arc<str> {
+        self.cache
+            .installation_lite
+            .get_or_init(|| installation_lite(self).to_string().into())
+            .clone()
+    }
+    /// [`person`], serialized once per login.
+    pub fn person_raw(&self, login: &str) -> Arc<str> {
+        let mut m = self.cache.persons.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(login.to_owned())
+            .or_insert_with(|| person(self, login).to_string().into())
+            .clone()
+    }
+}
+
+/// A serialized JSON document as a list of fragments whose concatenation is the document.
+/// Large fragments (repositories, users) are shared between payloads instead of copied.
+pub type Pieces = Vec<Arc<str>>;
+
+/// One fragment.
+pub fn one(s: impl Into<Arc<str>>) -> Pieces {
+    vec![s.into()]
+}
+
+/// The document the fragments make.
+pub fn concat(p: &[Arc<str>]) -> String {
+    let mut out = String::with_capacity(p.iter().map(|x| x.len()).sum());
+    for x in p {
+        out.push_str(x);
+    }
+    out
+}
+
+/// Serializes `base` (an object) with already-serialized members appended: payloads are built
+/// from cached fragments instead of re-building large objects for every event.
+pub fn splice(base: &Value, parts: Vec<(&str, Pieces)>) -> Pieces {
+    let mut cur = base.to_string();
+    cur.pop(); // the closing brace
+    let mut first = cur.len() == 1;
+    let mut out = Pieces::with_capacity(parts.len() * 2 + 1);
+    for (k, p) in parts {
+        if !first {
+            cur.push(',');
+        }
+        first = false;
+        cur.push_str(&Value::String(k.to_owned()).to_string());
+        cur.push(':');
+        out.push(std::mem::take(&mut cur).into());
+        out.extend(p);
+    }
+    cur.push('}');
+    out.push(cur.into());
+    out
 }
 
 /// A timestamp in GitHub's format.
@@ -253,6 +330,20 @@ pub fn repo_rest_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
         .clone()
 }
 
+/// [`repo_hook`], serialized once per repository.
+pub fn repo_hook_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
+    r.hook_json
+        .get_or_init(|| repo_hook(ctx, r).to_string().into())
+        .clone()
+}
+
+/// [`repo_lite`], serialized once per repository.
+pub fn repo_lite_cached(ctx: &Ctx, r: &Repo) -> std::sync::Arc<str> {
+    r.lite_json
+        .get_or_init(|| repo_lite(ctx, r).to_string().into())
+        .clone()
+}
+
 /// The webhook `workflow` object.
 pub fn workflow(ctx: &Ctx, r: &Repo, w: &WorkflowDef) -> Value {
     json!({
@@ -273,11 +364,11 @@ fn head_commit(run: &WorkflowRun) -> Value {
     })
 }
 
-/// A workflow run, REST (`hook = false`) or webhook (`hook = true`) variant.
-pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Value {
+/// A workflow run, serialized: REST (`hook = false`) or webhook (`hook = true`) variant.
+pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Pieces {
     let api = format!("{}/repos/{}/actions/runs/{}", ctx.base, r.full_name, run.id);
-    let actor = person(ctx, &run.actor);
-    let lite = repo_lite(ctx, r);
+    let actor = ctx.person_raw(&run.actor);
+    let lite = repo_lite_cached(ctx, r);
     let mut v = json!({
         "id": run.id, "node_id": format!("WFR_{}", run.id), "name": run.workflow_name,
         "head_branch": run.head_branch, "head_sha": run.head_sha, "path": run.path,
@@ -286,20 +377,28 @@ pub fn workflow_run(ctx: &Ctx, r: &Repo, run: &WorkflowRun, hook: bool) -> Value
         "check_suite_id": run.id + 1, "check_suite_node_id": format!("CS_{}", run.id + 1),
         "url": api, "html_url": run.html_url, "pull_requests": [],
         "created_at": ts(run.created_at), "updated_at": ts(run.updated_at),
-        "actor": actor, "triggering_actor": actor, "run_attempt": run.run_attempt,
+        "run_attempt": run.run_attempt,
         "referenced_workflows": [], "run_started_at": ts(run.created_at),
         "jobs_url": format!("{api}/jobs"), "logs_url": format!("{api}/logs"),
         "check_suite_url": format!("{}/repos/{}/check-suites/{}", ctx.base, r.full_name, run.id + 1),
         "artifacts_url": format!("{api}/artifacts"), "cancel_url": format!("{api}/cancel"),
         "rerun_url": format!("{api}/rerun"), "previous_attempt_url": null,
         "workflow_url": format!("{}/repos/{}/actions/workflows/{}", ctx.base, r.full_name, run.workflow_id),
-        "head_commit": head_commit(run), "repository": lite, "head_repository": lite,
+        "head_commit": head_commit(run),
     });
     if !hook {
         // The REST shape has no `check_suite_node_id` requirement but GitHub sends it too.
         v["check_suite_node_id"] = json!(format!("CS_{}", run.id + 1));
     }
-    v
+    splice(
+        &v,
+        vec![
+            ("actor", one(actor.clone())),
+            ("triggering_actor", one(actor)),
+            ("repository", one(lite.clone())),
+            ("head_repository", one(lite)),
+        ],
+    )
 }
 
 /// The check-run `output` object.
@@ -333,6 +432,11 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
     } else {
         "in_progress"
     };
+    // Suites know no `skipped` conclusion.
+    let suite_conclusion = match c.conclusion.as_deref() {
+        Some("skipped") => Some("neutral"),
+        other => other,
+    };
     let mut v = json!({
         "id": c.id, "node_id": format!("CR_{}", c.id), "head_sha": c.head_sha, "name": c.name,
         "external_id": c.external_id.clone().unwrap_or_default(),
@@ -345,7 +449,7 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
         "check_suite": {
             "id": c.check_suite_id, "node_id": format!("CS_{}", c.check_suite_id),
             "head_branch": r.default_branch, "head_sha": c.head_sha,
-            "status": suite_status, "conclusion": c.conclusion,
+            "status": suite_status, "conclusion": suite_conclusion,
             "url": format!("{}/repos/{}/check-suites/{}", ctx.base, r.full_name, c.check_suite_id),
             "before": null, "after": c.head_sha, "pull_requests": [], "app": app_hook(ctx),
             "created_at": ts(c.created_at), "updated_at": now,

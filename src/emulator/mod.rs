@@ -2,8 +2,32 @@
 //! (App auth, installation repositories, workflow dispatch and simulated runs, repository
 //! dispatch, check runs, webhooks, rate limits, faults). It shares no code or state with the hub.
 //!
-//! Routes live at the root like `api.github.com`; `/_emulator/*` is the person's console
-//! (hub "Run workflow", check-run buttons) and the inspection endpoint.
+//! GitHub API routes live at the root like `api.github.com` (App JWT for `/app/*`,
+//! `/repos/{o}/{r}/installation` and `/orgs/{org}/installation`; installation tokens elsewhere;
+//! none for `/app-manifests/{code}/conversions`). Every API answer carries `x-ratelimit-*` and
+//! `x-github-request-id`; errors are `{message, documentation_url, status}`.
+//!
+//! `/_emulator/*` is the person's console and the inspection endpoint (no auth, never faulted):
+//! - `POST /_emulator/hub/dispatch` `{"workflow"?: "spokehub-hub.yml", "ref"?: "main",
+//!   "inputs": {..}, "sender"?: "octocat"}` -> `{workflow_run_id, run_url, html_url, head_sha,
+//!   delivery_id}`: a hub workflow run plus the `workflow_dispatch` webhook (422/404 like GitHub).
+//! - `POST /_emulator/check-runs/{id}/request-action` `{"identifier", "sender"?}` ->
+//!   `{delivery_id}`: a button click (`check_run.requested_action`); 422 for an unknown identifier.
+//! - `POST /_emulator/check-runs/{id}/rerequest` `{"sender"?}` -> `{delivery_id}`
+//!   (`check_run.rerequested`; 422 unless the check run is completed).
+//! - `GET /_emulator/state?summary=1` -> counts only: `workflow_runs_created`,
+//!   `workflow_runs_by_status`, `workflow_runs_by_conclusion`, `check_runs_total`,
+//!   `repository_dispatches_total`, `requests_total`, `requests_by_route` (`"METHOD /route"`),
+//!   `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`, `webhooks_duplicated`,
+//!   `webhooks_pending`, `rate_limit_violations`, `secondary_limit_hits`, `primary_limit_hits`,
+//!   `api_errors_injected`, `lost_responses`, `tokens_minted`.
+//! - `GET /_emulator/state` -> the counts plus `org`, `hub_repo`, `repos[]`, `workflow_runs[]`
+//!   (`id, repo, workflow, event, inputs, status, conclusion, display_title, run_attempt,
+//!   run_number, head_sha, actor, html_url, created_at`), `check_runs[]` (`id, repo, head_sha,
+//!   name, status, conclusion, output{title,summary,text}, annotations_count, actions,
+//!   external_id, details_url, updates`), `webhook_deliveries[]` (`id, guid, event, action,
+//!   status_code, status, duration_ms, redelivery`), `repository_dispatches[]`
+//!   (`repo, event_type, client_payload`).
 
 mod control;
 mod http;
@@ -245,6 +269,7 @@ impl Emulator {
             app_id: scenario.app.id,
             app_slug: scenario.app.slug.clone(),
             installation_id: scenario.app.installation_id,
+            cache: Default::default(),
         };
         let world = state::World::new(&scenario);
         let hub_repo = world.repos[world.hub_repo].full_name.clone();

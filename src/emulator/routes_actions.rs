@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,9 +11,8 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
-use super::http::{json_page, link_header, ApiError, ApiResult, PageQuery};
+use super::http::{link_header, raw_json, ApiError, ApiResult, Body, PageQuery};
 use super::json;
-use super::routes_app::resolves;
 use super::server::Shared;
 use super::sim::{complete_run, create_run, repository_dispatch, NewRun};
 use super::state::World;
@@ -54,8 +52,8 @@ fn input_strings(v: Option<&Value>) -> ApiResult<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// Validates a dispatch against the workflow and creates its run. Used by the API route and by
-/// the hub "Run workflow" button. World locked.
+/// Validates a dispatch against the workflow and creates its run. Used by the API route.
+/// World locked.
 pub fn dispatch(
     sh: &Arc<Shared>,
     w: &mut World,
@@ -64,6 +62,19 @@ pub fn dispatch(
     body: &Map<String, Value>,
     actor: &str,
 ) -> ApiResult<u64> {
+    let new = validate_dispatch(w, repo, workflow, body, actor)?;
+    create_run(sh, w, new).ok_or_else(ApiError::not_found)
+}
+
+/// Checks a dispatch as GitHub does (workflow, trigger, ref, inputs) and prepares its run, with
+/// declared defaults filled in.
+pub fn validate_dispatch(
+    w: &World,
+    repo: usize,
+    workflow: &str,
+    body: &Map<String, Value>,
+    actor: &str,
+) -> ApiResult<NewRun> {
     let wf = w.repos[repo]
         .workflow(workflow)
         .ok_or_else(ApiError::not_found)?
@@ -82,7 +93,9 @@ pub fn dispatch(
             "Workflow does not have 'workflow_dispatch' trigger",
         ));
     };
-    if !resolves(w, repo, &reference) {
+    // A dispatch takes a branch or tag name, not a commit sha.
+    let branch = &w.repos[repo].default_branch;
+    if reference.strip_prefix("refs/heads/").unwrap_or(&reference) != branch.as_str() {
         return Err(ApiError::unprocessable(format!(
             "No ref found for: {reference}"
         )));
@@ -120,26 +133,27 @@ pub fn dispatch(
         .strip_prefix("refs/heads/")
         .unwrap_or(&reference)
         .to_owned();
-    create_run(
-        sh,
-        w,
-        NewRun {
-            repo,
-            workflow_file: wf.file.clone(),
-            head_branch,
-            inputs,
-            actor: actor.to_owned(),
-            event: "workflow_dispatch",
-        },
-    )
-    .ok_or_else(ApiError::not_found)
+    let mut inputs = inputs;
+    for (k, spec) in declared {
+        if let (false, Some(d)) = (inputs.contains_key(k), &spec.default) {
+            inputs.insert(k.clone(), d.clone());
+        }
+    }
+    Ok(NewRun {
+        repo,
+        workflow_file: wf.file.clone(),
+        head_branch,
+        inputs,
+        actor: actor.to_owned(),
+        event: "workflow_dispatch",
+    })
 }
 
 /// `POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches`
 pub async fn dispatch_route(
     State(sh): S,
     Path((o, r, workflow)): Path<(String, String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let obj = v
@@ -260,12 +274,12 @@ fn list_runs(
         .map(|run| run.id)
         .collect();
     let total = matching.len();
-    let items: Vec<Value> = matching
+    let items: Vec<String> = matching
         .iter()
         .skip((page - 1) * per)
         .take(per)
         .filter_map(|id| w.runs.get(id))
-        .map(|run| json::workflow_run(&sh.ctx, repo, run, false))
+        .map(|run| json::concat(&json::workflow_run(&sh.ctx, repo, run, false)))
         .collect();
     let path = match workflow {
         Some(f) => format!(
@@ -280,11 +294,11 @@ fn list_runs(
         .filter_map(|k| q.get(*k).map(|v| format!("{k}={}", urlencode(v))))
         .collect();
     let link = link_header(&path, &extra.join("&"), per, page, total);
-    Ok(json_page(
-        StatusCode::OK,
-        json!({"total_count": total, "workflow_runs": items}),
-        link,
-    ))
+    let body = format!(
+        "{{\"total_count\":{total},\"workflow_runs\":[{}]}}",
+        items.join(",")
+    );
+    Ok(raw_json(body, link))
 }
 
 fn urlencode(s: &str) -> String {
@@ -322,8 +336,14 @@ fn run_in_repo(sh: &Shared, w: &World, o: &str, r: &str, id: &str) -> ApiResult<
 pub async fn get_run(State(sh): S, Path((o, r, id)): Path<(String, String, String)>) -> ApiResult {
     let w = sh.world();
     let (i, id) = run_in_repo(&sh, &w, &o, &r, &id)?;
-    let run = &w.runs[&id];
-    Ok(Json(json::workflow_run(&sh.ctx, &w.repos[i], run, false)).into_response())
+    let body = json::concat(&json::workflow_run(
+        &sh.ctx,
+        &w.repos[i],
+        &w.runs[&id],
+        false,
+    ));
+    drop(w);
+    Ok(raw_json(body, None))
 }
 
 /// `POST /repos/{owner}/{repo}/actions/runs/{run_id}/cancel`
@@ -346,7 +366,7 @@ pub async fn cancel_run(
 pub async fn repo_dispatch_route(
     State(sh): S,
     Path((o, r)): Path<(String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let event_type = match v.get("event_type") {

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use super::http::{json_page, link_header, raw_json, ApiError, ApiResult, PageQuery};
+use super::http::{json_page, link_header, raw_json, ApiError, ApiResult, Body, PageQuery};
 use super::json::{self, ts};
 use super::server::Shared;
 use super::state::{Token, World};
@@ -48,11 +47,7 @@ pub async fn org_installation(State(sh): S, Path(org): Path<String>) -> ApiResul
 }
 
 /// `POST /app/installations/{id}/access_tokens`
-pub async fn create_token(
-    State(sh): S,
-    Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> ApiResult {
+pub async fn create_token(State(sh): S, Path(id): Path<String>, Body(body): Body) -> ApiResult {
     if id.parse::<u64>().ok() != Some(sh.ctx.installation_id) {
         return Err(ApiError::not_found());
     }
@@ -377,7 +372,7 @@ pub async fn get_delivery(State(sh): S, Path(id): Path<String>) -> ApiResult {
     let w = sh.world();
     let d = w.delivery(id).ok_or_else(ApiError::not_found)?;
     let mut v = delivery_item(&sh, d);
-    let payload: Value = serde_json::from_slice(&d.body).unwrap_or(Value::Null);
+    let payload: Value = serde_json::from_str(&json::concat(&d.body)).unwrap_or(Value::Null);
     let obj = v.as_object_mut().expect("object");
     obj.insert(
         "request".into(),

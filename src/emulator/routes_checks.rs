@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -11,7 +10,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use super::http::{json_page, link_header, ApiError, ApiResult, PageQuery};
+use super::control::check_run_event;
+use super::http::{json_page, link_header, ApiError, ApiResult, Body, PageQuery};
 use super::json;
 use super::routes_app::resolves;
 use super::server::Shared;
@@ -193,7 +193,7 @@ fn apply(c: &mut CheckRun, o: &Map<String, Value>, creating: bool) -> ApiResult<
 pub async fn create(
     State(sh): S,
     Path((o, r)): Path<(String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let obj = v
@@ -235,8 +235,14 @@ pub async fn create(
     c.id = w.next_id();
     let id = c.id;
     let body = json::check_run_rest(&sh.ctx, &w.repos[i], &c);
+    let completed = c.status == "completed";
     w.repos[i].check_runs.push(id);
     w.check_runs.insert(id, c);
+    let bot = format!("{}[bot]", sh.ctx.app_slug);
+    check_run_event(&sh, &mut w, id, "created", None, &bot)?;
+    if completed {
+        check_run_event(&sh, &mut w, id, "completed", None, &bot)?;
+    }
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -253,7 +259,7 @@ fn find(sh: &Shared, w: &super::state::World, o: &str, r: &str, id: &str) -> Api
 pub async fn update(
     State(sh): S,
     Path((o, r, id)): Path<(String, String, String)>,
-    body: Result<Json<Value>, JsonRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let Json(v) = body.map_err(|_| ApiError::bad_request("Problems parsing JSON"))?;
     let obj = v
@@ -262,10 +268,16 @@ pub async fn update(
     let mut w = sh.world();
     let id = find(&sh, &w, &o, &r, &id)?;
     let mut c = w.check_runs[&id].clone();
+    let was_completed = c.status == "completed";
     apply(&mut c, obj, false)?;
     c.updates += 1;
     let body = json::check_run_rest(&sh.ctx, &w.repos[c.repo], &c);
+    let completed = c.status == "completed";
     w.check_runs.insert(id, c);
+    if completed && !was_completed {
+        let bot = format!("{}[bot]", sh.ctx.app_slug);
+        check_run_event(&sh, &mut w, id, "completed", None, &bot)?;
+    }
     Ok(Json(body).into_response())
 }
 

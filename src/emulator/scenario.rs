@@ -25,6 +25,25 @@ fn invalid(key: &str, reason: impl Into<String>) -> ScenarioError {
     }
 }
 
+/// A TOML error naming the key and line, without quoting the line (it may hold a private key).
+fn toml_error(src: &str, e: &toml::de::Error) -> ScenarioError {
+    let msg = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return ScenarioError::Toml(msg);
+    };
+    let start = span.start.min(src.len());
+    let line_no = src[..start].matches('\n').count() + 1;
+    let line = src.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    ScenarioError::Toml(match key {
+        Some(k) => format!("{msg} (key `{k}`, line {line_no})"),
+        None => format!("{msg} (line {line_no})"),
+    })
+}
+
 /// A whole scenario.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,7 +298,7 @@ impl Default for Scenario {
 impl Scenario {
     /// Parses and checks a scenario.
     pub fn from_toml(s: &str) -> Result<Scenario, ScenarioError> {
-        let sc: Scenario = toml::from_str(s).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        let sc: Scenario = toml::from_str(s).map_err(|e| toml_error(s, &e))?;
         sc.validate()?;
         Ok(sc)
     }
@@ -411,6 +430,15 @@ mod tests {
         assert!(e.to_string().contains("failure_rat"), "{e}");
         let e = Scenario::from_toml("[[org.repo]]\nname = \"a\"\ncolour = 1\n").unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn errors_do_not_quote_private_keys() {
+        let e = Scenario::from_toml("[app]\nprivate_key = 42\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("private_key"), "{text}");
+        let e = Scenario::from_toml("[app]\nprivate_key = \"SECRETPEM\nwebhook = 1\n").unwrap_err();
+        assert!(!e.to_string().contains("SECRETPEM"), "{e}");
     }
 
     #[test]

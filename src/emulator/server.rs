@@ -136,7 +136,8 @@ struct Gate {
     limit: u32,
     used: u32,
     reset: i64,
-    inject_error: bool,
+    /// A 5xx to answer instead of running the request.
+    inject_error: Option<StatusCode>,
     lose_response: bool,
 }
 
@@ -170,8 +171,8 @@ pub async fn api_middleware(
             return finish(e.into_response(), Some(&g), &request_id);
         }
     };
-    if gate.inject_error {
-        let e = ApiError::new(StatusCode::BAD_GATEWAY, "Server Error");
+    if let Some(status) = gate.inject_error {
+        let e = ApiError::new(status, "Server Error");
         return finish(e.into_response(), Some(&gate), &request_id);
     }
     let resp = next.run(req).await;
@@ -194,9 +195,11 @@ fn gate(
 ) -> Result<Gate, GateError> {
     let faults = &shared.scenario.faults;
     // JWT verification is CPU work: do it before taking the lock.
-    if kind == AuthKind::Jwt {
-        verify_jwt(shared, headers).map_err(|e| (e, None))?;
-    }
+    let jwt = if kind == AuthKind::Jwt {
+        verify_jwt(shared, headers)
+    } else {
+        Ok(())
+    };
     let now_s = chrono::Utc::now();
     let now_ms = shared.now_ms();
     let mut w = shared.world();
@@ -205,6 +208,7 @@ fn gate(
         .requests_by_route
         .entry(format!("{method} {route}"))
         .or_insert(0) += 1;
+    jwt.map_err(|e| (e, None))?;
     if kind == AuthKind::Token {
         let token = bearer(headers).unwrap_or("");
         match w.tokens.get(token) {
@@ -223,7 +227,7 @@ fn gate(
         limit,
         used: w.rate.used,
         reset,
-        inject_error: false,
+        inject_error: None,
         lose_response: false,
     };
     if kind == AuthKind::Token {
@@ -231,7 +235,13 @@ fn gate(
     }
     if faults.api_error_rate > 0.0 && w.rng.gen_bool(faults.api_error_rate) {
         w.counters.api_errors_injected += 1;
-        g.inject_error = true;
+        g.inject_error = Some(
+            [
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ][w.rng.gen_range(0..3)],
+        );
     } else if faults.lost_response_rate > 0.0 && w.rng.gen_bool(faults.lost_response_rate) {
         w.counters.lost_responses += 1;
         g.lose_response = true;
@@ -306,7 +316,7 @@ fn snapshot(shared: &Shared) -> Gate {
         limit: shared.scenario.faults.rate_limit_per_hour,
         used: w.rate.used,
         reset: w.rate.window_start + 3600,
-        inject_error: false,
+        inject_error: None,
         lose_response: false,
     }
 }

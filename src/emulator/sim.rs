@@ -38,21 +38,16 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
     } else {
         lo
     };
-    let failed = spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
+    // The hub's own workflow does nothing and does not fail at random.
+    let is_hub = new.repo == w.hub_repo;
+    let failed = !is_hub && spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
     let repo = &mut w.repos[new.repo];
     let wf = repo.workflow(&new.workflow_file)?.clone();
     let conclusion = repo
         .conclusion
         .clone()
         .unwrap_or_else(|| if failed { "failure" } else { "success" }.to_owned());
-    let mut inputs = new.inputs;
-    if let Some(decl) = &wf.info.dispatch_inputs {
-        for (k, spec) in decl {
-            if let (false, Some(d)) = (inputs.contains_key(k), &spec.default) {
-                inputs.insert(k.clone(), d.clone());
-            }
-        }
-    }
+    let inputs = new.inputs;
     let display_title = match &wf.info.run_name {
         Some(t) => render_run_name(t, &inputs, &[("ref", &new.head_branch)]),
         None => wf.info.name.clone(),
@@ -138,15 +133,20 @@ fn emit_run_event(shared: &Shared, w: &mut World, id: u64, action: &str) {
     let Some(wf) = repo.workflow(&run.workflow_file) else {
         return;
     };
-    let payload = json!({
-        "action": action,
-        "workflow_run": json::workflow_run(ctx, repo, run, true),
-        "workflow": json::workflow(ctx, repo, wf),
-        "repository": json::repo_hook(ctx, repo),
-        "sender": json::person(ctx, &run.actor),
-        "organization": json::organization(ctx),
-        "installation": json::installation_lite(ctx),
-    });
+    let payload = json::splice(
+        &json!({"action": action}),
+        vec![
+            ("workflow_run", json::workflow_run(ctx, repo, run, true)),
+            (
+                "workflow",
+                json::one(json::workflow(ctx, repo, wf).to_string()),
+            ),
+            ("repository", json::one(json::repo_hook_cached(ctx, repo))),
+            ("sender", json::one(ctx.person_raw(&run.actor))),
+            ("organization", json::one(ctx.organization_raw())),
+            ("installation", json::one(ctx.installation_raw())),
+        ],
+    );
     let repo_id = repo.id;
     emit(
         shared,
@@ -154,7 +154,7 @@ fn emit_run_event(shared: &Shared, w: &mut World, id: u64, action: &str) {
         "workflow_run",
         Some(action),
         Some(repo_id),
-        &payload,
+        payload,
     );
 }
 
@@ -196,15 +196,15 @@ pub fn repository_dispatch(
 ) {
     let ctx = &shared.ctx;
     let r = &w.repos[repo];
-    let payload = json!({
-        "action": event_type,
-        "branch": r.default_branch,
-        "client_payload": client_payload.clone(),
-        "repository": json::repo_hook(ctx, r),
-        "sender": json::person(ctx, sender),
-        "organization": json::organization(ctx),
-        "installation": json::installation_lite(ctx),
-    });
+    let payload = json::splice(
+        &json!({"action": event_type, "branch": r.default_branch, "client_payload": client_payload}),
+        vec![
+            ("repository", json::one(json::repo_hook_cached(ctx, r))),
+            ("sender", json::one(ctx.person_raw(sender))),
+            ("organization", json::one(ctx.organization_raw())),
+            ("installation", json::one(ctx.installation_raw())),
+        ],
+    );
     let repo_id = r.id;
     w.dispatches.push(RepoDispatch {
         repo: r.full_name.clone(),
@@ -217,6 +217,6 @@ pub fn repository_dispatch(
         "repository_dispatch",
         Some(event_type),
         Some(repo_id),
-        &payload,
+        payload,
     );
 }

@@ -48,6 +48,10 @@ pub struct Repo {
     pub next_run_number: u64,
     /// The REST JSON of this repository, serialized once (it never changes).
     pub rest_json: std::sync::OnceLock<Arc<str>>,
+    /// The webhook `repository` JSON, serialized once.
+    pub hook_json: std::sync::OnceLock<Arc<str>>,
+    /// The `repository-lite` JSON (inside workflow runs), serialized once.
+    pub lite_json: std::sync::OnceLock<Arc<str>>,
 }
 
 impl Repo {
@@ -128,7 +132,8 @@ pub struct Delivery {
     /// `pending`, `OK`, `dropped`, or the failure text.
     pub status: String,
     pub duration_ms: u64,
-    pub body: Arc<Vec<u8>>,
+    /// The payload, as shared fragments (see [`super::json::Pieces`]).
+    pub body: Arc<super::json::Pieces>,
 }
 
 /// An installation access token.
@@ -285,6 +290,8 @@ impl World {
                 check_runs: Vec::new(),
                 next_run_number: 1,
                 rest_json: std::sync::OnceLock::new(),
+                hook_json: std::sync::OnceLock::new(),
+                lite_json: std::sync::OnceLock::new(),
             });
         }
         World {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use secrecy::ExposeSecret;
-use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::json::{concat, Pieces};
 use super::server::Shared;
 use super::state::{Delivery, World};
 
@@ -42,9 +42,8 @@ pub fn emit(
     event: &str,
     action: Option<&str>,
     repository_id: Option<u64>,
-    payload: &Value,
+    body: Pieces,
 ) -> u64 {
-    let body = serde_json::to_vec(payload).unwrap_or_default();
     let id = world.next_id();
     world.deliveries.push(Delivery {
         id,
@@ -96,8 +95,11 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(job) = rx.recv().await {
         let faults = &shared.scenario.faults;
-        let (drop, dup, delay) = if job.faults {
-            let mut w = shared.world.lock().expect("world lock");
+        let faulty = faults.webhook_drop_rate > 0.0
+            || faults.webhook_duplicate_rate > 0.0
+            || faults.webhook_delay_ms > 0;
+        let (drop, dup, delay) = if job.faults && faulty {
+            let mut w = shared.world();
             let drop = faults.webhook_drop_rate > 0.0 && w.rng.gen_bool(faults.webhook_drop_rate);
             let dup = faults.webhook_duplicate_rate > 0.0
                 && w.rng.gen_bool(faults.webhook_duplicate_rate);
@@ -111,7 +113,7 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
             (false, false, 0)
         };
         if drop {
-            let mut w = shared.world.lock().expect("world lock");
+            let mut w = shared.world();
             w.counters.webhooks_dropped += 1;
             if let Some(d) = w.delivery_mut(job.delivery_id) {
                 d.status = "dropped".into();
@@ -147,19 +149,20 @@ pub async fn run_queue(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>
 /// Sends one delivery and records the outcome.
 async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: bool) {
     let Some((guid, event, body)) = ({
-        let w = shared.world.lock().expect("world lock");
+        let w = shared.world();
         w.delivery(id)
             .map(|d| (d.guid.clone(), d.event.clone(), d.body.clone()))
     }) else {
         return;
     };
     if shared.webhook_url.is_empty() {
-        let mut w = shared.world.lock().expect("world lock");
+        let mut w = shared.world();
         if let Some(d) = w.delivery_mut(id) {
             d.status = "no webhook url".into();
         }
         return;
     }
+    let body = concat(&body).into_bytes();
     let sig = signature(shared.webhook_secret.expose_secret().as_bytes(), &body);
     let started = Instant::now();
     let result = client
@@ -175,7 +178,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
             "x-github-hook-installation-target-id",
             shared.ctx.app_id.to_string(),
         )
-        .body(body.as_ref().clone())
+        .body(body)
         .send()
         .await;
     let elapsed = started.elapsed().as_millis() as u64;
@@ -195,7 +198,7 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
         Err(e) if e.is_timeout() => (0, "timed out".to_owned()),
         Err(_) => (0, "failed to connect".to_owned()),
     };
-    let mut w = shared.world.lock().expect("world lock");
+    let mut w = shared.world();
     w.counters.webhooks_sent += 1;
     if duplicate {
         // The duplicate is its own record, same GUID.
