@@ -5,6 +5,8 @@
 //! Routes live at the root like `api.github.com`; `/_emulator/*` is the person's console
 //! (hub "Run workflow", check-run buttons) and the inspection endpoint.
 
+mod action_callback;
+mod app_manifest;
 mod control;
 mod http;
 mod json;
@@ -145,7 +147,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/app-manifests/{code}/conversions",
-            post(app::manifest_conversion),
+            post(app_manifest::conversion),
         )
         .route("/orgs/{org}/installation", get(app::org_installation))
         .route("/orgs/{org}/properties/values", get(app::property_values))
@@ -185,6 +187,10 @@ fn router(shared: Arc<Shared>) -> Router {
             server::api_middleware,
         ));
     let console = Router::new()
+        .route(
+            "/organizations/{org}/settings/apps/new",
+            get(app_manifest::new_app).post(app_manifest::new_app),
+        )
         .route("/_emulator/state", get(control::state))
         .route("/_emulator/hub/dispatch", post(control::hub_dispatch))
         .route(
@@ -258,6 +264,8 @@ impl Emulator {
             private_key_pem: SecretString::from(private_pem.clone()),
             webhook_url,
             hooks: tx,
+            manifests: app_manifest::PendingApps::default(),
+            actions: action_callback::ActionRunner::new(&scenario)?,
             scenario,
         });
         let queue = tokio::spawn(webhooks::run_queue(shared.clone(), rx));
