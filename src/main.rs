@@ -40,6 +40,9 @@ enum Command {
     },
     /// Emulator and hub in one process: run a task over a simulated organization.
     Demo(spokehub::demo::DemoArgs),
+    /// Set up the GitHub App (`app create`).
+    #[command(subcommand)]
+    App(spokehub::setup::AppCommand),
     /// Show a run's state.
     Status {
         run_id: String,
@@ -90,6 +93,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => {
             init_tracing("warn");
             spokehub::demo::run(args).await
+        }
+        Command::App(cmd) => {
+            init_tracing("warn");
+            spokehub::setup::run(cmd).await
         }
         Command::Status {
             run_id,
