@@ -208,3 +208,54 @@ async fn the_script_run_by_hand_with_a_runner_environment_completes_spokes() {
         assert_eq!(s.status, want, "{}", s.repo);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_scripts_run_at_most_action_concurrency_at_once() {
+    // A wrapper that counts how many copies run at once, then runs the real script.
+    let dir = tempfile::tempdir().unwrap();
+    let real = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("action/report.sh");
+    let wrapper = dir.path().join("report.sh");
+    let d = dir.path().display();
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/usr/bin/env bash
+set -euo pipefail
+exec 9>"{d}/lock"
+flock 9; n=$(( $(cat "{d}/running" 2>/dev/null || echo 0) + 1 )); echo "$n" >"{d}/running"; echo "$n" >>"{d}/seen"; flock -u 9
+sleep 0.2
+flock 9; n=$(( $(cat "{d}/running") - 1 )); echo "$n" >"{d}/running"; flock -u 9
+exec 9>&-
+exec bash "{real}"
+"#,
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    let spokes = 8;
+    let world = World::start(
+        &scenario(
+            spokes,
+            &format!(
+                "duration_ms = [5, 10]\ncallback = \"action\"\naction_concurrency = 2\naction_script = {:?}",
+                wrapper.display().to_string()
+            ),
+        ),
+        FAST_HUB,
+    )
+    .await;
+    world.run_to_completion(json!({"task": "scan"})).await;
+    let metrics = world.hub.engine.metrics();
+    eventually(Duration::from_secs(60), "every callback", || async {
+        metrics.snapshot().callbacks_accepted >= spokes as u64
+    })
+    .await;
+    let seen: Vec<u32> = std::fs::read_to_string(dir.path().join("seen"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(seen.len(), spokes, "one script per spoke");
+    let most = seen.iter().copied().max().unwrap();
+    assert!(most <= 2, "{most} scripts ran at once (limit 2)");
+}
