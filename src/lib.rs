@@ -9,4 +9,5 @@ pub mod github;
 pub mod hub;
 pub mod report;
 pub mod server;
+pub mod setup;
 pub mod store;

@@ -53,6 +53,9 @@ enum Command {
         #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
         api_token: String,
     },
+    /// Set up the GitHub App (`app create`).
+    #[command(subcommand)]
+    App(spokehub::setup::AppCommand),
     /// Show a run's state.
     Status {
         run_id: String,
@@ -130,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
                 body["spokes_cancelled"]
             );
             Ok(())
+        Command::App(cmd) => {
+            init_tracing("warn");
+            spokehub::setup::run(cmd).await
         }
         Command::Status {
             run_id,

@@ -400,12 +400,32 @@ async fn every_route_matches_the_openapi_subset_and_webhooks_their_schemas() {
     )
     .await;
     assert_eq!(s, 202);
+    // The conversion takes a code from the new-App page (single use).
+    let manifest = json!({"name": "x", "url": "https://h.example",
+        "hook_attributes": {"url": "https://h.example/webhook"},
+        "redirect_url": "http://127.0.0.1:9/callback"});
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(env.url("/organizations/acme/settings/apps/new"))
+        .form(&[("manifest", manifest.to_string()), ("state", "s1".into())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 302);
+    let location = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
     let (s, conv, _) = call(
         &env,
         &api,
         M::POST,
         "/app-manifests/{code}/conversions",
-        "/app-manifests/abc123/conversions",
+        &format!("/app-manifests/{code}/conversions"),
         None,
         None,
     )

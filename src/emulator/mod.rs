@@ -29,6 +29,8 @@
 //!   status_code, status, duration_ms, redelivery`), `repository_dispatches[]`
 //!   (`repo, event_type, client_payload`).
 
+mod action_callback;
+mod app_manifest;
 mod control;
 mod http;
 mod json;
@@ -169,7 +171,7 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/app-manifests/{code}/conversions",
-            post(app::manifest_conversion),
+            post(app_manifest::conversion),
         )
         .route("/orgs/{org}/installation", get(app::org_installation))
         .route("/orgs/{org}/properties/values", get(app::property_values))
@@ -209,6 +211,10 @@ fn router(shared: Arc<Shared>) -> Router {
             server::api_middleware,
         ));
     let console = Router::new()
+        .route(
+            "/organizations/{org}/settings/apps/new",
+            get(app_manifest::new_app).post(app_manifest::new_app),
+        )
         .route("/_emulator/state", get(control::state))
         .route("/_emulator/hub/dispatch", post(control::hub_dispatch))
         .route(
@@ -283,6 +289,8 @@ impl Emulator {
             private_key_pem: SecretString::from(private_pem.clone()),
             webhook_url,
             hooks: tx,
+            manifests: app_manifest::PendingApps::default(),
+            actions: action_callback::ActionRunner::new(&scenario)?,
             scenario,
         });
         let queue = tokio::spawn(webhooks::run_queue(shared.clone(), rx));

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use chrono::Utc;
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use super::http::{json_page, link_header, raw_json, ApiError, ApiResult, Body, PageQuery};
@@ -282,26 +281,6 @@ pub async fn rate_limit(State(sh): S) -> Json<Value> {
                       "integration_manifest": {"limit": 5000, "used": 0, "remaining": 5000, "reset": reset}},
         "rate": core,
     }))
-}
-
-/// `POST /app-manifests/{code}/conversions`
-pub async fn manifest_conversion(State(sh): S, Path(code): Path<String>) -> ApiResult {
-    if code.trim().is_empty() || code == "expired" {
-        return Err(ApiError::not_found());
-    }
-    let mut v = json::app(&sh.ctx);
-    let obj = v.as_object_mut().expect("object");
-    obj.insert(
-        "client_id".into(),
-        json!(format!("Iv1.{}", sh.ctx.app_slug)),
-    );
-    obj.insert("client_secret".into(), json!("emulated-client-secret"));
-    obj.insert(
-        "webhook_secret".into(),
-        json!(sh.webhook_secret.expose_secret()),
-    );
-    obj.insert("pem".into(), json!(sh.private_key_pem.expose_secret()));
-    Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
 fn delivery_item(sh: &Shared, d: &super::state::Delivery) -> Value {

@@ -196,7 +196,8 @@ fn default_branch() -> String {
 pub enum Callback {
     RepositoryDispatch,
     None,
-    /// Reserved for a later issue; behaves like `none` for now.
+    /// The real report action script (`action/report.sh`) runs at spoke completion and sends
+    /// the callback through the emulator's API, as on a runner.
     Action,
 }
 
@@ -217,6 +218,13 @@ pub struct SpokeConfig {
     /// Seed of the RNG deciding durations and failures (random when absent).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// With `callback = "action"`: the report script (default: `action/report.sh` of the
+    /// source tree, else found next to the binary).
+    #[serde(default)]
+    pub action_script: Option<String>,
+    /// With `callback = "action"`: how many report scripts may run at once.
+    #[serde(default = "default_action_concurrency")]
+    pub action_concurrency: usize,
 }
 
 impl Default for SpokeConfig {
@@ -228,6 +236,8 @@ impl Default for SpokeConfig {
             callback: default_callback(),
             token_lifetime_s: default_token_lifetime(),
             seed: None,
+            action_script: None,
+            action_concurrency: default_action_concurrency(),
         }
     }
 }
@@ -240,6 +250,9 @@ fn default_duration() -> [u64; 2] {
 }
 fn default_callback() -> Callback {
     Callback::RepositoryDispatch
+}
+fn default_action_concurrency() -> usize {
+    16
 }
 fn default_token_lifetime() -> u64 {
     3600
@@ -342,6 +355,9 @@ impl Scenario {
         let [lo, hi] = self.spoke.duration_ms;
         if lo > hi {
             return Err(invalid("spoke.duration_ms", "min is greater than max"));
+        }
+        if self.spoke.action_concurrency == 0 {
+            return Err(invalid("spoke.action_concurrency", "must be at least 1"));
         }
         if self.spoke.token_lifetime_s == 0 {
             return Err(invalid("spoke.token_lifetime_s", "must be at least 1"));

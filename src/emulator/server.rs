@@ -32,6 +32,10 @@ pub struct Shared {
     pub private_key_pem: SecretString,
     pub webhook_url: String,
     pub hooks: mpsc::UnboundedSender<Job>,
+    /// Codes of the App-manifest flow.
+    pub manifests: super::app_manifest::PendingApps,
+    /// Report-action scripts (`callback = "action"`).
+    pub actions: super::action_callback::ActionRunner,
 }
 
 impl Shared {

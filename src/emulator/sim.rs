@@ -117,8 +117,12 @@ pub fn complete_run(shared: &Arc<Shared>, w: &mut World, id: u64, conclusion: &s
     run.updated_at = Utc::now();
     let is_spoke = run.repo != w.hub_repo && run.event == "workflow_dispatch";
     emit_run_event(shared, w, id, "completed");
-    if is_spoke && shared.scenario.spoke.callback == Callback::RepositoryDispatch {
-        spoke_callback(shared, w, id);
+    if is_spoke {
+        match shared.scenario.spoke.callback {
+            Callback::RepositoryDispatch => spoke_callback(shared, w, id),
+            Callback::Action => super::action_callback::spawn(shared, w, id),
+            Callback::None => {}
+        }
     }
     true
 }
