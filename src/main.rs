@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 body["spokes_cancelled"]
             );
             Ok(())
+        }
         Command::App(cmd) => {
             init_tracing("warn");
             spokehub::setup::run(cmd).await
