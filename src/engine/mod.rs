@@ -170,13 +170,17 @@ impl Engine {
         repo: &RepoName,
         event: SpokeEvent,
     ) -> StoreResult<TransitionRecord> {
-        let policy = self.inner.config.policy_for(&run.task);
+        let policy = self.inner.config.policy_for(&run.task).clone();
         let now = now_ms();
         let record = self
             .inner
             .store
-            .transition(&run.id, repo, |spoke| {
-                crate::hub::apply(spoke, event, &TransitionContext { now, policy })
+            .transition(&run.id, repo, move |spoke| {
+                let ctx = TransitionContext {
+                    now,
+                    policy: &policy,
+                };
+                crate::hub::apply(spoke, event.clone(), &ctx)
             })
             .await?;
         match &record.transition {

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use super::Engine;
@@ -13,10 +14,19 @@ use crate::store::StoredDelivery;
 /// How long the processor sleeps when idle before looking again (it is normally woken at once).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
+/// Spoke reports handled at once. They may be applied in any order (the state machine is
+/// built for that); triggers and button clicks are handled one at a time, in order.
+const REPORTS_IN_FLIGHT: usize = 32;
+
+/// Reports about spokes, which the processor may handle concurrently.
+fn is_spoke_report(event: &str) -> bool {
+    matches!(event, "workflow_run" | "repository_dispatch")
+}
+
 impl Engine {
     pub(super) async fn process_deliveries(&self) {
         loop {
-            let batch = match self.store().pending_deliveries(256).await {
+            let batch = match self.store().pending_deliveries(512).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read pending deliveries");
@@ -28,33 +38,57 @@ impl Engine {
                 let _ = tokio::time::timeout(IDLE_POLL, self.inner.new_delivery.notified()).await;
                 continue;
             }
-            for delivery in batch {
-                let span = tracing::info_span!(
-                    "delivery",
-                    guid = %delivery.guid,
-                    event = %delivery.event,
-                    hub_run_id = tracing::field::Empty,
-                    repo = tracing::field::Empty,
-                );
-                let outcome = self.handle_delivery(&delivery).instrument(span).await;
-                let outcome = match outcome {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        // Transient trouble (database, GitHub): leave it queued and retry later.
-                        tracing::warn!(guid = %delivery.guid, error = format!("{e:#}"), "delivery will be retried");
-                        tokio::time::sleep(IDLE_POLL).await;
-                        break;
-                    }
-                };
-                self.inner
-                    .metrics
-                    .deliveries_processed
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.store().finish_delivery(&delivery.guid, &outcome).await {
-                    tracing::error!(error = %e, "cannot mark delivery processed");
+            let mut rest = batch.as_slice();
+            while !rest.is_empty() {
+                let reports = rest
+                    .iter()
+                    .take_while(|d| is_spoke_report(&d.event))
+                    .count();
+                let (now, later) = rest.split_at(reports.max(1));
+                rest = later;
+                let failed = futures::stream::iter(now.iter().cloned())
+                    .map(|d| {
+                        let engine = self.clone();
+                        async move { engine.process_one(&d).await }
+                    })
+                    .buffer_unordered(REPORTS_IN_FLIGHT)
+                    .filter(|ok| std::future::ready(!ok))
+                    .count()
+                    .await;
+                if failed > 0 {
+                    // Transient trouble (database, GitHub): what failed stays queued.
+                    tokio::time::sleep(IDLE_POLL).await;
+                    break;
                 }
             }
         }
+    }
+
+    /// Handles and finishes one delivery; false when it must be tried again later.
+    async fn process_one(&self, delivery: &StoredDelivery) -> bool {
+        let span = tracing::info_span!(
+            "delivery",
+            guid = %delivery.guid,
+            event = %delivery.event,
+            hub_run_id = tracing::field::Empty,
+            repo = tracing::field::Empty,
+        );
+        let outcome = match self.handle_delivery(delivery).instrument(span).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(guid = %delivery.guid, error = format!("{e:#}"), "delivery will be retried");
+                return false;
+            }
+        };
+        self.inner
+            .metrics
+            .deliveries_processed
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.store().finish_delivery(&delivery.guid, &outcome).await {
+            tracing::error!(error = %e, "cannot mark delivery processed");
+            return false;
+        }
+        true
     }
 
     /// Handles one delivery; returns a short outcome for the ledger. An `Err` means "try again".

@@ -93,15 +93,16 @@ fn valid_segment(s: &str, max: usize) -> bool {
         && s.len() <= max
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl FromStr for RepoName {
     type Err = ParseIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let slash = s.find('/').ok_or_else(|| ParseIdError::new("repository name", s))?;
+        let slash = s
+            .find('/')
+            .ok_or_else(|| ParseIdError::new("repository name", s))?;
         let (owner, name) = (&s[..slash], &s[slash + 1..]);
         if !valid_segment(owner, 39) || !valid_segment(name, 100) {
             return Err(ParseIdError::new("repository name", s));
@@ -202,7 +203,9 @@ mod tests {
     fn repo_name_validates_both_segments() {
         let r: RepoName = "acme/svc-0001".parse().unwrap();
         assert_eq!((r.owner(), r.name()), ("acme", "svc-0001"));
-        for bad in ["acme", "/x", "acme/", "acme/a/b", "acme/a b", "acme/..", "a;b/c"] {
+        for bad in [
+            "acme", "/x", "acme/", "acme/a/b", "acme/a b", "acme/..", "a;b/c",
+        ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad} accepted");
         }
     }

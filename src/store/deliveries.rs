@@ -2,7 +2,8 @@
 
 use sqlx::Row as _;
 
-use super::{now_ms, Store, StoreResult};
+use super::batch::{Job, OwnedDelivery};
+use super::{Store, StoreResult};
 
 /// A verified delivery about to be recorded.
 pub struct NewDelivery<'a> {
@@ -26,19 +27,15 @@ impl Store {
     /// Records a delivery once: returns false when its GUID was already recorded (a duplicate
     /// or a redelivery), in which case nothing changes.
     pub async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO deliveries (guid, event, action, installation_id, payload, received_at)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guid) DO NOTHING",
-        )
-        .bind(d.guid)
-        .bind(d.event)
-        .bind(d.action)
-        .bind(d.installation_id.map(|i| i as i64))
-        .bind(d.payload)
-        .bind(now_ms())
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let delivery = OwnedDelivery {
+            guid: d.guid.to_owned(),
+            event: d.event.to_owned(),
+            action: d.action.map(str::to_owned),
+            installation_id: d.installation_id,
+            payload: d.payload.to_vec(),
+        };
+        self.submit(|reply| Job::RecordDelivery { delivery, reply })
+            .await
     }
 
     /// The oldest unprocessed deliveries, in the order they were received.
@@ -63,13 +60,13 @@ impl Store {
 
     /// Marks a delivery processed with a short outcome ("started run ...", "rejected: ...").
     pub async fn finish_delivery(&self, guid: &str, outcome: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE deliveries SET processed_at = ?, outcome = ? WHERE guid = ?")
-            .bind(now_ms())
-            .bind(outcome)
-            .bind(guid)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+        let (guid, outcome) = (guid.to_owned(), outcome.to_owned());
+        self.submit(|reply| Job::FinishDelivery {
+            guid,
+            outcome,
+            reply,
+        })
+        .await
     }
 
     /// Number of recorded deliveries (for tests and status).

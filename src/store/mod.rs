@@ -6,6 +6,7 @@
 //! transaction such as [`Store::transition`] is serialized without busy retries; reads use a
 //! separate small pool and never block writers (WAL).
 
+mod batch;
 mod deliveries;
 mod runs;
 mod spokes;
@@ -31,6 +32,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("no such {what}: {id}")]
     NotFound { what: &'static str, id: String },
+    #[error("batched write failed: {0}")]
+    Batch(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -40,6 +43,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// The group-commit writer for the hot writes (see `batch`).
+    writer: tokio::sync::mpsc::UnboundedSender<batch::Job>,
 }
 
 /// Current time in unix milliseconds, the unit every stored time uses.
@@ -59,9 +64,12 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let memory = url.contains(":memory:") || url.contains("mode=memory");
+        // No liveness ping per acquire: the connections are in-process, and the ping is a round
+        // trip to SQLite's worker thread on every single statement.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options.clone())
@@ -77,11 +85,31 @@ impl Store {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options.read_only(true))
                 .await
                 .with_context(|| format!("cannot open database {url:?} for reading"))?
         };
-        Ok(Store { write, read })
+        let writer = batch::spawn_writer(write.clone());
+        Ok(Store {
+            write,
+            read,
+            writer,
+        })
+    }
+
+    /// Hands a job to the group-commit writer and waits for its answer.
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<StoreResult<T>>) -> batch::Job,
+    ) -> StoreResult<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(job(reply))
+            .map_err(|_| StoreError::Batch("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Batch("the writer dropped the job".into()))?
     }
 
     /// The key that signs callback tokens: created once, then the same across restarts.
@@ -245,27 +273,30 @@ mod tests {
         let loaded = store.run(&id).await.unwrap().unwrap();
         assert_eq!(loaded.status.as_str(), "active");
         assert_eq!(loaded.head_sha, Some(sha));
-        let policy = Policy::default();
-        let ctx = TransitionContext {
-            now: now_ms(),
-            policy: &policy,
+        let decide = |event: SpokeEvent| {
+            move |s: &crate::hub::Spoke| {
+                let policy = Policy::default();
+                let ctx = TransitionContext {
+                    now: now_ms(),
+                    policy: &policy,
+                };
+                apply(s, event.clone(), &ctx)
+            }
         };
         let rec = store
-            .transition(&id, &repo, |s| apply(s, SpokeEvent::DispatchStarted, &ctx))
+            .transition(&id, &repo, decide(SpokeEvent::DispatchStarted))
             .await
             .unwrap();
         assert!(matches!(rec.transition, Transition::Changed(_)));
         let rec = store
-            .transition(&id, &repo, |s| {
-                apply(
-                    s,
-                    SpokeEvent::DispatchAccepted {
-                        run_id: Some(77),
-                        run_url: Some("u".into()),
-                    },
-                    &ctx,
-                )
-            })
+            .transition(
+                &id,
+                &repo,
+                decide(SpokeEvent::DispatchAccepted {
+                    run_id: Some(77),
+                    run_url: Some("u".into()),
+                }),
+            )
             .await
             .unwrap();
         assert_eq!(rec.current().status, SpokeStatus::Dispatched);
@@ -280,5 +311,86 @@ mod tests {
         let all = store.spokes(&id).await.unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].spoke.reason.as_deref(), Some("archived"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_transitions_of_one_spoke_are_serialized_and_none_is_lost() {
+        let (store, _dir) = temp_store().await;
+        let id = HubRunId::new_random();
+        let hub: RepoName = "acme/hub".parse().unwrap();
+        store
+            .insert_run(&NewRun {
+                id,
+                installation_id: InstallationId(1),
+                hub_repo: &hub,
+                task: "t",
+                targets: "",
+                params: "{}",
+                dry_run: false,
+                git_ref: "main",
+                sender: "s",
+                trigger_delivery: None,
+                deadline_at: now_ms() + 60_000,
+            })
+            .await
+            .unwrap();
+        let repos: Vec<RepoName> = (0..50)
+            .map(|i| format!("acme/r{i}").parse().unwrap())
+            .collect();
+        let spokes: Vec<NewSpoke> = repos
+            .iter()
+            .map(|r| NewSpoke {
+                repo: r.clone(),
+                default_branch: "main".into(),
+                status: SpokeStatus::Planned,
+                reason: None,
+            })
+            .collect();
+        store
+            .activate_run(&id, &"b".repeat(40).parse().unwrap(), &spokes)
+            .await
+            .unwrap();
+        // Every spoke gets two conflicting-order events from many tasks at once; the writer
+        // batches them, and each spoke must end dispatched exactly once (attempt 1).
+        let mut tasks = Vec::new();
+        for repo in repos.iter().cloned() {
+            for event in [SpokeEvent::DispatchStarted, SpokeEvent::DispatchStarted] {
+                let store = store.clone();
+                let repo = repo.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .transition(&id, &repo, move |s| {
+                            let policy = Policy::default();
+                            apply(
+                                s,
+                                event.clone(),
+                                &TransitionContext {
+                                    now: now_ms(),
+                                    policy: &policy,
+                                },
+                            )
+                        })
+                        .await
+                        .unwrap()
+                }));
+            }
+        }
+        let mut changed = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap().transition, Transition::Changed(_)) {
+                changed += 1;
+            }
+        }
+        assert_eq!(changed, 50, "each spoke started exactly once");
+        for s in store.spokes(&id).await.unwrap() {
+            assert_eq!(s.spoke.status, SpokeStatus::Dispatching);
+            assert_eq!(s.spoke.attempt, 1);
+        }
+        let missing = store
+            .transition(&id, &"acme/nope".parse().unwrap(), |_| {
+                Transition::Unchanged
+            })
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
     }
 }

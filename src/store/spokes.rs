@@ -3,6 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row as _;
 
+use super::batch::Job;
 use super::{corrupt, now_ms, Store, StoreError, StoreResult};
 use crate::hub::{HubRunId, RepoName, Spoke, SpokeStatus, Transition};
 
@@ -119,71 +120,88 @@ impl Store {
 
     /// Applies one event to one spoke atomically: reads the spoke, asks the domain (`decide`),
     /// persists a change or a conflict together with its event-log entry, and returns what
-    /// happened. Serialized with every other write, so concurrent reports for the same spoke
-    /// cannot lose an update.
+    /// happened. Serialized with every other write (and committed in a group with those
+    /// waiting at the same moment), so concurrent reports for one spoke cannot lose an update.
     pub async fn transition(
         &self,
         run: &HubRunId,
         repo: &RepoName,
-        decide: impl FnOnce(&Spoke) -> Transition,
+        decide: impl Fn(&Spoke) -> Transition + Send + Sync + 'static,
     ) -> StoreResult<TransitionRecord> {
-        let run_id = run.to_string();
-        let mut tx = self.write.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {SPOKE_COLUMNS} FROM spokes WHERE run_id = ? AND repo = ?"
-        ))
-        .bind(&run_id)
-        .bind(repo.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "spoke",
-            id: format!("{run_id} {repo}"),
-        })?;
-        let before = spoke_from_row(&row)?.spoke;
-        let transition = decide(&before);
-        let (kind, detail) = match &transition {
-            Transition::Changed(s) => {
-                write_spoke(&mut tx, &run_id, s).await?;
-                let detail = format!(
-                    "{} -> {} (attempt {}){}",
-                    before.status.as_str(),
-                    s.status.as_str(),
-                    s.attempt,
-                    s.reason
-                        .as_deref()
-                        .map(|r| format!(": {r}"))
-                        .unwrap_or_default()
-                );
-                ("transition", Some(detail))
-            }
-            Transition::Conflict { spoke, detail } => {
-                write_spoke(&mut tx, &run_id, spoke).await?;
-                ("conflict", Some(detail.clone()))
-            }
-            Transition::Stale { detail } => ("stale", Some(detail.clone())),
-            Transition::Invalid { detail } => ("invalid", Some(detail.clone())),
-            Transition::Unchanged => ("unchanged", None),
-        };
-        if let Some(detail) = detail {
-            sqlx::query(
-                "INSERT INTO events (run_id, repo, kind, detail, at) VALUES (?, ?, ?, ?, ?)",
-            )
+        let (run, repo) = (*run, repo.clone());
+        self.submit(|reply| Job::Transition {
+            run,
+            repo,
+            decide: Box::new(decide),
+            reply,
+        })
+        .await
+    }
+}
+
+/// How a transition is decided: by the domain, from the spoke as stored. `Fn`, so a batch that
+/// failed can be applied again job by job.
+pub(super) type Decide = Box<dyn Fn(&Spoke) -> Transition + Send + Sync>;
+
+/// One transition inside the writer's open transaction.
+pub(super) async fn apply_transition(
+    conn: &mut sqlx::SqliteConnection,
+    run: &HubRunId,
+    repo: &RepoName,
+    decide: &Decide,
+) -> StoreResult<TransitionRecord> {
+    let run_id = run.to_string();
+    let row = sqlx::query(&format!(
+        "SELECT {SPOKE_COLUMNS} FROM spokes WHERE run_id = ? AND repo = ?"
+    ))
+    .bind(&run_id)
+    .bind(repo.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| StoreError::NotFound {
+        what: "spoke",
+        id: format!("{run_id} {repo}"),
+    })?;
+    let before = spoke_from_row(&row)?.spoke;
+    let transition = decide(&before);
+    let (kind, detail) = match &transition {
+        Transition::Changed(s) => {
+            write_spoke(conn, &run_id, s).await?;
+            let detail = format!(
+                "{} -> {} (attempt {}){}",
+                before.status.as_str(),
+                s.status.as_str(),
+                s.attempt,
+                s.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            ("transition", Some(detail))
+        }
+        Transition::Conflict { spoke, detail } => {
+            write_spoke(conn, &run_id, spoke).await?;
+            ("conflict", Some(detail.clone()))
+        }
+        Transition::Stale { detail } => ("stale", Some(detail.clone())),
+        Transition::Invalid { detail } => ("invalid", Some(detail.clone())),
+        Transition::Unchanged => ("unchanged", None),
+    };
+    if let Some(detail) = detail {
+        sqlx::query("INSERT INTO events (run_id, repo, kind, detail, at) VALUES (?, ?, ?, ?, ?)")
             .bind(&run_id)
             .bind(repo.as_str())
             .bind(kind)
             .bind(detail)
             .bind(now_ms())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(TransitionRecord { before, transition })
     }
+    Ok(TransitionRecord { before, transition })
 }
 
 async fn write_spoke(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    conn: &mut sqlx::SqliteConnection,
     run_id: &str,
     s: &Spoke,
 ) -> StoreResult<()> {
@@ -204,7 +222,7 @@ async fn write_spoke(
     .bind(s.conflicts as i64)
     .bind(run_id)
     .bind(s.repo.as_str())
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -1,0 +1,188 @@
+//! Group commit for the hot writes: spoke transitions, recorded deliveries and finished
+//! deliveries. Callers hand a job to one writer task and await its answer; the writer takes
+//! every job waiting at that moment and applies them in one transaction, then answers each.
+//! Under load (a fan-out of thousands of spokes with four webhooks each) this turns thousands
+//! of tiny transactions into a few large ones; alone, a job costs the same as before.
+//!
+//! A job is answered only after the transaction holding it committed, so "recorded" still
+//! means durable. If anything in a batch fails, the batch is rolled back and every job is
+//! applied again alone, so one bad job fails only itself.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::spokes::{apply_transition, Decide};
+use super::{now_ms, StoreError, StoreResult, TransitionRecord};
+use crate::hub::{HubRunId, RepoName};
+
+/// Most jobs in one transaction.
+const MAX_BATCH: usize = 512;
+
+pub(super) enum Job {
+    Transition {
+        run: HubRunId,
+        repo: RepoName,
+        decide: Decide,
+        reply: oneshot::Sender<StoreResult<TransitionRecord>>,
+    },
+    RecordDelivery {
+        delivery: OwnedDelivery,
+        reply: oneshot::Sender<StoreResult<bool>>,
+    },
+    FinishDelivery {
+        guid: String,
+        outcome: String,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+pub(super) struct OwnedDelivery {
+    pub guid: String,
+    pub event: String,
+    pub action: Option<String>,
+    pub installation_id: Option<u64>,
+    pub payload: Vec<u8>,
+}
+
+/// What one job produced, held until the commit.
+enum Outcome {
+    Transition(StoreResult<TransitionRecord>),
+    Recorded(StoreResult<bool>),
+    Finished(StoreResult<()>),
+}
+
+pub(super) fn spawn_writer(pool: SqlitePool) -> mpsc::UnboundedSender<Job> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            write_batch(&pool, jobs).await;
+        }
+    });
+    tx
+}
+
+async fn write_batch(pool: &SqlitePool, jobs: Vec<Job>) {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => return fail_all(jobs, &e),
+    };
+    match run_in_transaction(&mut conn, &jobs).await {
+        Ok(outcomes) => answer(jobs, outcomes),
+        Err(e) if jobs.len() == 1 => fail_all(jobs, &e),
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "batched write failed; applying jobs one by one");
+            for job in jobs {
+                match run_in_transaction(&mut conn, std::slice::from_ref(&job)).await {
+                    Ok(outcomes) => answer(vec![job], outcomes),
+                    Err(e) => fail_all(vec![job], &e),
+                }
+            }
+        }
+    }
+}
+
+/// Applies every job in one transaction; any error rolls it all back.
+async fn run_in_transaction(
+    conn: &mut PoolConnection<Sqlite>,
+    jobs: &[Job],
+) -> StoreResult<Vec<Outcome>> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = match job {
+            Job::Transition {
+                run, repo, decide, ..
+            } => match apply_transition(&mut *conn, run, repo, decide).await {
+                Ok(record) => Outcome::Transition(Ok(record)),
+                Err(StoreError::NotFound { what, id }) => {
+                    Outcome::Transition(Err(StoreError::NotFound { what, id }))
+                }
+                Err(e) => return rollback(conn, e).await,
+            },
+            Job::RecordDelivery { delivery: d, .. } => {
+                let done = sqlx::query(
+                    "INSERT INTO deliveries (guid, event, action, installation_id, payload, received_at)
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guid) DO NOTHING",
+                )
+                .bind(&d.guid)
+                .bind(&d.event)
+                .bind(&d.action)
+                .bind(d.installation_id.map(|i| i as i64))
+                .bind(&d.payload)
+                .bind(now_ms())
+                .execute(&mut **conn)
+                .await;
+                match done {
+                    Ok(done) => Outcome::Recorded(Ok(done.rows_affected() == 1)),
+                    Err(e) => return rollback(conn, e.into()).await,
+                }
+            }
+            Job::FinishDelivery { guid, outcome, .. } => {
+                let done = sqlx::query(
+                    "UPDATE deliveries SET processed_at = ?, outcome = ? WHERE guid = ?",
+                )
+                .bind(now_ms())
+                .bind(outcome)
+                .bind(guid)
+                .execute(&mut **conn)
+                .await;
+                match done {
+                    Ok(_) => Outcome::Finished(Ok(())),
+                    Err(e) => return rollback(conn, e.into()).await,
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut **conn).await {
+        return rollback(conn, e.into()).await;
+    }
+    Ok(outcomes)
+}
+
+async fn rollback<T>(conn: &mut PoolConnection<Sqlite>, e: StoreError) -> StoreResult<T> {
+    let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
+    Err(e)
+}
+
+fn answer(jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        match (job, outcome) {
+            (Job::Transition { reply, .. }, Outcome::Transition(r)) => {
+                let _ = reply.send(r);
+            }
+            (Job::RecordDelivery { reply, .. }, Outcome::Recorded(r)) => {
+                let _ = reply.send(r);
+            }
+            (Job::FinishDelivery { reply, .. }, Outcome::Finished(r)) => {
+                let _ = reply.send(r);
+            }
+            _ => unreachable!("outcomes are produced in job order"),
+        }
+    }
+}
+
+fn fail_all(jobs: Vec<Job>, e: &dyn std::fmt::Display) {
+    let err = || StoreError::Batch(e.to_string());
+    for job in jobs {
+        match job {
+            Job::Transition { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Job::RecordDelivery { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Job::FinishDelivery { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+        }
+    }
+}
