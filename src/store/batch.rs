@@ -47,7 +47,7 @@ pub(super) struct OwnedDelivery {
 
 /// What one job produced, held until the commit.
 enum Outcome {
-    Transition(StoreResult<TransitionRecord>),
+    Transition(Box<StoreResult<TransitionRecord>>),
     Recorded(StoreResult<bool>),
     Finished(StoreResult<()>),
 }
@@ -101,9 +101,9 @@ async fn run_in_transaction(
             Job::Transition {
                 run, repo, decide, ..
             } => match apply_transition(&mut *conn, run, repo, decide).await {
-                Ok(record) => Outcome::Transition(Ok(record)),
+                Ok(record) => Outcome::Transition(Box::new(Ok(record))),
                 Err(StoreError::NotFound { what, id }) => {
-                    Outcome::Transition(Err(StoreError::NotFound { what, id }))
+                    Outcome::Transition(Box::new(Err(StoreError::NotFound { what, id })))
                 }
                 Err(e) => return rollback(conn, e).await,
             },
@@ -157,7 +157,7 @@ fn answer(jobs: Vec<Job>, outcomes: Vec<Outcome>) {
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         match (job, outcome) {
             (Job::Transition { reply, .. }, Outcome::Transition(r)) => {
-                let _ = reply.send(r);
+                let _ = reply.send(*r);
             }
             (Job::RecordDelivery { reply, .. }, Outcome::Recorded(r)) => {
                 let _ = reply.send(r);

@@ -353,7 +353,7 @@ mod tests {
         // Every spoke gets two conflicting-order events from many tasks at once; the writer
         // batches them, and each spoke must end dispatched exactly once (attempt 1).
         let mut tasks = Vec::new();
-        for repo in repos.iter().cloned() {
+        for repo in &repos {
             for event in [SpokeEvent::DispatchStarted, SpokeEvent::DispatchStarted] {
                 let store = store.clone();
                 let repo = repo.clone();
