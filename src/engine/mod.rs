@@ -73,6 +73,9 @@ struct Inner {
     drivers: Mutex<HashMap<HubRunId, mpsc::UnboundedSender<Spoke>>>,
     metrics: Metrics,
     completed: broadcast::Sender<HubRunId>,
+    /// Runs as first read, for the fields that never change (installation, hub repository,
+    /// task): every report is checked against them, thousands per run.
+    known_runs: Mutex<HashMap<HubRunId, Arc<RunRecord>>>,
 }
 
 impl Engine {
@@ -88,6 +91,7 @@ impl Engine {
                 drivers: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
                 completed: broadcast::channel(64).0,
+                known_runs: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -195,6 +199,24 @@ impl Engine {
             Transition::Unchanged => {}
         }
         Ok(record)
+    }
+
+    /// A run's immutable identity (id, installation, hub repository, task, params), from
+    /// memory after the first read. Not for its status, which changes.
+    pub(crate) async fn run_identity(&self, id: &HubRunId) -> StoreResult<Option<Arc<RunRecord>>> {
+        if let Some(run) = self.inner.known_runs.lock().expect("runs lock").get(id) {
+            return Ok(Some(run.clone()));
+        }
+        let Some(run) = self.inner.store.run(id).await? else {
+            return Ok(None);
+        };
+        let run = Arc::new(run);
+        self.inner
+            .known_runs
+            .lock()
+            .expect("runs lock")
+            .insert(*id, run.clone());
+        Ok(Some(run))
     }
 
     fn tell_driver(&self, run: &HubRunId, spoke: Spoke) {

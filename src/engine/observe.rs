@@ -57,7 +57,7 @@ impl Engine {
         };
         let span = tracing::Span::current();
         span.record("hub_run_id", tracing::field::display(&run_id));
-        let Some(run) = self.store().run(&run_id).await? else {
+        let Some(run) = self.run_identity(&run_id).await? else {
             return Ok(self.reject(None, None, "unknown hub run").await);
         };
         if e.installation_id != Some(run.installation_id) {
@@ -138,7 +138,7 @@ impl Engine {
             (None, None) => return Ok("ignored: not a spoke run".into()),
         };
         span.record("hub_run_id", tracing::field::display(&run_id));
-        let Some(run) = self.store().run(&run_id).await? else {
+        let Some(run) = self.run_identity(&run_id).await? else {
             self.inner
                 .metrics
                 .reports_unmatched

@@ -8,11 +8,13 @@
 //! means durable. If anything in a batch fails, the batch is rolled back and every job is
 //! applied again alone, so one bad job fails only itself.
 
+use std::collections::HashSet;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::spokes::{apply_transition, Decide};
+use super::spokes::{apply_transition, Decide, EventRow};
 use super::{now_ms, StoreError, StoreResult, TransitionRecord};
 use crate::hub::{HubRunId, RepoName};
 
@@ -96,34 +98,25 @@ async fn run_in_transaction(
 ) -> StoreResult<Vec<Outcome>> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut events: Vec<EventRow> = Vec::new();
+    let mut newly_recorded: HashSet<String> = match record_deliveries(conn, jobs).await {
+        Ok(guids) => guids,
+        Err(e) => return rollback(conn, e).await,
+    };
     for job in jobs {
         let outcome = match job {
             Job::Transition {
                 run, repo, decide, ..
-            } => match apply_transition(&mut *conn, run, repo, decide).await {
+            } => match apply_transition(&mut *conn, run, repo, decide, &mut events).await {
                 Ok(record) => Outcome::Transition(Box::new(Ok(record))),
                 Err(StoreError::NotFound { what, id }) => {
                     Outcome::Transition(Box::new(Err(StoreError::NotFound { what, id })))
                 }
                 Err(e) => return rollback(conn, e).await,
             },
+            // Inserted above, all at once; the first job naming a new GUID recorded it.
             Job::RecordDelivery { delivery: d, .. } => {
-                let done = sqlx::query(
-                    "INSERT INTO deliveries (guid, event, action, installation_id, payload, received_at)
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (guid) DO NOTHING",
-                )
-                .bind(&d.guid)
-                .bind(&d.event)
-                .bind(&d.action)
-                .bind(d.installation_id.map(|i| i as i64))
-                .bind(&d.payload)
-                .bind(now_ms())
-                .execute(&mut **conn)
-                .await;
-                match done {
-                    Ok(done) => Outcome::Recorded(Ok(done.rows_affected() == 1)),
-                    Err(e) => return rollback(conn, e.into()).await,
-                }
+                Outcome::Recorded(Ok(newly_recorded.remove(&d.guid)))
             }
             Job::FinishDelivery { guid, outcome, .. } => {
                 let done = sqlx::query(
@@ -142,10 +135,56 @@ async fn run_in_transaction(
         };
         outcomes.push(outcome);
     }
+    for chunk in events.chunks(100) {
+        let mut q = sqlx::QueryBuilder::new("INSERT INTO events (run_id, repo, kind, detail, at) ");
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(&e.run_id)
+                .push_bind(&e.repo)
+                .push_bind(e.kind)
+                .push_bind(&e.detail)
+                .push_bind(e.at);
+        });
+        if let Err(e) = q.build().execute(&mut **conn).await {
+            return rollback(conn, e.into()).await;
+        }
+    }
     if let Err(e) = sqlx::query("COMMIT").execute(&mut **conn).await {
         return rollback(conn, e.into()).await;
     }
     Ok(outcomes)
+}
+
+/// Inserts the batch's deliveries in few statements; returns the GUIDs that were new.
+async fn record_deliveries(
+    conn: &mut PoolConnection<Sqlite>,
+    jobs: &[Job],
+) -> StoreResult<HashSet<String>> {
+    let deliveries: Vec<&OwnedDelivery> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::RecordDelivery { delivery, .. } => Some(delivery),
+            _ => None,
+        })
+        .collect();
+    let mut new = HashSet::new();
+    let at = now_ms();
+    for chunk in deliveries.chunks(100) {
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO deliveries (guid, event, action, installation_id, payload, received_at) ",
+        );
+        q.push_values(chunk, |mut b, d| {
+            b.push_bind(&d.guid)
+                .push_bind(&d.event)
+                .push_bind(&d.action)
+                .push_bind(d.installation_id.map(|i| i as i64))
+                .push_bind(&d.payload)
+                .push_bind(at);
+        });
+        q.push(" ON CONFLICT (guid) DO NOTHING RETURNING guid");
+        let guids: Vec<String> = q.build_query_scalar().fetch_all(&mut **conn).await?;
+        new.extend(guids);
+    }
+    Ok(new)
 }
 
 async fn rollback<T>(conn: &mut PoolConnection<Sqlite>, e: StoreError) -> StoreResult<T> {

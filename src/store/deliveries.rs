@@ -42,7 +42,7 @@ impl Store {
     pub async fn pending_deliveries(&self, limit: i64) -> StoreResult<Vec<StoredDelivery>> {
         let rows = sqlx::query(
             "SELECT guid, event, payload, received_at FROM deliveries
-             WHERE processed_at IS NULL ORDER BY received_at, guid LIMIT ?",
+             WHERE processed_at IS NULL ORDER BY received_at, rowid LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.write)

@@ -143,12 +143,22 @@ impl Store {
 /// failed can be applied again job by job.
 pub(super) type Decide = Box<dyn Fn(&Spoke) -> Transition + Send + Sync>;
 
-/// One transition inside the writer's open transaction.
+/// An event-log row, written with the others of its batch in one statement.
+pub(super) struct EventRow {
+    pub run_id: String,
+    pub repo: String,
+    pub kind: &'static str,
+    pub detail: String,
+    pub at: i64,
+}
+
+/// One transition inside the writer's open transaction; its event-log row goes to `events`.
 pub(super) async fn apply_transition(
     conn: &mut sqlx::SqliteConnection,
     run: &HubRunId,
     repo: &RepoName,
     decide: &Decide,
+    events: &mut Vec<EventRow>,
 ) -> StoreResult<TransitionRecord> {
     let run_id = run.to_string();
     let row = sqlx::query(&format!(
@@ -188,14 +198,13 @@ pub(super) async fn apply_transition(
         Transition::Unchanged => ("unchanged", None),
     };
     if let Some(detail) = detail {
-        sqlx::query("INSERT INTO events (run_id, repo, kind, detail, at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&run_id)
-            .bind(repo.as_str())
-            .bind(kind)
-            .bind(detail)
-            .bind(now_ms())
-            .execute(&mut *conn)
-            .await?;
+        events.push(EventRow {
+            run_id,
+            repo: repo.to_string(),
+            kind,
+            detail,
+            at: now_ms(),
+        });
     }
     Ok(TransitionRecord { before, transition })
 }
