@@ -159,6 +159,9 @@ pub struct RepoConfig {
     pub conclusion: Option<String>,
     #[serde(default = "default_branch")]
     pub default_branch: String,
+    /// Runs here start but never complete on their own (only a cancel ends them).
+    #[serde(default)]
+    pub stuck: bool,
 }
 
 fn default_visibility() -> String {
@@ -198,6 +201,9 @@ pub struct SpokeConfig {
     /// Seed of the RNG deciding durations and failures (random when absent).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Probability that a run starts but never completes on its own (a stuck runner).
+    #[serde(default)]
+    pub stuck_rate: f64,
 }
 
 impl Default for SpokeConfig {
@@ -209,6 +215,7 @@ impl Default for SpokeConfig {
             callback: default_callback(),
             token_lifetime_s: default_token_lifetime(),
             seed: None,
+            stuck_rate: 0.0,
         }
     }
 }
@@ -236,8 +243,12 @@ pub struct Faults {
     pub api_latency_ms: u64,
     #[serde(default)]
     pub lost_response_rate: f64,
+    /// Content-creating requests allowed per secondary-limit window (GitHub: per minute).
     #[serde(default)]
     pub secondary_limit_per_minute: Option<u32>,
+    /// Length of that window in milliseconds (60000 like GitHub; shorter keeps tests short).
+    #[serde(default = "default_secondary_window")]
+    pub secondary_window_ms: u64,
     #[serde(default = "default_rate_limit")]
     pub rate_limit_per_hour: u32,
     #[serde(default)]
@@ -257,6 +268,7 @@ impl Default for Faults {
             api_latency_ms: 0,
             lost_response_rate: 0.0,
             secondary_limit_per_minute: None,
+            secondary_window_ms: default_secondary_window(),
             rate_limit_per_hour: default_rate_limit(),
             webhook_drop_rate: 0.0,
             webhook_duplicate_rate: 0.0,
@@ -268,6 +280,9 @@ impl Default for Faults {
 
 fn default_rate_limit() -> u32 {
     15000
+}
+fn default_secondary_window() -> u64 {
+    60_000
 }
 
 impl Default for Scenario {
@@ -307,6 +322,7 @@ impl Scenario {
     fn validate(&self) -> Result<(), ScenarioError> {
         let rates = [
             ("spoke.failure_rate", self.spoke.failure_rate),
+            ("spoke.stuck_rate", self.spoke.stuck_rate),
             ("faults.api_error_rate", self.faults.api_error_rate),
             ("faults.lost_response_rate", self.faults.lost_response_rate),
             ("faults.webhook_drop_rate", self.faults.webhook_drop_rate),
@@ -323,6 +339,9 @@ impl Scenario {
         let [lo, hi] = self.spoke.duration_ms;
         if lo > hi {
             return Err(invalid("spoke.duration_ms", "min is greater than max"));
+        }
+        if self.faults.secondary_window_ms == 0 {
+            return Err(invalid("faults.secondary_window_ms", "must be at least 1"));
         }
         if self.spoke.token_lifetime_s == 0 {
             return Err(invalid("spoke.token_lifetime_s", "must be at least 1"));

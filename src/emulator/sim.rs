@@ -39,7 +39,11 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
         lo
     };
     let failed = spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
+    let stuck_by_chance = spoke.stuck_rate > 0.0 && w.rng.gen_bool(spoke.stuck_rate);
+    let hub_repo = w.hub_repo;
     let repo = &mut w.repos[new.repo];
+    // A stuck runner: the run starts and then hangs until it is cancelled.
+    let stuck = new.repo != hub_repo && (repo.stuck || stuck_by_chance);
     let wf = repo.workflow(&new.workflow_file)?.clone();
     let conclusion = repo
         .conclusion
@@ -100,6 +104,9 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
                 _ => return,
             }
             emit_run_event(&shared, &mut w, id, "in_progress");
+        }
+        if stuck {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(duration - queued)).await;
         let mut w = shared.world();

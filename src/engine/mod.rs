@@ -7,8 +7,10 @@ pub mod callback_token;
 mod dispatch;
 mod driver;
 mod observe;
+mod pacer;
 mod plan;
 mod processor;
+mod redeliver;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +73,8 @@ struct Inner {
     drivers: Mutex<HashMap<HubRunId, mpsc::UnboundedSender<Spoke>>>,
     metrics: Metrics,
     completed: broadcast::Sender<HubRunId>,
+    /// Bounds reconciliation read-backs per installation.
+    pacer: pacer::Pacer,
 }
 
 impl Engine {
@@ -86,6 +90,7 @@ impl Engine {
                 drivers: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
                 completed: broadcast::channel(64).0,
+                pacer: pacer::Pacer::default(),
             }),
         })
     }
@@ -112,7 +117,8 @@ impl Engine {
         self.inner.new_delivery.notify_one();
     }
 
-    /// Starts the workers: resumes every unfinished run, then processes deliveries forever.
+    /// Starts the workers: resumes every unfinished run, then processes deliveries forever and
+    /// sweeps failed webhook deliveries for redelivery.
     pub async fn start(&self) -> anyhow::Result<()> {
         for run in self.inner.store.unfinished_runs().await? {
             tracing::info!(hub_run_id = %run.id, status = run.status.as_str(), "resuming run");
@@ -120,6 +126,10 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move { engine.process_deliveries().await });
+        if let Some(every) = self.inner.config.redeliver_every {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.redeliver_failed(every).await });
+        }
         Ok(())
     }
 
