@@ -26,11 +26,26 @@ fn scenario(name: &str) -> String {
 async fn run(world: &World, task: &str, within: Duration) -> RunReport {
     let mut completions = world.hub.engine.subscribe_completions();
     world.press_run_workflow(json!({ "task": task })).await;
-    let id = tokio::time::timeout(within, completions.recv())
-        .await
-        .unwrap_or_else(|_| panic!("the run did not complete within {within:?}"))
-        .expect("completion channel open");
-    world.report(&id).await
+    let Ok(id) = tokio::time::timeout(within, completions.recv()).await else {
+        // Say where it stands before failing.
+        let store = world.hub.engine.store();
+        let open = match store.latest_run_id().await.unwrap() {
+            Some(id) => {
+                let r = world.report(&id).await;
+                let open: Vec<String> = r
+                    .spokes
+                    .iter()
+                    .filter(|s| !s.status.is_terminal())
+                    .take(10)
+                    .map(|s| format!("{s:?}"))
+                    .collect();
+                format!("{:?} {:?}: {}", r.run.status, r.totals, open.join("\n"))
+            }
+            None => "no run was started".into(),
+        };
+        panic!("the run did not complete within {within:?}: {open}");
+    };
+    world.report(&id.expect("completion channel open")).await
 }
 
 /// The emulator's spoke workflow runs per (repository, attempt input).

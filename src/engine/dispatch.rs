@@ -111,9 +111,15 @@ impl Engine {
             .single()
             .unwrap_or_else(Utc::now);
         let key = title_key(run, spoke.attempt);
-        let runs = client
+        let runs = match client
             .find_runs(repo, &self.config().spoke_workflow, since)
-            .await?;
+            .await
+        {
+            Ok(runs) => runs,
+            // No such workflow, so no run: dispatching again gets the definite answer.
+            Err(ApiError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         match runs.into_iter().find(|r| r.display_title.contains(&key)) {
             Some(found) => {
                 tracing::info!(%repo, workflow_run_id = found.id, "adopted the run of a lost dispatch");
