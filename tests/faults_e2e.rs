@@ -279,6 +279,35 @@ limit = 0
     assert_eq!(after.totals.timed_out, 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_deadline_ends_a_run_with_stuck_spokes_and_cancels_their_runs() {
+    // Spoke timeouts far away: only the overall deadline can end this run.
+    let hub = r#"
+[policy]
+unknown_search_delay = "300ms"
+reconcile_after = "500ms"
+queued_timeout = "1h"
+running_timeout = "1h"
+overall_timeout = "3s"
+cancel_on_timeout = true
+[policy.retry]
+limit = 0
+"#;
+    let world = World::start(&scenario("stuck.toml"), hub).await;
+    let report = run(&world, "deadline", Duration::from_secs(60)).await;
+    let t = report.totals;
+    assert_eq!((t.succeeded, t.timed_out, t.skipped), (27, 3, 1), "{t:?}");
+    let runs = world.spoke_runs().await;
+    let stuck: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["repo"].as_str().unwrap().starts_with("acme/stuck-"))
+        .collect();
+    assert_eq!(stuck.len(), 3);
+    for r in stuck {
+        assert_eq!(r["conclusion"], "cancelled", "{}", r["repo"]);
+    }
+}
+
 /// A `spoke_complete` callback as the spoke's report step sends it (a `repository_dispatch` on
 /// the hub repository), for the run `old` of an earlier attempt, with that attempt's token.
 fn late_callback(world: &World, run: &HubRunId, old: &Value, status: &str) -> Value {

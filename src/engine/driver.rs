@@ -273,7 +273,7 @@ impl Engine {
             }
             let now = now_ms();
             if now >= run.deadline_at {
-                self.time_out_everything(run, view).await?;
+                self.time_out_everything(run, client, view).await?;
                 dirty = true;
             }
             view.wake_due(now);
@@ -376,15 +376,27 @@ impl Engine {
         }
     }
 
-    /// The overall deadline passed: every spoke still open times out.
-    async fn time_out_everything(&self, run: &RunRecord, view: &mut RunView) -> anyhow::Result<()> {
+    /// The overall deadline passed: every spoke still open times out (its remote run is
+    /// cancelled when the policy says so).
+    async fn time_out_everything(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        view: &mut RunView,
+    ) -> anyhow::Result<()> {
         let open: Vec<RepoName> = view
             .spokes
             .values()
             .filter(|s| !s.status.is_terminal())
             .map(|s| s.repo.clone())
             .collect();
+        let cancel = self.config().policy_for(&run.task).cancel_on_timeout;
         for repo in open {
+            let run_id = view
+                .spokes
+                .get(&repo)
+                .filter(|s| s.status.is_in_flight())
+                .and_then(|s| s.workflow_run_id);
             let rec = self.transition(run, &repo, SpokeEvent::TimedOut).await?;
             let mut spoke = rec.current().clone();
             if !spoke.status.is_terminal() {
@@ -396,6 +408,11 @@ impl Engine {
                     .clone();
             }
             view.update(spoke);
+            if let (true, Some(id)) = (cancel, run_id) {
+                if let Err(e) = client.cancel_run(&repo, id).await {
+                    tracing::warn!(%repo, error = %e, "cannot cancel a spoke run past the run deadline");
+                }
+            }
         }
         view.queue.clear();
         Ok(())
