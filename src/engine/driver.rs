@@ -234,7 +234,8 @@ impl Engine {
 
     /// After a restart: a spoke left `dispatching` may or may not have been dispatched, so it is
     /// searched for before anything is sent again; spokes that were waiting may have finished
-    /// while the hub was down (GitHub does not redeliver), so they are read back.
+    /// while the hub was down (webhooks to it failed), so they are read back, paced like any
+    /// other read-back.
     async fn recover(&self, run: &RunRecord, view: &mut RunView) -> anyhow::Result<()> {
         let mut names: Vec<RepoName> = view.spokes.keys().cloned().collect();
         names.sort();
@@ -247,7 +248,10 @@ impl Engine {
                     view.update(rec.current().clone());
                 }
                 SpokeStatus::Dispatched | SpokeStatus::Running => {
-                    view.queue.push_back((repo, Work::Reconcile));
+                    // Read back now, within the read-back budget.
+                    let now = now_ms();
+                    view.check_at.insert(repo.clone(), now);
+                    view.checks.push(Reverse((now, repo)));
                 }
                 _ => {}
             }
