@@ -211,6 +211,38 @@ limit = 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_first_delivery_lost_the_hub_starts_from_a_redelivery_and_ends_exact() {
+    let hub = r#"
+[hub]
+redeliver_every = "500ms"
+[policy]
+unknown_search_delay = "300ms"
+reconcile_after = "1s"
+reconcile_rate = 50
+queued_timeout = "1h"
+running_timeout = "1h"
+[policy.retry]
+limit = 0
+"#;
+    let world = World::start(&scenario("webhooks_all_lost.toml"), hub).await;
+    let report = run(&world, "all-lost", Duration::from_secs(60)).await;
+    let t = report.totals;
+    assert_eq!((t.succeeded, t.failed, t.skipped), (28, 2, 1), "{t:?}");
+    let runs = world.spoke_runs().await;
+    assert_eq!(runs.len(), 30);
+    assert_exactly_once_and_exact(&report, &runs);
+    let s = world.state().await;
+    let redelivered = s["webhook_deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["redelivery"] == true)
+        .count();
+    assert!(redelivered > 0, "the hub asked for redeliveries");
+    assert_eq!(world.check_run(&report).await["conclusion"], "failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secondary_rate_limits_fail_no_spoke_and_the_hub_never_sends_while_told_to_wait() {
     let hub = r#"
 [policy]
