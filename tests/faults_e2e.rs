@@ -312,6 +312,35 @@ limit = 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_runs_time_out_and_are_left_alone_unless_cancelling_is_asked_for() {
+    let hub = r#"
+[policy]
+unknown_search_delay = "300ms"
+reconcile_after = "500ms"
+queued_timeout = "3s"
+running_timeout = "1s"
+cancel_on_timeout = false
+[policy.retry]
+limit = 0
+"#;
+    let world = World::start(&scenario("stuck.toml"), hub).await;
+    let report = run(&world, "stuck-kept", Duration::from_secs(60)).await;
+    assert_eq!(report.totals.timed_out, 3, "{:?}", report.totals);
+    let runs = world.spoke_runs().await;
+    for r in runs
+        .iter()
+        .filter(|r| r["repo"].as_str().unwrap().starts_with("acme/stuck-"))
+    {
+        assert_eq!(r["status"], "in_progress", "{}", r["repo"]);
+    }
+    let c = counters(&world).await;
+    assert!(
+        c["requests_by_route"]["POST /repos/{o}/{r}/actions/runs/{id}/cancel"].is_null(),
+        "{c}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_deadline_ends_a_run_with_stuck_spokes_and_cancels_their_runs() {
     // Spoke timeouts far away: only the overall deadline can end this run.
     let hub = r#"
