@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
-use crate::hub::{Policy, PolicyOverrides};
+use crate::hub::{parse_duration, Policy, PolicyOverrides};
 
 /// Settings given on the command line or in the environment (clap fills both).
 /// No `Debug`: it holds secrets.
@@ -97,6 +98,8 @@ pub struct HubSection {
     pub workflow: Option<String>,
     /// The spoke workflow's file name in every target repository.
     pub spoke_workflow: Option<String>,
+    /// How often failed webhook deliveries are listed and redelivered (e.g. "5m"; "0s": never).
+    pub redeliver_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +122,8 @@ pub struct Config {
     pub api_token: Option<SecretString>,
     pub hub_workflow: String,
     pub spoke_workflow: String,
+    /// How often failed webhook deliveries are asked for again; `None`: never.
+    pub redeliver_every: Option<Duration>,
     pub policy: Policy,
     pub task_policies: BTreeMap<String, Policy>,
 }
@@ -220,6 +225,14 @@ impl Config {
                 .map_err(|e| anyhow!("setting tasks.{task}.policy in spokehub.toml: {e}"))?;
             task_policies.insert(task.clone(), p);
         }
+        let redeliver_every = match &file.hub.redeliver_every {
+            None => Some(Duration::from_secs(5 * 60)),
+            Some(s) => {
+                let d = parse_duration(s)
+                    .map_err(|e| anyhow!("setting hub.redeliver_every in spokehub.toml: {e}"))?;
+                (!d.is_zero()).then_some(d)
+            }
+        };
         Ok(Config {
             app_id,
             private_key: SecretString::from(private_key),
@@ -237,6 +250,7 @@ impl Config {
                 .hub
                 .spoke_workflow
                 .unwrap_or_else(|| "spokehub-spoke.yml".into()),
+            redeliver_every,
             policy,
             task_policies,
         })

@@ -26,6 +26,9 @@ pub struct DemoArgs {
     /// A scenario file instead of a generated organization.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
+    /// A hub configuration file (`spokehub.toml` form) for the demo's hub.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// The task to run.
     #[arg(long, default_value = "demo")]
     pub task: String,
@@ -72,7 +75,10 @@ async fn run_in(
             database_url: Some(format!("sqlite://{}", dir.join("hub.db").display())),
             ..ServeArgs::default()
         },
-        FileConfig::default(),
+        match &args.config {
+            Some(path) => crate::config::read_file_config(path)?,
+            None => FileConfig::default(),
+        },
     )?;
     let hub = crate::server::start(config, hub_listener).await?;
     let http = reqwest::Client::new();

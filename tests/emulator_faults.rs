@@ -375,3 +375,94 @@ async fn failed_deliveries_are_recorded_not_retried() {
     assert_eq!(env.hooks.all().len(), 1, "no automatic retry");
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_shorter_secondary_window_frees_writes_once_it_has_passed() {
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\nduration_ms = [60000, 60000]\n[faults]\nsecondary_limit_per_minute = 2\nsecondary_window_ms = 300\n",
+    ))
+    .await;
+    let t = env.token().await;
+    for _ in 0..2 {
+        assert_eq!(dispatch(&env, &t, spoke(false)).await.status(), 204);
+    }
+    let r = dispatch(&env, &t, spoke(false)).await;
+    assert_eq!(r.status(), 403);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry, 1, "a 300 ms window asks for the minimum wait");
+    // Do as told: wait `retry-after`, then write again.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(dispatch(&env, &t, spoke(false)).await.status(), 204);
+    let s = env.summary().await;
+    assert_eq!(s["workflow_runs_created"], 3);
+    assert_eq!(s["rate_limit_violations"], 0);
+    assert_eq!(s["secondary_limit_hits"], 1);
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn stuck_runs_start_and_hang_until_cancelled() {
+    let env = start(scenario(
+        "[org]\nrepos = 2\n[spoke]\nduration_ms = [5, 5]\n[[org.repo]]\nname = \"svc-0001\"\nstuck = true\n",
+    ))
+    .await;
+    let t = env.token().await;
+    let r = dispatch(&env, &t, spoke(true)).await;
+    let stuck_id = r.json::<Value>().await.unwrap()["workflow_run_id"]
+        .as_u64()
+        .unwrap();
+    let run_status = |s: &Value, id: u64| {
+        s["workflow_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"].as_u64() == Some(id))
+            .map(|r| r["status"].as_str().unwrap().to_owned())
+    };
+    env.wait_state("the stuck run to start", |s| {
+        run_status(s, stuck_id).as_deref() == Some("in_progress")
+    })
+    .await;
+    // A healthy run of the same length, started after it, completes; the stuck one does not.
+    let r = env
+        .http
+        .post(env.url("/repos/acme/svc-0002/actions/workflows/spokehub-spoke.yml/dispatches"))
+        .bearer_auth(&t)
+        .json(&spoke(true))
+        .send()
+        .await
+        .unwrap();
+    let healthy_id = r.json::<Value>().await.unwrap()["workflow_run_id"]
+        .as_u64()
+        .unwrap();
+    let s = env
+        .wait_state("the healthy run to complete", |s| {
+            run_status(s, healthy_id).as_deref() == Some("completed")
+        })
+        .await;
+    assert_eq!(run_status(&s, stuck_id).as_deref(), Some("in_progress"));
+    // Only a cancel ends it.
+    let r = env
+        .http
+        .post(env.url(&format!(
+            "/repos/acme/svc-0001/actions/runs/{stuck_id}/cancel"
+        )))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let s = env.state().await;
+    let run = s["workflow_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"].as_u64() == Some(stuck_id))
+        .unwrap();
+    assert_eq!(run["conclusion"], "cancelled");
+    env.emu.shutdown().await;
+}

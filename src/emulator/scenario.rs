@@ -178,6 +178,9 @@ pub struct RepoConfig {
     pub conclusion: Option<String>,
     #[serde(default = "default_branch")]
     pub default_branch: String,
+    /// Runs here start but never complete on their own (only a cancel ends them).
+    #[serde(default)]
+    pub stuck: bool,
 }
 
 fn default_visibility() -> String {
@@ -225,6 +228,9 @@ pub struct SpokeConfig {
     /// With `callback = "action"`: how many report scripts may run at once.
     #[serde(default = "default_action_concurrency")]
     pub action_concurrency: usize,
+    /// Probability that a run starts but never completes on its own (a stuck runner).
+    #[serde(default)]
+    pub stuck_rate: f64,
 }
 
 impl Default for SpokeConfig {
@@ -238,6 +244,7 @@ impl Default for SpokeConfig {
             seed: None,
             action_script: None,
             action_concurrency: default_action_concurrency(),
+            stuck_rate: 0.0,
         }
     }
 }
@@ -268,8 +275,12 @@ pub struct Faults {
     pub api_latency_ms: u64,
     #[serde(default)]
     pub lost_response_rate: f64,
+    /// Content-creating requests allowed per secondary-limit window (GitHub: per minute).
     #[serde(default)]
     pub secondary_limit_per_minute: Option<u32>,
+    /// Length of that window in milliseconds (60000 like GitHub; shorter keeps tests short).
+    #[serde(default = "default_secondary_window")]
+    pub secondary_window_ms: u64,
     #[serde(default = "default_rate_limit")]
     pub rate_limit_per_hour: u32,
     #[serde(default)]
@@ -289,6 +300,7 @@ impl Default for Faults {
             api_latency_ms: 0,
             lost_response_rate: 0.0,
             secondary_limit_per_minute: None,
+            secondary_window_ms: default_secondary_window(),
             rate_limit_per_hour: default_rate_limit(),
             webhook_drop_rate: 0.0,
             webhook_duplicate_rate: 0.0,
@@ -300,6 +312,9 @@ impl Default for Faults {
 
 fn default_rate_limit() -> u32 {
     15000
+}
+fn default_secondary_window() -> u64 {
+    60_000
 }
 
 impl Default for Scenario {
@@ -339,6 +354,7 @@ impl Scenario {
     fn validate(&self) -> Result<(), ScenarioError> {
         let rates = [
             ("spoke.failure_rate", self.spoke.failure_rate),
+            ("spoke.stuck_rate", self.spoke.stuck_rate),
             ("faults.api_error_rate", self.faults.api_error_rate),
             ("faults.lost_response_rate", self.faults.lost_response_rate),
             ("faults.webhook_drop_rate", self.faults.webhook_drop_rate),
@@ -358,6 +374,9 @@ impl Scenario {
         }
         if self.spoke.action_concurrency == 0 {
             return Err(invalid("spoke.action_concurrency", "must be at least 1"));
+        }
+        if self.faults.secondary_window_ms == 0 {
+            return Err(invalid("faults.secondary_window_ms", "must be at least 1"));
         }
         if self.spoke.token_lifetime_s == 0 {
             return Err(invalid("spoke.token_lifetime_s", "must be at least 1"));

@@ -286,17 +286,18 @@ fn limits(
         faults.secondary_limit_per_minute,
         content_creating(method, route),
     ) {
+        let window = faults.secondary_window_ms;
         while w
             .rate
             .content_times
             .front()
-            .is_some_and(|&t| t + 60_000 <= now_ms)
+            .is_some_and(|&t| t + window <= now_ms)
         {
             w.rate.content_times.pop_front();
         }
         if waiting || w.rate.content_times.len() >= per_min as usize {
             let oldest = w.rate.content_times.front().copied().unwrap_or(now_ms);
-            let wait_s = ((oldest + 60_000).saturating_sub(now_ms))
+            let wait_s = ((oldest + window).saturating_sub(now_ms))
                 .div_ceil(1000)
                 .max(1);
             w.rate.blocked_until_ms = w.rate.blocked_until_ms.max(now_ms + wait_s * 1000);

@@ -38,10 +38,14 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
     } else {
         lo
     };
-    // The hub's own workflow does nothing and does not fail at random.
-    let is_hub = new.repo == w.hub_repo;
+    // The hub's own workflow does nothing: it neither fails nor hangs at random.
+    let hub_repo = w.hub_repo;
+    let is_hub = new.repo == hub_repo;
     let failed = !is_hub && spoke.failure_rate > 0.0 && w.rng.gen_bool(spoke.failure_rate);
+    let stuck_by_chance = !is_hub && spoke.stuck_rate > 0.0 && w.rng.gen_bool(spoke.stuck_rate);
     let repo = &mut w.repos[new.repo];
+    // A stuck runner: the run starts and then hangs until it is cancelled.
+    let stuck = new.repo != hub_repo && (repo.stuck || stuck_by_chance);
     let wf = repo.workflow(&new.workflow_file)?.clone();
     let conclusion = repo
         .conclusion
@@ -95,6 +99,9 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
                 _ => return,
             }
             emit_run_event(&shared, &mut w, id, "in_progress");
+        }
+        if stuck {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(duration - queued)).await;
         let mut w = shared.world();

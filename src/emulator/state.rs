@@ -41,6 +41,8 @@ pub struct Repo {
     pub workflows: Vec<WorkflowDef>,
     /// Forced conclusion of every run here.
     pub conclusion: Option<String>,
+    /// Runs here never complete on their own.
+    pub stuck: bool,
     /// Workflow run ids, in creation order.
     pub runs: Vec<u64>,
     /// Check run ids, in creation order.
@@ -214,6 +216,7 @@ impl World {
                 workflow_yaml: None,
                 conclusion: None,
                 default_branch: "main".into(),
+                stuck: false,
             })
             .collect();
         let mut index: HashMap<String, usize> = configs
@@ -244,6 +247,7 @@ impl World {
                     workflow_yaml: None,
                     conclusion: None,
                     default_branch: "main".into(),
+                    stuck: false,
                 });
                 index.insert(sc.org.hub_repo.clone(), configs.len() - 1);
                 configs.len() - 1
@@ -286,6 +290,7 @@ impl World {
                 properties: c.properties,
                 workflows,
                 conclusion: c.conclusion,
+                stuck: c.stuck,
                 runs: Vec::new(),
                 check_runs: Vec::new(),
                 next_run_number: 1,

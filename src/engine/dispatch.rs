@@ -118,9 +118,15 @@ impl Engine {
             .single()
             .unwrap_or_else(Utc::now);
         let key = title_key(run, spoke.attempt);
-        let runs = client
+        let runs = match client
             .find_runs(repo, &self.config().spoke_workflow, since)
-            .await?;
+            .await
+        {
+            Ok(runs) => runs,
+            // No such workflow, so no run: dispatching again gets the definite answer.
+            Err(ApiError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         match runs.into_iter().find(|r| r.display_title.contains(&key)) {
             Some(found) => {
                 tracing::info!(%repo, workflow_run_id = found.id, "adopted the run of a lost dispatch");
@@ -146,8 +152,8 @@ impl Engine {
         }
     }
 
-    /// A spoke whose report is due (its deadline passed, or the hub restarted and may have
-    /// missed webhooks): read its run back from GitHub. A finished run is reported; a spoke
+    /// A spoke whose report is overdue (no news for `reconcile_after`, its deadline passed, or
+    /// the hub restarted and may have missed webhooks): read its run back from GitHub. A finished run is reported; a spoke
     /// past its deadline with no finished run times out.
     pub(super) async fn reconcile_spoke(
         &self,
@@ -195,9 +201,9 @@ impl Engine {
         if spoke.due_at.is_some_and(|due| due <= now_ms()) {
             let record = self.transition(run, repo, SpokeEvent::TimedOut).await?;
             if self.config().policy_for(&run.task).cancel_on_timeout {
-                if let (Transition::Changed(_), Some(id)) =
-                    (&record.transition, spoke.workflow_run_id)
-                {
+                // The run id may only be known from the read-back (GHES, lost dispatch answer).
+                let run_id = spoke.workflow_run_id.or(found.as_ref().map(|f| f.id));
+                if let (Transition::Changed(_), Some(id)) = (&record.transition, run_id) {
                     if let Err(e) = client.cancel_run(repo, id).await {
                         tracing::warn!(%repo, error = %e, "cannot cancel timed-out spoke run");
                     }

@@ -3,6 +3,11 @@
 //! when something changed, at most every 2 seconds) and completes the run when every spoke is
 //! terminal. Its view of the spokes is loaded once and then kept current by the transitions the
 //! engine hands it, so a 10,000-spoke run costs no re-reads.
+//!
+//! Reconciliation: a dispatched or running spoke with no news for `reconcile_after` is read
+//! back from GitHub (webhooks get lost), at most `reconcile_rate` read-backs per second per
+//! installation. These checks live only in memory: after a restart every waiting spoke is
+//! read back anyway.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -45,10 +50,19 @@ struct RunView {
     busy: HashSet<RepoName>,
     /// Spokes not yet terminal, kept current on every update (the run ends at zero).
     open: usize,
+    /// Overdue checks of waiting spokes: (check_at, repo); stale entries are skipped.
+    checks: BinaryHeap<Reverse<(i64, RepoName)>>,
+    check_at: HashMap<RepoName, i64>,
+    reconcile_after_ms: i64,
+}
+
+/// A spoke that waits for news from GitHub (a webhook or a callback).
+fn awaits_report(status: SpokeStatus) -> bool {
+    matches!(status, SpokeStatus::Dispatched | SpokeStatus::Running)
 }
 
 impl RunView {
-    fn new(records: Vec<SpokeRecord>) -> Self {
+    fn new(records: Vec<SpokeRecord>, reconcile_after: Duration) -> Self {
         let mut view = RunView {
             spokes: HashMap::with_capacity(records.len()),
             branches: HashMap::with_capacity(records.len()),
@@ -56,6 +70,9 @@ impl RunView {
             queue: VecDeque::new(),
             busy: HashSet::new(),
             open: 0,
+            checks: BinaryHeap::new(),
+            check_at: HashMap::new(),
+            reconcile_after_ms: reconcile_after.as_millis().min(i64::MAX as u128) as i64,
         };
         let mut names: Vec<_> = records.iter().map(|r| r.spoke.repo.clone()).collect();
         names.sort();
@@ -77,6 +94,12 @@ impl RunView {
         if let Some(due) = spoke.due_at {
             self.due.push(Reverse((due, spoke.repo.clone())));
         }
+        if awaits_report(spoke.status) {
+            // News: the next read-back is due `reconcile_after` from now.
+            self.schedule_check(spoke.repo.clone(), now_ms());
+        } else {
+            self.check_at.remove(&spoke.repo);
+        }
         let now_open = !spoke.status.is_terminal();
         match self.spokes.insert(spoke.repo.clone(), spoke) {
             Some(old) if !old.status.is_terminal() => self.open -= 1,
@@ -84,6 +107,41 @@ impl RunView {
         }
         if now_open {
             self.open += 1;
+        }
+    }
+
+    fn schedule_check(&mut self, repo: RepoName, now: i64) {
+        let at = now.saturating_add(self.reconcile_after_ms);
+        self.check_at.insert(repo.clone(), at);
+        self.checks.push(Reverse((at, repo)));
+    }
+
+    /// The first spoke whose read-back is due at `now` (stale entries are dropped).
+    fn peek_check(&mut self, now: i64) -> Option<RepoName> {
+        while let Some(Reverse((at, repo))) = self.checks.peek() {
+            if *at > now {
+                return None;
+            }
+            let valid = self.check_at.get(repo) == Some(at)
+                && self
+                    .spokes
+                    .get(repo)
+                    .is_some_and(|s| awaits_report(s.status));
+            if valid {
+                return Some(repo.clone());
+            }
+            self.checks.pop();
+        }
+        None
+    }
+
+    /// Queues the read-back of `repo` (the result of [`Self::peek_check`]) and schedules the
+    /// next one, in case this one finds the run still going.
+    fn start_check(&mut self, repo: RepoName, now: i64) {
+        self.checks.pop();
+        self.schedule_check(repo.clone(), now);
+        if !self.queue.iter().any(|(r, _)| *r == repo) {
+            self.queue.push_back((repo, Work::Reconcile));
         }
     }
 
@@ -110,8 +168,15 @@ impl RunView {
         }
     }
 
-    fn next_due(&self) -> Option<i64> {
-        self.due.peek().map(|Reverse((due, _))| *due)
+    /// When the driver must look again: the next due time or read-back, or when the pacer
+    /// frees a slot (`paced_until`) if read-backs are waiting for one.
+    fn next_due(&self, paced_until: Option<i64>) -> Option<i64> {
+        let due = self.due.peek().map(|Reverse((due, _))| *due);
+        let check = paced_until.or(self.checks.peek().map(|Reverse((at, _))| *at));
+        match (due, check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn totals(&self) -> Totals {
@@ -159,7 +224,8 @@ impl Engine {
                 }
             }
         };
-        let mut view = RunView::new(self.store().spokes(&id).await?);
+        let reconcile_after = self.config().policy_for(&run.task).reconcile_after;
+        let mut view = RunView::new(self.store().spokes(&id).await?, reconcile_after);
         if run.dry_run {
             return self.complete_dry_run(&run, &client, &view).await;
         }
@@ -178,7 +244,8 @@ impl Engine {
 
     /// After a restart: a spoke left `dispatching` may or may not have been dispatched, so it is
     /// searched for before anything is sent again; spokes that were waiting may have finished
-    /// while the hub was down (GitHub does not redeliver), so they are read back.
+    /// while the hub was down (webhooks to it failed), so they are read back, paced like any
+    /// other read-back.
     async fn recover(&self, run: &RunRecord, view: &mut RunView) -> anyhow::Result<()> {
         let mut names: Vec<RepoName> = view.spokes.keys().cloned().collect();
         names.sort();
@@ -191,7 +258,10 @@ impl Engine {
                     view.update(rec.current().clone());
                 }
                 SpokeStatus::Dispatched | SpokeStatus::Running => {
-                    view.queue.push_back((repo, Work::Reconcile));
+                    // Read back now, within the read-back budget.
+                    let now = now_ms();
+                    view.check_at.insert(repo.clone(), now);
+                    view.checks.push(Reverse((now, repo)));
                 }
                 _ => {}
             }
@@ -217,10 +287,24 @@ impl Engine {
             }
             let now = now_ms();
             if now >= run.deadline_at {
-                self.time_out_everything(run, view).await?;
+                self.time_out_everything(run, client, view).await?;
                 dirty = true;
             }
             view.wake_due(now);
+            let mut paced_until = None;
+            while let Some(repo) = view.peek_check(now) {
+                match self
+                    .inner
+                    .pacer
+                    .take(run.installation_id, policy.reconcile_rate, now)
+                {
+                    Ok(()) => view.start_check(repo, now),
+                    Err(free_at) => {
+                        paced_until = Some(free_at);
+                        break;
+                    }
+                }
+            }
             while tasks.len() < policy.concurrency.max(1) {
                 let Some((repo, work)) = view.queue.pop_front() else {
                     break;
@@ -260,7 +344,10 @@ impl Engine {
                 dirty = false;
                 last_summary = Some(Instant::now());
             }
-            let mut wake = view.next_due().unwrap_or(i64::MAX).min(run.deadline_at);
+            let mut wake = view
+                .next_due(paced_until)
+                .unwrap_or(i64::MAX)
+                .min(run.deadline_at);
             if dirty {
                 let at = last_summary.map_or(Instant::now(), |t| t + SUMMARY_INTERVAL);
                 let in_ms = at.saturating_duration_since(Instant::now()).as_millis() as i64;
@@ -302,15 +389,27 @@ impl Engine {
         }
     }
 
-    /// The overall deadline passed: every spoke still open times out.
-    async fn time_out_everything(&self, run: &RunRecord, view: &mut RunView) -> anyhow::Result<()> {
+    /// The overall deadline passed: every spoke still open times out (its remote run is
+    /// cancelled when the policy says so).
+    async fn time_out_everything(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        view: &mut RunView,
+    ) -> anyhow::Result<()> {
         let open: Vec<RepoName> = view
             .spokes
             .values()
             .filter(|s| !s.status.is_terminal())
             .map(|s| s.repo.clone())
             .collect();
+        let cancel = self.config().policy_for(&run.task).cancel_on_timeout;
         for repo in open {
+            let run_id = view
+                .spokes
+                .get(&repo)
+                .filter(|s| s.status.is_in_flight())
+                .and_then(|s| s.workflow_run_id);
             let rec = self.transition(run, &repo, SpokeEvent::TimedOut).await?;
             let mut spoke = rec.current().clone();
             if !spoke.status.is_terminal() {
@@ -322,6 +421,11 @@ impl Engine {
                     .clone();
             }
             view.update(spoke);
+            if let (true, Some(id)) = (cancel, run_id) {
+                if let Err(e) = client.cancel_run(&repo, id).await {
+                    tracing::warn!(%repo, error = %e, "cannot cancel a spoke run past the run deadline");
+                }
+            }
         }
         view.queue.clear();
         Ok(())

@@ -8,8 +8,10 @@ mod dispatch;
 mod driver;
 mod observe;
 mod operator;
+mod pacer;
 mod plan;
 mod processor;
+mod redeliver;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +78,8 @@ struct Inner {
     /// Runs as first read, for the fields that never change (installation, hub repository,
     /// task): every report is checked against them, thousands per run.
     known_runs: Mutex<HashMap<HubRunId, Arc<RunRecord>>>,
+    /// Bounds reconciliation read-backs per installation.
+    pacer: pacer::Pacer,
 }
 
 impl Engine {
@@ -92,6 +96,7 @@ impl Engine {
                 metrics: Metrics::default(),
                 completed: broadcast::channel(64).0,
                 known_runs: Mutex::new(HashMap::new()),
+                pacer: pacer::Pacer::default(),
             }),
         })
     }
@@ -118,7 +123,8 @@ impl Engine {
         self.inner.new_delivery.notify_one();
     }
 
-    /// Starts the workers: resumes every unfinished run, then processes deliveries forever.
+    /// Starts the workers: resumes every unfinished run, then processes deliveries forever and
+    /// sweeps failed webhook deliveries for redelivery.
     pub async fn start(&self) -> anyhow::Result<()> {
         for run in self.inner.store.unfinished_runs().await? {
             tracing::info!(hub_run_id = %run.id, status = run.status.as_str(), "resuming run");
@@ -126,6 +132,10 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move { engine.process_deliveries().await });
+        if let Some(every) = self.inner.config.redeliver_every {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.redeliver_failed(every).await });
+        }
         Ok(())
     }
 

@@ -237,6 +237,10 @@ pub struct HookDelivery {
     /// The receiver's HTTP status (0 or absent when it could not be reached).
     #[serde(default)]
     pub status_code: u16,
+    /// GitHub's words for the outcome ("OK", "Invalid HTTP Response: 503", ...); "pending"
+    /// while a delivery is still on its way.
+    #[serde(default)]
+    pub status: String,
     pub event: String,
     #[serde(default)]
     pub action: Option<String>,
@@ -248,6 +252,11 @@ impl HookDelivery {
     /// The receiver did not answer 2xx.
     pub fn failed(&self) -> bool {
         !(200..300).contains(&self.status_code)
+    }
+
+    /// Still on its way (not yet delivered or failed).
+    pub fn pending(&self) -> bool {
+        self.status.eq_ignore_ascii_case("pending")
     }
 }
 

@@ -72,6 +72,10 @@ pub(crate) struct Conn {
     /// Installation auth (else App JWT auth): tokens are refreshed single-flight.
     installation: bool,
     refresh: tokio::sync::Mutex<()>,
+    /// Writes (POST, PATCH) go out one at a time, as GitHub asks of bulk writers: concurrent
+    /// writes are what trips secondary rate limits, and a write already on its way when the
+    /// limit hits would land while the installation is told to wait.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl Conn {
@@ -85,6 +89,7 @@ impl Conn {
             counters: Counters::default(),
             installation,
             refresh: tokio::sync::Mutex::new(()),
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -128,6 +133,10 @@ impl Conn {
         let mut tries = 0u32;
         let mut rate_rounds = 0u32;
         loop {
+            let one_write_at_a_time = match method {
+                Method::GET => None,
+                _ => Some(self.writes.lock().await),
+            };
             let permit = self.governor.acquire().await;
             if let Err(failure) = self.fresh_token().await {
                 // Nothing was sent: any request may try again if the mint failed transiently.
@@ -137,6 +146,7 @@ impl Conn {
                     return Err(failure);
                 }
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                drop(one_write_at_a_time);
                 tokio::time::sleep(self.backoff(tries)).await;
                 continue;
             }
@@ -209,6 +219,7 @@ impl Conn {
                 return Err(failure);
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            drop(one_write_at_a_time);
             tokio::time::sleep(self.backoff(tries)).await;
         }
     }

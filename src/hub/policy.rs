@@ -22,6 +22,11 @@ pub struct Policy {
     /// How long to wait before searching for a run whose dispatch answer was lost (GitHub indexes
     /// new runs with a delay).
     pub unknown_search_delay: Duration,
+    /// A dispatched or running spoke with no news for this long is read back from GitHub
+    /// (webhooks get lost and GitHub never redelivers on its own).
+    pub reconcile_after: Duration,
+    /// At most this many such read-backs per second per installation.
+    pub reconcile_rate: u32,
 }
 
 impl Default for Policy {
@@ -34,6 +39,8 @@ impl Default for Policy {
             cancel_on_timeout: false,
             allow_parallel: false,
             unknown_search_delay: Duration::from_secs(10),
+            reconcile_after: Duration::from_secs(60),
+            reconcile_rate: 10,
         }
     }
 }
@@ -184,6 +191,8 @@ pub struct PolicyOverrides {
     pub cancel_on_timeout: Option<bool>,
     pub allow_parallel: Option<bool>,
     pub unknown_search_delay: Option<String>,
+    pub reconcile_after: Option<String>,
+    pub reconcile_rate: Option<u32>,
 }
 
 /// A policy value that is not acceptable; `field` is its TOML key (e.g. `retry.factor`).
@@ -277,6 +286,20 @@ impl Policy {
             &o.unknown_search_delay,
             &mut p.unknown_search_delay,
         )?;
+        dur(
+            "reconcile_after",
+            &o.reconcile_after,
+            &mut p.reconcile_after,
+        )?;
+        if p.reconcile_after.is_zero() {
+            return Err(err("reconcile_after", "must be greater than zero"));
+        }
+        if let Some(r) = o.reconcile_rate {
+            if r == 0 {
+                return Err(err("reconcile_rate", "must be at least 1"));
+            }
+            p.reconcile_rate = r;
+        }
         if let Some(b) = o.cancel_on_timeout {
             p.cancel_on_timeout = b;
         }

@@ -171,6 +171,9 @@ fn validation_errors_name_the_field() {
         ("[retry]\nfactor = nan", "retry.factor"),
         ("[retry]\nbackoff = \"1x\"", "retry.backoff"),
         ("[retry]\ncap = \"1s\"", "retry.cap"),
+        ("reconcile_after = \"0s\"", "reconcile_after"),
+        ("reconcile_after = \"1.5m\"", "reconcile_after"),
+        ("reconcile_rate = 0", "reconcile_rate"),
     ] {
         let e = Policy::default().with(&overrides(t)).unwrap_err();
         assert_eq!(e.field, field, "{t}");
@@ -186,4 +189,18 @@ fn unknown_fields_are_rejected() {
     let e = toml::from_str::<PolicyOverrides>("concurency = 3").unwrap_err();
     assert!(e.to_string().contains("concurency"), "{e}");
     assert!(toml::from_str::<PolicyOverrides>("[retry]\nlimt = 3").is_err());
+}
+
+#[test]
+fn reconciliation_defaults_and_overrides() {
+    let d = Policy::default();
+    assert_eq!(d.reconcile_after, Duration::from_secs(60));
+    assert_eq!(d.reconcile_rate, 10);
+    let p = d
+        .with(&overrides(
+            "reconcile_after = \"750ms\"\nreconcile_rate = 3",
+        ))
+        .unwrap();
+    assert_eq!(p.reconcile_after, Duration::from_millis(750));
+    assert_eq!(p.reconcile_rate, 3);
 }

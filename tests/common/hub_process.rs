@@ -1,0 +1,197 @@
+//! Crash-test harness: the real `spokehub serve` process against an in-process emulator,
+//! killed with SIGKILL at chosen moments and started again on the same database.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use spokehub::emulator::{Emulator, EmulatorHandle, Scenario};
+use spokehub::report::{run_report, RunReport};
+
+pub struct HubProcess {
+    child: Child,
+}
+
+impl HubProcess {
+    pub fn start(emulator: &EmulatorHandle, dir: &std::path::Path, listen: &str) -> HubProcess {
+        let key = dir.join("app.pem");
+        std::fs::write(&key, &emulator.private_key_pem).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_spokehub"))
+            .arg("serve")
+            .env_clear()
+            .env("SPOKEHUB_APP_ID", emulator.app_id.to_string())
+            .env("SPOKEHUB_PRIVATE_KEY_FILE", &key)
+            .env("SPOKEHUB_WEBHOOK_SECRET", &emulator.webhook_secret)
+            .env("SPOKEHUB_GITHUB_API_URL", &emulator.base_url)
+            .env(
+                "SPOKEHUB_DATABASE_URL",
+                format!("sqlite://{}", dir.join("hub.db").display()),
+            )
+            .env("SPOKEHUB_LISTEN", listen)
+            .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
+            .env("SPOKEHUB_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spokehub starts");
+        HubProcess { child }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn state(http: &reqwest::Client, emulator: &EmulatorHandle) -> Value {
+    http.get(format!("{}/_emulator/state", emulator.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_until_listening(http: &reqwest::Client, listen: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("http://{listen}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "hub did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn spoke_runs(state: &Value) -> Vec<&Value> {
+    state["workflow_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["workflow"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("spokehub-spoke.yml"))
+        })
+        .collect()
+}
+
+fn spoke_run_count(state: &Value) -> usize {
+    spoke_runs(state).len()
+}
+
+/// What a crash run ended with.
+pub struct CrashOutcome {
+    /// The emulator's final state.
+    pub state: Value,
+    /// The hub's own record of the run, read from its database after the last process ended.
+    pub report: RunReport,
+}
+
+/// Runs task `task` with the hub configured by `hub_toml` against `scenario`, killing the hub
+/// once the emulator has seen each of `kill_after` spoke runs created (in order; a value past
+/// the number of spokes kills it after every spoke was dispatched, once `extra_ms` has passed),
+/// each kill after a further `delay_ms` pause. Waits for the check run to complete.
+pub async fn kill_and_restart(
+    scenario: &str,
+    hub_toml: &str,
+    task: &str,
+    kills: &[(usize, u64)],
+    within: Duration,
+) -> CrashOutcome {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spokehub.toml"), hub_toml).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let scenario = Scenario::from_toml(scenario).unwrap();
+    let emu_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = Emulator::start(
+        emu_listener,
+        scenario,
+        format!("http://{listen}/webhook"),
+        None,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+
+    let mut hub = HubProcess::start(&emulator, dir.path(), &listen);
+    wait_until_listening(&http, &listen).await;
+    let pressed = http
+        .post(format!("{}/_emulator/hub/dispatch", emulator.base_url))
+        .json(&json!({"workflow": "spokehub-hub.yml", "ref": "main",
+                      "inputs": {"task": task}, "sender": "octocat"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(pressed.status().is_success());
+
+    let check_done = |s: &Value| {
+        s["check_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == format!("spokehub: {task}") && c["status"] == "completed")
+    };
+    for (k, &(threshold, delay_ms)) in kills.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = state(&http, &emulator).await;
+            if spoke_run_count(&s) >= threshold || check_done(&s) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dispatch stalled before kill {k}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The moment within the chosen phase is random: this pause is part of the plan.
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        hub.kill();
+        hub = HubProcess::start(&emulator, dir.path(), &listen);
+        wait_until_listening(&http, &listen).await;
+    }
+
+    let deadline = Instant::now() + within;
+    let final_state = loop {
+        let s = state(&http, &emulator).await;
+        if check_done(&s) {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never completed after restarts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    hub.kill();
+    let store =
+        spokehub::store::Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+            .await
+            .unwrap();
+    let id = store.latest_run_id().await.unwrap().expect("a run exists");
+    let report = run_report(&store, &id).await.unwrap().expect("run exists");
+    emulator.shutdown().await;
+    CrashOutcome {
+        state: final_state,
+        report,
+    }
+}
