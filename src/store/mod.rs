@@ -151,6 +151,16 @@ impl Store {
         Ok(())
     }
 
+    /// The logged events of one kind, oldest first: (repository, detail).
+    pub async fn events(&self, kind: &str) -> StoreResult<Vec<(Option<String>, String)>> {
+        Ok(
+            sqlx::query_as("SELECT repo, detail FROM events WHERE kind = ? ORDER BY id")
+                .bind(kind)
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
     /// Number of logged events of one kind (for tests, status and metrics).
     pub async fn count_events(&self, kind: &str) -> StoreResult<i64> {
         Ok(
