@@ -68,6 +68,7 @@ fn start_hub(emulator: &EmulatorHandle, dir: &std::path::Path, listen: &str) -> 
         .env("SPOKEHUB_LISTEN", listen)
         .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
         .env("SPOKEHUB_LOG", "error")
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

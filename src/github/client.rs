@@ -162,15 +162,14 @@ impl InstallationClient {
         struct Page {
             repositories: Vec<RawRepo>,
         }
-        let pages = self
-            .conn
-            .get_all_pages("/installation/repositories?per_page=100")
-            .await?;
         let mut out = Vec::new();
-        for p in &pages {
-            let page: Page = decode(p, "/installation/repositories")?;
-            out.extend(page.repositories.into_iter().map(RepoInfo::from));
-        }
+        self.conn
+            .for_each_page("/installation/repositories?per_page=100", |p| {
+                let page: Page = decode(p, "/installation/repositories")?;
+                out.extend(page.repositories.into_iter().map(RepoInfo::from));
+                Ok(())
+            })
+            .await?;
         Ok(out)
     }
 
@@ -194,28 +193,31 @@ impl InstallationClient {
         }
         let first = format!("/orgs/{}/properties/values?per_page=100", enc(org, false));
         let mut out = HashMap::new();
-        for p in &self.conn.get_all_pages(&first).await? {
-            for entry in decode::<Vec<Entry>>(p, &route_of(&first))? {
-                let props = entry
-                    .properties
-                    .into_iter()
-                    .filter_map(|p| {
-                        let v = match p.value {
-                            Value::String(s) => s,
-                            Value::Array(items) => items
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(","),
-                            Value::Null => return None,
-                            other => other.to_string(),
-                        };
-                        Some((p.property_name, v))
-                    })
-                    .collect();
-                out.insert(entry.repository_full_name, props);
-            }
-        }
+        self.conn
+            .for_each_page(&first, |page| {
+                for entry in decode::<Vec<Entry>>(page, &route_of(&first))? {
+                    let props = entry
+                        .properties
+                        .into_iter()
+                        .filter_map(|p| {
+                            let v = match p.value {
+                                Value::String(s) => s,
+                                Value::Array(items) => items
+                                    .iter()
+                                    .filter_map(Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                                Value::Null => return None,
+                                other => other.to_string(),
+                            };
+                            Some((p.property_name, v))
+                        })
+                        .collect();
+                    out.insert(entry.repository_full_name, props);
+                }
+                Ok(())
+            })
+            .await?;
         Ok(out)
     }
 
@@ -311,9 +313,12 @@ impl InstallationClient {
             enc(&since, false)
         );
         let mut out = Vec::new();
-        for p in &self.conn.get_all_pages(&first).await? {
-            out.extend(decode::<Page>(p, &route_of(&first))?.workflow_runs);
-        }
+        self.conn
+            .for_each_page(&first, |p| {
+                out.extend(decode::<Page>(p, &route_of(&first))?.workflow_runs);
+                Ok(())
+            })
+            .await?;
         Ok(out)
     }
 
@@ -402,9 +407,12 @@ impl InstallationClient {
             enc(name, false)
         );
         let mut out = Vec::new();
-        for p in &self.conn.get_all_pages(&first).await? {
-            out.extend(decode::<Page>(p, &route_of(&first))?.check_runs);
-        }
+        self.conn
+            .for_each_page(&first, |p| {
+                out.extend(decode::<Page>(p, &route_of(&first))?.check_runs);
+                Ok(())
+            })
+            .await?;
         Ok(out)
     }
 }

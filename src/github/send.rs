@@ -269,21 +269,28 @@ impl Conn {
         }
     }
 
-    /// GET every page, following `Link: rel="next"` by path on the configured API root.
-    pub async fn get_all_pages(&self, first: &str) -> Result<Vec<Reply>, ApiError> {
-        let mut pages = Vec::new();
+    /// Every page of a listing, following `Link: rel="next"` by path. Each page is handed to
+    /// `visit` as it arrives and then dropped, so a 10,000-repository listing never holds all
+    /// of its JSON at once.
+    pub async fn for_each_page(
+        &self,
+        first: &str,
+        mut visit: impl FnMut(&Reply) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
         let mut next = Some(first.to_owned());
+        let mut pages = 0;
         while let Some(path) = next.take() {
-            if pages.len() >= MAX_PAGES {
+            if pages >= MAX_PAGES {
                 return Err(ApiError::Decode {
                     detail: format!("more than {MAX_PAGES} pages at {}", route_of(first)),
                 });
             }
             let reply = self.get_ok(&path).await?;
+            pages += 1;
             next = next_page_path(&reply.headers).filter(|n| *n != path);
-            pages.push(reply);
+            visit(&reply)?;
         }
-        Ok(pages)
+        Ok(())
     }
 }
 
