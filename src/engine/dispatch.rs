@@ -51,12 +51,16 @@ impl Engine {
                 tracing::warn!(%repo, detail, "dispatch answer lost; will search before re-dispatching");
                 SpokeEvent::DispatchLost
             }
+            // A definite refusal is permanent; anything that may pass (5xx, transport, rate
+            // limits after every pause) is searched for and then sent again.
             DispatchOutcome::Failed { error } => match error {
-                ApiError::Unauthorized | ApiError::Forbidden { .. } => {
-                    SpokeEvent::DispatchRejected {
-                        message: error.to_string(),
-                    }
-                }
+                ApiError::Unauthorized
+                | ApiError::Forbidden { .. }
+                | ApiError::NotFound { .. }
+                | ApiError::Unprocessable { .. }
+                | ApiError::Status { .. } => SpokeEvent::DispatchRejected {
+                    message: error.to_string(),
+                },
                 other => {
                     tracing::warn!(%repo, error = %other, "dispatch failed; will search before re-dispatching");
                     SpokeEvent::DispatchLost
@@ -189,13 +193,27 @@ impl Engine {
             }
         };
         if let Some(found) = &found {
-            let outcome = outcome_of(&found.status, found.conclusion.as_deref())
-                .unwrap_or(ReportOutcome::Running);
-            let finished = !matches!(outcome, ReportOutcome::Running);
-            self.report_reconciled(run, repo, spoke.attempt, found, outcome)
-                .await?;
-            if finished {
-                return Ok(());
+            match outcome_of(&found.status, found.conclusion.as_deref()) {
+                // Still queued: the spoke stays dispatched (its run id is now known).
+                None => {
+                    self.transition(
+                        run,
+                        repo,
+                        SpokeEvent::DispatchAccepted {
+                            run_id: Some(found.id),
+                            run_url: Some(found.html_url.clone()),
+                        },
+                    )
+                    .await?;
+                }
+                Some(outcome) => {
+                    let finished = !matches!(outcome, ReportOutcome::Running);
+                    self.report_reconciled(run, repo, spoke.attempt, found, outcome)
+                        .await?;
+                    if finished {
+                        return Ok(());
+                    }
+                }
             }
         }
         if spoke.due_at.is_some_and(|due| due <= now_ms()) {

@@ -336,8 +336,8 @@ impl Engine {
             }
             let finished = view.open == 0 && tasks.is_empty() && view.queue.is_empty();
             let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
-            if finished {
-                return self.complete_run(run, client, view).await;
+            if finished && self.complete_run(run, client, view).await? {
+                return Ok(());
             }
             if dirty && summary_due {
                 self.post_progress(run, client, view).await;
@@ -375,6 +375,13 @@ impl Engine {
         tokio::time::sleep(RETRY_DELAY).await;
         if let Ok(Some(rec)) = self.store().spoke(&run.id, repo).await {
             let mut spoke = rec.spoke;
+            if spoke.status == SpokeStatus::Dispatching {
+                // The dispatch may or may not have gone out: search before sending again.
+                if let Err(e) = self.transition(run, repo, SpokeEvent::DispatchLost).await {
+                    tracing::warn!(%repo, error = %e, "cannot mark an interrupted dispatch");
+                }
+                return;
+            }
             let again = match work {
                 Work::Dispatch => {
                     matches!(spoke.status, SpokeStatus::Planned | SpokeStatus::RetryWait)
@@ -410,17 +417,9 @@ impl Engine {
                 .get(&repo)
                 .filter(|s| s.status.is_in_flight())
                 .and_then(|s| s.workflow_run_id);
-            let rec = self.transition(run, &repo, SpokeEvent::TimedOut).await?;
-            let mut spoke = rec.current().clone();
-            if !spoke.status.is_terminal() {
-                // Retrying past the overall deadline makes no sense: cancel.
-                spoke = self
-                    .transition(run, &repo, SpokeEvent::Cancel)
-                    .await?
-                    .current()
-                    .clone();
-            }
-            view.update(spoke);
+            // Past the run's deadline nothing is retried: every open spoke times out.
+            let rec = self.transition(run, &repo, SpokeEvent::RunTimedOut).await?;
+            view.update(rec.current().clone());
             if let (true, Some(id)) = (cancel, run_id) {
                 if let Err(e) = client.cancel_run(&repo, id).await {
                     tracing::warn!(%repo, error = %e, "cannot cancel a spoke run past the run deadline");
@@ -487,7 +486,7 @@ impl Engine {
         run: &RunRecord,
         client: &InstallationClient,
         view: &RunView,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let totals = view.totals();
         let policy = self.config().policy_for(&run.task);
         let cancelled = self
@@ -511,17 +510,28 @@ impl Engine {
                 identifier: super::operator::RERUN_FAILED.into(),
             }]);
         }
-        self.finish_check_run(run, client, &req).await?;
-        self.store()
-            .complete_run(&run.id, conclusion.as_str(), None)
-            .await?;
+        if let Err(e) = self.finish_check_run(run, client, &req).await {
+            // The run's result stands in the hub; the check run stays as last posted.
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the check run could not be completed"
+            );
+        }
+        if !self
+            .store()
+            .complete_settled_run(&run.id, conclusion.as_str())
+            .await?
+        {
+            tracing::info!("spokes were reopened while completing; the run goes on");
+            return Ok(false);
+        }
         tracing::info!(
             conclusion = conclusion.as_str(),
             succeeded = totals.succeeded,
             failed = totals.failed,
             "run completed"
         );
-        Ok(())
+        Ok(true)
     }
 
     /// The final check-run update must land: it is retried until it does.

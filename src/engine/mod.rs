@@ -126,6 +126,14 @@ impl Engine {
     /// Starts the workers: resumes every unfinished run, then processes deliveries forever and
     /// sweeps failed webhook deliveries for redelivery.
     pub async fn start(&self) -> anyhow::Result<()> {
+        if let Some(mut changes) = self.inner.store.take_changes() {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                while let Some((run, spoke)) = changes.recv().await {
+                    engine.tell_driver(&run, spoke);
+                }
+            });
+        }
         for run in self.inner.store.unfinished_runs().await? {
             tracing::info!(hub_run_id = %run.id, status = run.status.as_str(), "resuming run");
             self.spawn_driver(run.id);
@@ -153,19 +161,28 @@ impl Engine {
         let span = tracing::info_span!("hub_run", hub_run_id = %id);
         tokio::spawn(
             async move {
-                match engine.drive(id, rx).await {
+                let failed = match engine.drive(id, rx).await {
                     Ok(()) => {
                         let _ = engine.inner.completed.send(id);
+                        false
                     }
-                    Err(e) => tracing::error!(error = format!("{e:#}"), "run driver stopped"),
-                }
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "run driver stopped");
+                        true
+                    }
+                };
                 engine
                     .inner
                     .drivers
                     .lock()
                     .expect("drivers lock")
                     .remove(&id);
-                // Re-opened (re-run) while this driver was finishing: drive it again.
+                if failed {
+                    // Not in a hot loop when the trouble persists.
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                // Re-opened (re-run) while this driver was finishing, or stopped by trouble:
+                // drive it again.
                 if let Ok(Some(run)) = engine.store().run(&id).await {
                     if run.status != crate::hub::RunStatus::Completed {
                         engine.spawn_driver(id);
@@ -197,12 +214,12 @@ impl Engine {
                 crate::hub::apply(spoke, event.clone(), &ctx)
             })
             .await?;
+        // Drivers hear of changes from the store, in commit order (see `start`).
         match &record.transition {
-            Transition::Changed(spoke) => self.tell_driver(&run.id, spoke.clone()),
-            Transition::Conflict { spoke, detail } => {
+            Transition::Changed(_) => {}
+            Transition::Conflict { detail, .. } => {
                 self.inner.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%repo, detail, "conflicting report recorded");
-                self.tell_driver(&run.id, spoke.clone());
             }
             Transition::Stale { detail } => tracing::info!(%repo, detail, "stale report recorded"),
             Transition::Invalid { detail } => tracing::debug!(%repo, detail, "event ignored"),

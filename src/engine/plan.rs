@@ -269,7 +269,7 @@ impl Engine {
                 }
             }
         }
-        let spokes: Vec<NewSpoke> = repos
+        let mut spokes: Vec<NewSpoke> = repos
             .into_iter()
             .filter_map(|repo| {
                 let (status, reason) = match selector.evaluate(&repo) {
@@ -296,6 +296,22 @@ impl Engine {
                 .count(),
             "planned"
         );
+        // Cancelled while planning: nothing is dispatched.
+        let cancelled = self
+            .store()
+            .run(&run.id)
+            .await?
+            .and_then(|r| r.reason)
+            .filter(|r| r.starts_with(super::operator::CANCELLED_PREFIX));
+        if let Some(reason) = cancelled {
+            for spoke in spokes
+                .iter_mut()
+                .filter(|s| s.status == SpokeStatus::Planned)
+            {
+                spoke.status = SpokeStatus::Cancelled;
+                spoke.reason = Some(reason.clone());
+            }
+        }
         self.store().activate_run(&run.id, &sha, &spokes).await?;
         Ok(())
     }

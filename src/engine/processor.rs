@@ -1,6 +1,7 @@
 //! The delivery processor: consumes the persisted intake queue in arrival order and routes each
 //! event. Handling is idempotent, so a delivery processed again after a crash changes nothing.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 /// built for that); triggers and button clicks are handled one at a time, in order.
 const REPORTS_IN_FLIGHT: usize = 32;
 
+/// Tries of a delivery that fails (GitHub or database trouble) before it is given up.
+const MAX_TRIES: u32 = 5;
+
 /// Reports about spokes, which the processor may handle concurrently.
 fn is_spoke_report(event: &str) -> bool {
     matches!(event, "workflow_run" | "repository_dispatch")
@@ -25,6 +29,8 @@ fn is_spoke_report(event: &str) -> bool {
 
 impl Engine {
     pub(super) async fn process_deliveries(&self) {
+        // Failed tries per delivery (in memory: a restart gives every delivery a fresh start).
+        let mut failures: HashMap<String, u32> = HashMap::new();
         loop {
             let batch = match self.store().pending_deliveries(512).await {
                 Ok(batch) => batch,
@@ -39,6 +45,7 @@ impl Engine {
                 continue;
             }
             let mut rest = batch.as_slice();
+            let mut any_failed = false;
             while !rest.is_empty() {
                 let reports = rest
                     .iter()
@@ -46,26 +53,41 @@ impl Engine {
                     .count();
                 let (now, later) = rest.split_at(reports.max(1));
                 rest = later;
-                let failed = futures::stream::iter(now.iter().cloned())
+                let failed: Vec<(String, String)> = futures::stream::iter(now.iter().cloned())
                     .map(|d| {
                         let engine = self.clone();
-                        async move { engine.process_one(&d).await }
+                        async move {
+                            let result = engine.process_one(&d).await;
+                            result.err().map(|why| (d.guid, why))
+                        }
                     })
                     .buffer_unordered(REPORTS_IN_FLIGHT)
-                    .filter(|ok| std::future::ready(!ok))
-                    .count()
+                    .filter_map(std::future::ready)
+                    .collect()
                     .await;
-                if failed > 0 {
-                    // Transient trouble (database, GitHub): what failed stays queued.
-                    tokio::time::sleep(IDLE_POLL).await;
-                    break;
+                for (guid, why) in failed {
+                    any_failed = true;
+                    let tries = failures.entry(guid.clone()).or_insert(0);
+                    *tries += 1;
+                    if *tries >= MAX_TRIES {
+                        // A delivery that keeps failing must not hold up the others forever.
+                        tracing::error!(guid, tries = *tries, why, "giving up on a delivery");
+                        let outcome = format!("failed after {} tries: {why}", *tries);
+                        if self.store().finish_delivery(&guid, &outcome).await.is_ok() {
+                            failures.remove(&guid);
+                        }
+                    }
                 }
+            }
+            if any_failed {
+                // Transient trouble (database, GitHub): what failed stays queued a while.
+                tokio::time::sleep(IDLE_POLL).await;
             }
         }
     }
 
-    /// Handles and finishes one delivery; false when it must be tried again later.
-    async fn process_one(&self, delivery: &StoredDelivery) -> bool {
+    /// Handles and finishes one delivery; `Err` (why) when it must be tried again later.
+    async fn process_one(&self, delivery: &StoredDelivery) -> Result<(), String> {
         let span = tracing::info_span!(
             "delivery",
             guid = %delivery.guid,
@@ -76,8 +98,9 @@ impl Engine {
         let outcome = match self.handle_delivery(delivery).instrument(span).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                tracing::warn!(guid = %delivery.guid, error = format!("{e:#}"), "delivery will be retried");
-                return false;
+                let why = format!("{e:#}");
+                tracing::warn!(guid = %delivery.guid, error = why, "delivery will be retried");
+                return Err(why);
             }
         };
         self.inner
@@ -86,9 +109,9 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.store().finish_delivery(&delivery.guid, &outcome).await {
             tracing::error!(error = %e, "cannot mark delivery processed");
-            return false;
+            return Err(e.to_string());
         }
-        true
+        Ok(())
     }
 
     /// Handles one delivery; returns a short outcome for the ledger. An `Err` means "try again".

@@ -276,7 +276,8 @@ impl InstallationClient {
                     run_url: None,
                 },
                 // Older GHES rejects the unknown field: the request had no effect.
-                400 if with_details => {
+                // (GitHub names the key it does not permit.)
+                400 if with_details && reply.body.contains("return_run_details") => {
                     tracing::info!(
                         "API host rejects return_run_details; dispatching without it from now on"
                     );

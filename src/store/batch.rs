@@ -54,7 +54,13 @@ enum Outcome {
     Finished(StoreResult<()>),
 }
 
-pub(super) fn spawn_writer(pool: SqlitePool) -> mpsc::UnboundedSender<Job> {
+/// A committed change of a spoke, published in commit order.
+pub type SpokeChange = (HubRunId, crate::hub::Spoke);
+
+pub(super) fn spawn_writer(
+    pool: SqlitePool,
+    changes: mpsc::UnboundedSender<SpokeChange>,
+) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -65,25 +71,29 @@ pub(super) fn spawn_writer(pool: SqlitePool) -> mpsc::UnboundedSender<Job> {
                     Err(_) => break,
                 }
             }
-            write_batch(&pool, jobs).await;
+            write_batch(&pool, jobs, &changes).await;
         }
     });
     tx
 }
 
-async fn write_batch(pool: &SqlitePool, jobs: Vec<Job>) {
+async fn write_batch(
+    pool: &SqlitePool,
+    jobs: Vec<Job>,
+    changes: &mpsc::UnboundedSender<SpokeChange>,
+) {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return fail_all(jobs, &e),
     };
     match run_in_transaction(&mut conn, &jobs).await {
-        Ok(outcomes) => answer(jobs, outcomes),
+        Ok(outcomes) => answer(jobs, outcomes, changes),
         Err(e) if jobs.len() == 1 => fail_all(jobs, &e),
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "batched write failed; applying jobs one by one");
             for job in jobs {
                 match run_in_transaction(&mut conn, std::slice::from_ref(&job)).await {
-                    Ok(outcomes) => answer(vec![job], outcomes),
+                    Ok(outcomes) => answer(vec![job], outcomes, changes),
                     Err(e) => fail_all(vec![job], &e),
                 }
             }
@@ -192,7 +202,20 @@ async fn rollback<T>(conn: &mut PoolConnection<Sqlite>, e: StoreError) -> StoreR
     Err(e)
 }
 
-fn answer(jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+/// Answers every job of a committed batch, and publishes its spoke changes in commit order
+/// (before the answers, so no one can act on a change the drivers have not heard of).
+fn answer(jobs: Vec<Job>, outcomes: Vec<Outcome>, changes: &mpsc::UnboundedSender<SpokeChange>) {
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        if let (Job::Transition { run, .. }, Outcome::Transition(r)) = (job, outcome) {
+            if let Ok(record) = r.as_ref() {
+                if let crate::hub::Transition::Changed(s)
+                | crate::hub::Transition::Conflict { spoke: s, .. } = &record.transition
+                {
+                    let _ = changes.send((*run, s.clone()));
+                }
+            }
+        }
+    }
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         match (job, outcome) {
             (Job::Transition { reply, .. }, Outcome::Transition(r)) => {

@@ -19,6 +19,7 @@ use rand::RngCore as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use batch::SpokeChange;
 pub use deliveries::{NewDelivery, StoredDelivery};
 pub use runs::{NewRun, RunRecord};
 pub use spokes::{NewSpoke, SpokeRecord, TransitionRecord};
@@ -45,6 +46,9 @@ pub struct Store {
     read: SqlitePool,
     /// The group-commit writer for the hot writes (see `batch`).
     writer: tokio::sync::mpsc::UnboundedSender<batch::Job>,
+    /// Committed spoke changes in commit order, for the one consumer that takes them.
+    changes:
+        std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpokeChange>>>>,
 }
 
 /// Current time in unix milliseconds, the unit every stored time uses.
@@ -90,12 +94,20 @@ impl Store {
                 .await
                 .with_context(|| format!("cannot open database {url:?} for reading"))?
         };
-        let writer = batch::spawn_writer(write.clone());
+        let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = batch::spawn_writer(write.clone(), changes_tx);
         Ok(Store {
             write,
             read,
             writer,
+            changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
         })
+    }
+
+    /// Every committed spoke change, in commit order (the engine routes them to run drivers,
+    /// so a driver never sees an older state after a newer one). One taker only.
+    pub fn take_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<SpokeChange>> {
+        self.changes.lock().expect("changes lock").take()
     }
 
     /// Hands a job to the group-commit writer and waits for its answer.

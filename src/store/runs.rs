@@ -246,6 +246,26 @@ impl Store {
         Ok(())
     }
 
+    /// Completes a run only when every spoke is terminal (an operator's re-run may have
+    /// reopened spokes a moment ago); false when it is not settled, and nothing changed.
+    pub async fn complete_settled_run(&self, id: &HubRunId, conclusion: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, conclusion = ?, completed_at = ?
+             WHERE id = ? AND status <> ?
+               AND NOT EXISTS (SELECT 1 FROM spokes WHERE run_id = ? AND status NOT IN
+                   ('skipped', 'succeeded', 'failed', 'cancelled', 'timed_out', 'dispatch_failed'))",
+        )
+        .bind(RunStatus::Completed.as_str())
+        .bind(conclusion)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(RunStatus::Completed.as_str())
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records why a run ends the way it does (e.g. cancelled by an operator).
     pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
         sqlx::query("UPDATE runs SET reason = ? WHERE id = ?")
