@@ -66,7 +66,12 @@ async fn two_hundred_repositories_with_ten_percent_failing_give_an_exact_failure
         let url = bad.run_url.as_deref().expect("failed spoke has a run link");
         assert!(all.contains(url), "no link to {url}");
     }
-    assert!(summary.contains("20"), "totals missing: {summary}");
+    // The totals table: total, succeeded, failed, timed out, dispatch failed, cancelled,
+    // skipped, in progress.
+    assert!(
+        summary.contains("| 201 | 180 | 20 | 0 | 0 | 0 | 1 | 0 |"),
+        "totals: {summary}"
+    );
     // The re-run button is offered because spokes failed.
     assert!(check["actions"].to_string().contains("rerun_failed"));
     // Exactly one workflow run per spoke.

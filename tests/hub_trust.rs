@@ -267,3 +267,123 @@ async fn bad_input_is_refused_with_a_clear_error_and_records_nothing() {
         "a refused or ignored delivery was recorded"
     );
 }
+
+fn fixture(path: &str) -> Value {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/webhooks")
+        .join(path);
+    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+}
+
+/// GitHub's own `workflow_run` example, re-aimed at a spoke repository.
+fn workflow_run_payload(installation: u64, repo: &str, run: Value) -> Value {
+    let mut body = fixture("workflow_run/completed.payload.json");
+    let (owner, name) = repo.split_once('/').unwrap();
+    body["installation"] = json!({"id": installation, "node_id": "x"});
+    body["repository"]["full_name"] = json!(repo);
+    body["repository"]["name"] = json!(name);
+    body["repository"]["owner"]["login"] = json!(owner);
+    for (k, v) in run.as_object().unwrap() {
+        body["workflow_run"][k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_reports_while_spokes_run_change_nothing() {
+    let world = World::start(
+        &scenario(3, "").replace("duration_ms = [5, 40]", "duration_ms = [1500, 1500]"),
+        FAST_HUB,
+    )
+    .await;
+    let mut completions = world.hub.engine.subscribe_completions();
+    world.press_run_workflow(json!({"task": "t"})).await;
+    // Wait until every spoke runs; take a genuine callback token from a dispatch.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runs = loop {
+        let runs = world.spoke_runs().await;
+        if runs.len() == 3 && runs.iter().all(|r| r["status"] == "in_progress") {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "spokes never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let run_id: HubRunId = world
+        .hub
+        .engine
+        .store()
+        .latest_run_id()
+        .await
+        .unwrap()
+        .unwrap();
+    let genuine = runs.iter().find(|r| r["repo"] == "acme/svc-0001").unwrap();
+    let token = genuine["inputs"]["callback_token"].as_str().unwrap();
+    let inst = world.emulator.installation_id;
+    let hub = world.emulator.hub_repo.clone();
+    let rejected_before = world.hub.engine.metrics().snapshot().callbacks_rejected;
+    let forged_callbacks = [
+        // A genuine token for one repository, used for another.
+        dispatch_payload(
+            inst,
+            &hub,
+            callback(&run_id, "acme/svc-0002", "failure", token),
+        ),
+        // A genuine token, through another installation or to another repository.
+        dispatch_payload(
+            inst + 1,
+            &hub,
+            callback(&run_id, "acme/svc-0001", "failure", token),
+        ),
+        dispatch_payload(
+            inst,
+            "acme/svc-0003",
+            callback(&run_id, "acme/svc-0001", "failure", token),
+        ),
+    ];
+    for (i, body) in forged_callbacks.iter().enumerate() {
+        let resp = world
+            .send_webhook("repository_dispatch", &format!("fc-{i}"), body)
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+    let title = format!("spokehub t [{run_id}#1]");
+    let forged_runs = [
+        // Another workflow of the spoke repository, whose title anyone who can push controls.
+        json!({"id": 1, "display_title": title, "event": "push", "path": ".github/workflows/ci.yml",
+               "status": "completed", "conclusion": "failure"}),
+        // The spoke workflow, but not the run the dispatch created.
+        json!({"id": 2, "display_title": title, "event": "workflow_dispatch",
+               "path": ".github/workflows/spokehub-spoke.yml", "status": "completed",
+               "conclusion": "failure"}),
+    ];
+    let processed_before = world.hub.engine.metrics().snapshot().deliveries_processed;
+    for (i, run) in forged_runs.iter().enumerate() {
+        let body = workflow_run_payload(inst, "acme/svc-0001", run.clone());
+        let resp = world
+            .send_webhook("workflow_run", &format!("fr-{i}"), &body)
+            .await;
+        assert_eq!(resp.status(), 202);
+    }
+    let report = world.report(&run_id).await;
+    let id = tokio::time::timeout(std::time::Duration::from_secs(60), completions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, run_id);
+    let after = world.report(&run_id).await;
+    assert!(
+        world.hub.engine.metrics().snapshot().callbacks_rejected >= rejected_before + 3,
+        "every forged callback was rejected"
+    );
+    assert!(world.hub.engine.metrics().snapshot().deliveries_processed > processed_before + 1);
+    assert_eq!(
+        after.totals.succeeded, 3,
+        "{:?} then {:?}",
+        report.totals, after.totals
+    );
+    assert_eq!(after.run.conclusion.as_deref(), Some("success"));
+    assert!(
+        after.spokes.iter().all(|s| s.conflicts == 0),
+        "a forged report was believed"
+    );
+}

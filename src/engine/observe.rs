@@ -26,10 +26,6 @@ pub fn parse_run_title(title: &str) -> Option<(HubRunId, u32)> {
 impl Engine {
     /// Rejects a report: logged, counted, recorded; it changes nothing.
     async fn reject(&self, run: Option<&HubRunId>, repo: Option<&str>, why: &str) -> String {
-        self.inner
-            .metrics
-            .callbacks_rejected
-            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(repo, why, "spoke_complete rejected");
         let run = run.map(|r| r.to_string());
         if let Err(e) = self
@@ -39,6 +35,11 @@ impl Engine {
         {
             tracing::error!(error = %e, "cannot record rejected callback");
         }
+        // Counted once recorded, so whoever reads the counter finds the record.
+        self.inner
+            .metrics
+            .callbacks_rejected
+            .fetch_add(1, Ordering::Relaxed);
         format!("rejected: {why}")
     }
 
@@ -128,14 +129,19 @@ impl Engine {
     pub(super) async fn on_workflow_run(&self, e: WorkflowRunEvent) -> anyhow::Result<String> {
         let span = tracing::Span::current();
         span.record("repo", tracing::field::display(&e.repository));
-        let from_title = parse_run_title(&e.run.display_title);
-        let (run_id, attempt) = match (
-            self.store().spoke_by_workflow_run(e.run.id).await?,
-            from_title,
-        ) {
-            (_, Some((run_id, attempt))) => (run_id, Some(attempt)),
-            (Some((run_id, _)), None) => (run_id, None),
-            (None, None) => return Ok("ignored: not a spoke run".into()),
+        // Only runs of the spoke workflow started by a dispatch can be spokes: anyone who can
+        // push to a spoke repository controls the titles of its other runs.
+        let spoke_workflow = &self.config().spoke_workflow;
+        if e.run.event != "workflow_dispatch" || !is_spoke_workflow(&e.run.path, spoke_workflow) {
+            return Ok("ignored: not a dispatched run of the spoke workflow".into());
+        }
+        // The title names the hub run and attempt; the run id is the fallback key.
+        let (run_id, attempt) = match parse_run_title(&e.run.display_title) {
+            Some((run_id, attempt)) => (run_id, Some(attempt)),
+            None => match self.store().spoke_by_workflow_run(e.run.id).await? {
+                Some((run_id, _)) => (run_id, None),
+                None => return Ok("ignored: not a spoke run".into()),
+            },
         };
         span.record("hub_run_id", tracing::field::display(&run_id));
         let Some(run) = self.run_identity(&run_id).await? else {
@@ -159,6 +165,17 @@ impl Engine {
                 .fetch_add(1, Ordering::Relaxed);
             return Ok("ignored: not a spoke of the run".into());
         };
+        // The current attempt's run is known: no other run speaks for it.
+        let current = spoke.spoke.attempt;
+        if let (Some(known), Some(a)) = (spoke.spoke.workflow_run_id, attempt) {
+            if a == current && known != e.run.id {
+                self.inner
+                    .metrics
+                    .reports_unmatched
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok("ignored: another run claims this attempt".into());
+            }
+        }
         // Matched by run id only: it is the current attempt's run.
         let attempt = match attempt {
             Some(a) => a,
@@ -187,6 +204,13 @@ impl Engine {
     }
 }
 
+/// Whether a run's `path` (`.github/workflows/x.yml`, possibly with `@ref`) is the spoke
+/// workflow file.
+fn is_spoke_workflow(path: &str, spoke_workflow: &str) -> bool {
+    let path = path.split('@').next().unwrap_or(path);
+    path.rsplit('/').next() == Some(spoke_workflow)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +226,20 @@ mod tests {
         assert_eq!(parse_run_title(&format!("x [{id}#]")), None);
         assert_eq!(parse_run_title("x [not-an-id#1]"), None);
         assert_eq!(parse_run_title(&format!("x [{id}#1] trailing")), None);
+    }
+
+    #[test]
+    fn only_the_spoke_workflow_file_counts() {
+        let w = "spokehub-spoke.yml";
+        assert!(is_spoke_workflow(".github/workflows/spokehub-spoke.yml", w));
+        assert!(is_spoke_workflow(
+            ".github/workflows/spokehub-spoke.yml@refs/heads/main",
+            w
+        ));
+        assert!(!is_spoke_workflow(".github/workflows/ci.yml", w));
+        assert!(!is_spoke_workflow(
+            ".github/workflows/not-spokehub-spoke.yml",
+            w
+        ));
     }
 }
