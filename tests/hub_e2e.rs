@@ -323,3 +323,25 @@ async fn the_run_api_needs_the_bearer_token() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_run_shows_progress_at_most_every_two_seconds() {
+    let world = World::start(
+        &scenario(20, "").replace("duration_ms = [5, 40]", "duration_ms = [500, 4500]"),
+        FAST_HUB,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let report = world.run_to_completion(json!({"task": "slow"})).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(report.totals.succeeded, 20);
+    let check = world.check_run(&report).await;
+    let updates = check["updates"].as_u64().unwrap() as f64;
+    // Progress was shown while spokes ran (more than the final update) ...
+    assert!(updates >= 2.0, "no progress update: {check}");
+    // ... and never more often than every 2 s, plus the final update.
+    assert!(
+        updates <= (elapsed / 2.0).floor() + 2.0,
+        "{updates} updates in {elapsed:.1} s"
+    );
+}

@@ -53,6 +53,8 @@ struct RunView {
     /// Overdue checks of waiting spokes: (check_at, repo); stale entries are skipped.
     checks: BinaryHeap<Reverse<(i64, RepoName)>>,
     check_at: HashMap<RepoName, i64>,
+    /// The current gap between read-backs of a spoke with no news (it doubles each time).
+    check_gap: HashMap<RepoName, i64>,
     reconcile_after_ms: i64,
 }
 
@@ -72,6 +74,7 @@ impl RunView {
             open: 0,
             checks: BinaryHeap::new(),
             check_at: HashMap::new(),
+            check_gap: HashMap::new(),
             reconcile_after_ms: reconcile_after.as_millis().min(i64::MAX as u128) as i64,
         };
         let mut names: Vec<_> = records.iter().map(|r| r.spoke.repo.clone()).collect();
@@ -96,9 +99,11 @@ impl RunView {
         }
         if awaits_report(spoke.status) {
             // News: the next read-back is due `reconcile_after` from now.
+            self.check_gap.remove(&spoke.repo);
             self.schedule_check(spoke.repo.clone(), now_ms());
         } else {
             self.check_at.remove(&spoke.repo);
+            self.check_gap.remove(&spoke.repo);
         }
         let now_open = !spoke.status.is_terminal();
         match self.spokes.insert(spoke.repo.clone(), spoke) {
@@ -111,7 +116,11 @@ impl RunView {
     }
 
     fn schedule_check(&mut self, repo: RepoName, now: i64) {
-        let at = now.saturating_add(self.reconcile_after_ms);
+        let gap = *self
+            .check_gap
+            .get(&repo)
+            .unwrap_or(&self.reconcile_after_ms);
+        let at = now.saturating_add(gap);
         self.check_at.insert(repo.clone(), at);
         self.checks.push(Reverse((at, repo)));
     }
@@ -139,6 +148,11 @@ impl RunView {
     /// next one, in case this one finds the run still going.
     fn start_check(&mut self, repo: RepoName, now: i64) {
         self.checks.pop();
+        // No news since the last look: look again later and later (a long spoke must not
+        // cost a request every `reconcile_after`), up to 32 times the first gap.
+        let first = self.reconcile_after_ms;
+        let gap = self.check_gap.entry(repo.clone()).or_insert(first);
+        *gap = gap.saturating_mul(2).min(first.saturating_mul(32));
         self.schedule_check(repo.clone(), now);
         if !self.queue.iter().any(|(r, _)| *r == repo) {
             self.queue.push_back((repo, Work::Reconcile));
@@ -610,5 +624,41 @@ impl Engine {
             .complete_run(&run.id, Conclusion::Failure.as_str(), Some(reason))
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn read_backs_of_a_spoke_without_news_back_off() {
+        let repo: RepoName = "acme/svc".parse().unwrap();
+        let mut view = RunView::new(Vec::new(), Duration::from_millis(HOUR as u64));
+        let mut spoke = Spoke::planned(repo.clone());
+        spoke.status = SpokeStatus::Running;
+        let now = now_ms();
+        view.update(spoke.clone());
+        assert_eq!(view.peek_check(now + HOUR - 1_000), None);
+        assert_eq!(view.peek_check(now + HOUR + 1_000), Some(repo.clone()));
+        // Nothing new after the first look: the next one waits twice as long, then four times.
+        let t1 = now + HOUR + 1_000;
+        view.start_check(repo.clone(), t1);
+        assert_eq!(view.peek_check(t1 + 2 * HOUR - 1_000), None);
+        assert_eq!(view.peek_check(t1 + 2 * HOUR), Some(repo.clone()));
+        let t2 = t1 + 2 * HOUR;
+        view.start_check(repo.clone(), t2);
+        assert_eq!(view.peek_check(t2 + 4 * HOUR - 1_000), None);
+        assert_eq!(view.peek_check(t2 + 4 * HOUR), Some(repo.clone()));
+        // News resets the gap; a terminal spoke is not looked at any more.
+        view.update(spoke.clone());
+        let t3 = now_ms();
+        assert_eq!(view.peek_check(t3 + HOUR - 1_000), None);
+        assert_eq!(view.peek_check(t3 + HOUR + 1_000), Some(repo.clone()));
+        spoke.status = SpokeStatus::Succeeded;
+        view.update(spoke);
+        assert_eq!(view.peek_check(t3 + 100 * HOUR), None);
     }
 }
