@@ -20,7 +20,7 @@ const OVERLAP: Duration = Duration::from_secs(120);
 /// on their way and GUIDs already asked for.
 pub fn to_redeliver<'a>(
     deliveries: &'a [HookDelivery],
-    asked: &HashSet<String>,
+    asked: &HashMap<String, u64>,
 ) -> Vec<&'a HookDelivery> {
     let mut by_guid: HashMap<&str, Vec<&HookDelivery>> = HashMap::new();
     for d in deliveries {
@@ -29,7 +29,10 @@ pub fn to_redeliver<'a>(
     let mut out: Vec<&HookDelivery> = by_guid
         .into_iter()
         .filter(|(guid, ds)| {
-            !asked.contains(*guid) && ds.iter().all(|d| d.failed() && !d.pending())
+            // Asked for before: only again when that redelivery failed too (a newer attempt).
+            let newest = ds.iter().map(|d| d.id).max().unwrap_or(0);
+            asked.get(*guid).is_none_or(|&id| newest > id)
+                && ds.iter().all(|d| d.failed() && !d.pending())
         })
         .filter_map(|(_, ds)| ds.into_iter().max_by_key(|d| (d.delivered_at, d.id)))
         .collect();
@@ -40,7 +43,8 @@ pub fn to_redeliver<'a>(
 impl Engine {
     /// Sweeps failed deliveries forever, every `every`.
     pub(super) async fn redeliver_failed(&self, every: Duration) {
-        let mut asked: HashSet<String> = HashSet::new();
+        // GUID -> the newest attempt seen when its redelivery was asked for.
+        let mut asked: HashMap<String, u64> = HashMap::new();
         let mut since: DateTime<Utc> = Utc::now() - FIRST_LOOK_BACK;
         loop {
             let started = Utc::now();
@@ -62,14 +66,14 @@ impl Engine {
     async fn sweep(
         &self,
         since: DateTime<Utc>,
-        asked: &mut HashSet<String>,
+        asked: &mut HashMap<String, u64>,
     ) -> anyhow::Result<usize> {
         let deliveries = self.inner.github.hook_deliveries(since).await?;
         let mut n = 0;
         for d in to_redeliver(&deliveries, asked) {
             match self.inner.github.redeliver(d.id).await {
                 Ok(()) => {
-                    asked.insert(d.guid.clone());
+                    asked.insert(d.guid.clone(), d.id);
                     n += 1;
                 }
                 Err(e) => tracing::warn!(delivery = d.id, error = %e, "cannot redeliver"),
@@ -77,7 +81,7 @@ impl Engine {
         }
         // Forget GUIDs no longer listed, so the set stays small.
         let listed: HashSet<&str> = deliveries.iter().map(|d| d.guid.as_str()).collect();
-        asked.retain(|g| listed.contains(g.as_str()));
+        asked.retain(|g, _| listed.contains(g.as_str()));
         Ok(n)
     }
 }
@@ -112,8 +116,20 @@ mod tests {
             d(7, "on-its-way", 6, 0, "pending"),
             d(8, "asked-before", 7, 0, "failed"),
         ];
-        let asked: HashSet<String> = ["asked-before".to_string()].into();
+        let asked: HashMap<String, u64> = [("asked-before".to_string(), 8)].into();
         let ids: Vec<u64> = to_redeliver(&list, &asked).iter().map(|d| d.id).collect();
         assert_eq!(ids, vec![2, 6]);
+    }
+
+    #[test]
+    fn a_redelivery_that_failed_too_is_asked_for_again() {
+        let mut list = vec![d(1, "lost", 0, 0, "failed")];
+        let asked: HashMap<String, u64> = [("lost".to_string(), 1)].into();
+        assert!(to_redeliver(&list, &asked).is_empty(), "asked already");
+        list.push(d(2, "lost", 60, 503, "failed"));
+        let ids: Vec<u64> = to_redeliver(&list, &asked).iter().map(|d| d.id).collect();
+        assert_eq!(ids, vec![2]);
+        list.push(d(3, "lost", 120, 202, "OK"));
+        assert!(to_redeliver(&list, &asked).is_empty(), "it arrived in the end");
     }
 }
