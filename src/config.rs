@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
@@ -73,7 +73,7 @@ pub struct FileConfig {
 pub struct GithubSection {
     pub app_id: Option<u64>,
     pub private_key_file: Option<PathBuf>,
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretString>,
     pub api_url: Option<String>,
     pub installation_id: Option<u64>,
 }
@@ -166,7 +166,7 @@ impl Config {
         let secrets = args
             .webhook_secret
             .clone()
-            .or(file.github.webhook_secret)
+            .or(file.github.webhook_secret.map(|s| s.expose_secret().to_owned()))
             .ok_or_else(|| anyhow!("missing setting SPOKEHUB_WEBHOOK_SECRET (or github.webhook_secret in spokehub.toml)"))?;
         let webhook_secrets: Vec<SecretString> = secrets
             .split(',')
@@ -272,7 +272,6 @@ pub fn parse_file_config(text: &str) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret as _;
 
     fn args() -> ServeArgs {
         ServeArgs {

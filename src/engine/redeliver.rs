@@ -130,6 +130,9 @@ mod tests {
         let ids: Vec<u64> = to_redeliver(&list, &asked).iter().map(|d| d.id).collect();
         assert_eq!(ids, vec![2]);
         list.push(d(3, "lost", 120, 202, "OK"));
-        assert!(to_redeliver(&list, &asked).is_empty(), "it arrived in the end");
+        assert!(
+            to_redeliver(&list, &asked).is_empty(),
+            "it arrived in the end"
+        );
     }
 }

@@ -143,7 +143,13 @@ mod tests {
         }
         let file = crate::config::read_file_config(&w.config).unwrap();
         assert_eq!(file.github.app_id, Some(42));
-        assert_eq!(file.github.webhook_secret.as_deref(), Some("s\"e=c\\ret"));
+        assert_eq!(
+            file.github
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some("s\"e=c\\ret")
+        );
         assert_eq!(
             file.github.api_url.as_deref(),
             Some("https://ghes.example/api/v3")
