@@ -100,6 +100,8 @@ pub struct CrashOutcome {
     pub state: Value,
     /// The hub's own record of the run, read from its database after the last process ended.
     pub report: RunReport,
+    /// Kills that happened while the run was still going (its check run not completed).
+    pub kills_during_run: usize,
 }
 
 /// Runs task `task` with the hub configured by `hub_toml` against `scenario`, killing the hub
@@ -150,6 +152,7 @@ pub async fn kill_and_restart(
             .iter()
             .any(|c| c["name"] == format!("spokehub: {task}") && c["status"] == "completed")
     };
+    let mut kills_during_run = 0;
     for (k, &(threshold, delay_ms)) in kills.iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -165,6 +168,9 @@ pub async fn kill_and_restart(
         }
         // The moment within the chosen phase is random: this pause is part of the plan.
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if !check_done(&state(&http, &emulator).await) {
+            kills_during_run += 1;
+        }
         hub.kill();
         hub = HubProcess::start(&emulator, dir.path(), &listen);
         wait_until_listening(&http, &listen).await;
@@ -183,6 +189,13 @@ pub async fn kill_and_restart(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     hub.kill();
+    let checks = final_state["check_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == format!("spokehub: {task}"))
+        .count();
+    assert_eq!(checks, 1, "a restart created a second check run");
     let store =
         spokehub::store::Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
             .await
@@ -193,5 +206,6 @@ pub async fn kill_and_restart(
     CrashOutcome {
         state: final_state,
         report,
+        kills_during_run,
     }
 }
