@@ -116,22 +116,7 @@ impl Engine {
         if spoke.status != SpokeStatus::Unknown {
             return Ok(());
         }
-        let since_ms = spoke.dispatched_at.unwrap_or(run.created_at) - SEARCH_SLACK_MS;
-        let since = Utc
-            .timestamp_millis_opt(since_ms)
-            .single()
-            .unwrap_or_else(Utc::now);
-        let key = title_key(run, spoke.attempt);
-        let runs = match client
-            .find_runs(repo, &self.config().spoke_workflow, since)
-            .await
-        {
-            Ok(runs) => runs,
-            // No such workflow, so no run: dispatching again gets the definite answer.
-            Err(ApiError::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        match runs.into_iter().find(|r| r.display_title.contains(&key)) {
+        match self.find_attempt_run(run, client, repo, &spoke).await? {
             Some(found) => {
                 tracing::info!(%repo, workflow_run_id = found.id, "adopted the run of a lost dispatch");
                 self.transition(
@@ -178,19 +163,7 @@ impl Engine {
                 Err(ApiError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             },
-            None => {
-                let since_ms = spoke.dispatched_at.unwrap_or(run.created_at) - SEARCH_SLACK_MS;
-                let since = Utc
-                    .timestamp_millis_opt(since_ms)
-                    .single()
-                    .unwrap_or_else(Utc::now);
-                let key = title_key(run, spoke.attempt);
-                client
-                    .find_runs(repo, &self.config().spoke_workflow, since)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.display_title.contains(&key))
-            }
+            None => self.find_attempt_run(run, client, repo, &spoke).await?,
         };
         if let Some(found) = &found {
             match outcome_of(&found.status, found.conclusion.as_deref()) {
@@ -229,6 +202,32 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The run an attempt created, found by its title key (`[<hub run id>#<attempt>]`) among
+    /// the spoke workflow's dispatched runs since the dispatch, every page. A repository
+    /// without the workflow has no such run.
+    async fn find_attempt_run(
+        &self,
+        run: &RunRecord,
+        client: &InstallationClient,
+        repo: &RepoName,
+        spoke: &crate::hub::Spoke,
+    ) -> anyhow::Result<Option<crate::github::WorkflowRun>> {
+        let since_ms = spoke.dispatched_at.unwrap_or(run.created_at) - SEARCH_SLACK_MS;
+        let since = Utc
+            .timestamp_millis_opt(since_ms)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let key = title_key(run, spoke.attempt);
+        match client
+            .find_runs(repo, &self.config().spoke_workflow, since)
+            .await
+        {
+            Ok(runs) => Ok(runs.into_iter().find(|r| r.display_title.contains(&key))),
+            Err(ApiError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn report_reconciled(

@@ -179,11 +179,8 @@ impl Engine {
         task: &str,
         active: &HubRunId,
     ) -> anyhow::Result<()> {
-        let client = self.inner.github.installation(installation_id).await?;
-        let sha = match client.resolve_ref(&e.repository, &e.git_ref).await {
-            Ok(sha) => sha,
-            Err(ApiError::NotFound { .. }) | Err(ApiError::Unprocessable { .. }) => return Ok(()),
-            Err(other) => return Err(other.into()),
+        let Some((client, sha)) = self.trigger_commit(installation_id, e).await? else {
+            return Ok(());
         };
         let link = self
             .details_url(active)

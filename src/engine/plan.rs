@@ -190,6 +190,21 @@ impl Engine {
         Ok(format!("started run {id}"))
     }
 
+    /// The commit a trigger ran on, to hang a check run on it without starting a run; None
+    /// when the ref no longer resolves (nothing to show the check run on).
+    pub(super) async fn trigger_commit(
+        &self,
+        installation_id: crate::hub::InstallationId,
+        e: &WorkflowDispatchEvent,
+    ) -> anyhow::Result<Option<(InstallationClient, Sha)>> {
+        let client = self.inner.github.installation(installation_id).await?;
+        match client.resolve_ref(&e.repository, &e.git_ref).await {
+            Ok(sha) => Ok(Some((client, sha))),
+            Err(ApiError::NotFound { .. }) | Err(ApiError::Unprocessable { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// Inputs were invalid: no run; a check run with conclusion `action_required` says why.
     async fn report_invalid_trigger(
         &self,
@@ -197,11 +212,8 @@ impl Engine {
         e: &WorkflowDispatchEvent,
         reason: &str,
     ) -> anyhow::Result<()> {
-        let client = self.inner.github.installation(installation_id).await?;
-        let sha = match client.resolve_ref(&e.repository, &e.git_ref).await {
-            Ok(sha) => sha,
-            Err(ApiError::NotFound { .. }) | Err(ApiError::Unprocessable { .. }) => return Ok(()),
-            Err(other) => return Err(other.into()),
+        let Some((client, sha)) = self.trigger_commit(installation_id, e).await? else {
+            return Ok(());
         };
         let task = input_str(&e.inputs, "task")
             .ok()
