@@ -334,6 +334,14 @@ mod tests {
     }
 
     #[test]
+    fn task_policy_after_nested_global_tables() {
+        let text = "[policy]\nunknown_search_delay = \"200ms\"\n[policy.retry]\nlimit = 0\n\n[tasks.slow.policy]\nconcurrency = 1\n";
+        let c = Config::from_parts(&args(), parse_file_config(text).unwrap()).unwrap();
+        assert_eq!(c.policy_for("slow").concurrency, 1);
+        assert_eq!(c.policy_for("slow").retry.limit, 0);
+    }
+
+    #[test]
     fn secrets_do_not_appear_in_debug_output() {
         let c = Config::from_parts(&args(), FileConfig::default()).unwrap();
         let shown = format!("{c:?}");

@@ -224,3 +224,81 @@ async fn a_second_trigger_of_an_active_run_is_not_started_unless_the_task_allows
         world.hub.engine.cancel_run(&id, "the test").await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_requesting_the_check_run_re_runs_the_failed_spokes() {
+    let extra = "[[org.repo]]\nname = \"broken\"\nconclusion = \"failure\"\n";
+    let world = World::start(&scenario(2, extra), FAST_HUB).await;
+    let report = world.run_to_completion(json!({"task": "again"})).await;
+    let first_check = report.run.check_run_id.unwrap();
+    let mut completions = world.hub.engine.subscribe_completions();
+    let clicked = world
+        .http
+        .post(format!(
+            "{}/_emulator/check-runs/{first_check}/rerequest",
+            world.emulator.base_url
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(clicked.status().is_success(), "{}", clicked.status());
+    tokio::time::timeout(Duration::from_secs(60), completions.recv())
+        .await
+        .expect("the re-run completes")
+        .unwrap();
+    let runs = world.spoke_runs().await;
+    assert_eq!(attempts_of(&runs, "acme/broken"), ["1", "2"]);
+    assert_eq!(attempts_of(&runs, "acme/svc-0001"), ["1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_every_spoke_is_dispatched_dispatches_no_more() {
+    // Slow API answers and one dispatch at a time: most spokes are still planned when the
+    // run is cancelled.
+    let hub = format!("{FAST_HUB}\n[tasks.slow.policy]\nconcurrency = 1\n");
+    let world = World::start(
+        &scenario(12, "[faults]\napi_latency_ms = 150\n")
+            .replace("duration_ms = [5, 40]", "duration_ms = [60000, 60000]"),
+        &hub,
+    )
+    .await;
+    let mut completions = world.hub.engine.subscribe_completions();
+    world.press_run_workflow(json!({"task": "slow"})).await;
+    wait_for("a first spoke run", || async {
+        !world.spoke_runs().await.is_empty()
+    })
+    .await;
+    let id: HubRunId = world
+        .hub
+        .engine
+        .store()
+        .latest_run_id()
+        .await
+        .unwrap()
+        .unwrap();
+    world.hub.engine.cancel_run(&id, "the test").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), completions.recv())
+        .await
+        .expect("a cancelled run completes")
+        .unwrap();
+    let report = world.report(&id).await;
+    assert_eq!(report.run.conclusion.as_deref(), Some("cancelled"));
+    let dispatched = world.spoke_runs().await.len();
+    assert!(
+        dispatched < 12,
+        "every spoke was dispatched despite the cancel: {:?}",
+        report
+            .spokes
+            .iter()
+            .map(|s| (s.repo.name().to_owned(), s.status, s.attempt))
+            .collect::<Vec<_>>()
+    );
+    let never_dispatched = report
+        .spokes
+        .iter()
+        .filter(|s| s.status == SpokeStatus::Cancelled && s.attempt == 0)
+        .count();
+    assert!(never_dispatched > 0, "{:?}", report.totals);
+    assert_eq!(dispatched + never_dispatched + report.totals.skipped, 13);
+}

@@ -133,7 +133,10 @@ impl Engine {
         self.store().set_run_reason(id, &reason).await?;
         let run = self.store().run(id).await?.context("run vanished")?;
         let client = self.inner.github.installation(run.installation_id).await?;
+        // First every spoke (fast, so the driver dispatches nothing more), then the remote
+        // runs (slow: one API call each).
         let mut cancelled = 0;
+        let mut remote = Vec::new();
         for record in self.store().spokes(id).await? {
             if record.spoke.status.is_terminal() {
                 continue;
@@ -146,9 +149,11 @@ impl Engine {
             }
             cancelled += 1;
             if let Some(run_id) = rec.current().workflow_run_id {
-                self.cancel_remote(&client, &record.spoke.repo, run_id)
-                    .await;
+                remote.push((record.spoke.repo, run_id));
             }
+        }
+        for (repo, run_id) in remote {
+            self.cancel_remote(&client, &repo, run_id).await;
         }
         self.spawn_driver(run.id);
         tracing::info!(hub_run_id = %id, spokes = cancelled, by, "run cancelled");
