@@ -28,6 +28,9 @@ use crate::store::{now_ms, RunRecord, Store, StoreResult, TransitionRecord};
 pub use callback_token::{CallbackSigner, TokenError};
 pub use operator::{CancelOutcome, RERUN_FAILED};
 
+/// How long processed deliveries are kept.
+const DELIVERY_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Counters for operators (and tests): what was rejected and why.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -140,11 +143,27 @@ impl Engine {
         }
         let engine = self.clone();
         tokio::spawn(async move { engine.process_deliveries().await });
+        let engine = self.clone();
+        tokio::spawn(async move { engine.prune_old_deliveries().await });
         if let Some(every) = self.inner.config.redeliver_every {
             let engine = self.clone();
             tokio::spawn(async move { engine.redeliver_failed(every).await });
         }
         Ok(())
+    }
+
+    /// Forgets processed deliveries after `DELIVERY_RETENTION` (checked hourly): GitHub keeps
+    /// its own log of deliveries for 30 days, and payloads hold callback tokens.
+    async fn prune_old_deliveries(&self) {
+        loop {
+            let before = now_ms() - DELIVERY_RETENTION.as_millis() as i64;
+            match self.inner.store.prune_deliveries(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deliveries = n, "forgot old processed deliveries"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune old deliveries"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
     }
 
     /// Starts the driver of a run unless one is running.
@@ -163,6 +182,12 @@ impl Engine {
             async move {
                 let failed = match engine.drive(id, rx).await {
                     Ok(()) => {
+                        engine
+                            .inner
+                            .known_runs
+                            .lock()
+                            .expect("runs lock")
+                            .remove(&id);
                         let _ = engine.inner.completed.send(id);
                         false
                     }

@@ -69,6 +69,19 @@ impl Store {
         .await
     }
 
+    /// Forgets processed deliveries received before `before` (unix ms): their payloads (which
+    /// hold callback tokens) are not kept forever. Unprocessed ones are never forgotten.
+    /// Returns how many were removed.
+    pub async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM deliveries WHERE processed_at IS NOT NULL AND received_at < ?",
+        )
+        .bind(before)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Number of recorded deliveries (for tests and status).
     pub async fn count_deliveries(&self) -> StoreResult<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")

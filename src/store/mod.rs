@@ -226,6 +226,11 @@ mod tests {
         store.finish_delivery("a", "done").await.unwrap();
         assert_eq!(store.pending_deliveries(10).await.unwrap().len(), 1);
         assert_eq!(store.count_deliveries().await.unwrap(), 2);
+        // Pruning forgets what was processed before the cut, never what waits.
+        assert_eq!(store.prune_deliveries(now_ms() - 60_000).await.unwrap(), 0);
+        assert_eq!(store.prune_deliveries(now_ms() + 1).await.unwrap(), 1);
+        assert_eq!(store.count_deliveries().await.unwrap(), 1);
+        assert_eq!(store.pending_deliveries(10).await.unwrap()[0].guid, "b");
     }
 
     #[tokio::test]
