@@ -7,13 +7,16 @@
 //!
 //! `cargo bench --bench hub` (add `-- 1000` to run one size).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use spokehub::emulator::{Emulator, EmulatorHandle, Scenario};
+
+#[path = "../tests/common/hub_process.rs"]
+mod hub_process;
+use hub_process::HubProcess;
 
 fn proc_cpu_s(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -46,35 +49,6 @@ async fn summary(http: &reqwest::Client, emulator: &EmulatorHandle) -> Value {
         .unwrap()
 }
 
-fn start_hub(emulator: &EmulatorHandle, dir: &std::path::Path, listen: &str) -> Child {
-    let key = dir.join("app.pem");
-    std::fs::write(&key, &emulator.private_key_pem).unwrap();
-    std::fs::write(
-        dir.join("spokehub.toml"),
-        "[policy]\nconcurrency = 32\n[policy.retry]\nlimit = 0\n",
-    )
-    .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_spokehub"))
-        .arg("serve")
-        .env_clear()
-        .env("SPOKEHUB_APP_ID", emulator.app_id.to_string())
-        .env("SPOKEHUB_PRIVATE_KEY_FILE", &key)
-        .env("SPOKEHUB_WEBHOOK_SECRET", &emulator.webhook_secret)
-        .env("SPOKEHUB_GITHUB_API_URL", &emulator.base_url)
-        .env(
-            "SPOKEHUB_DATABASE_URL",
-            format!("sqlite://{}", dir.join("hub.db").display()),
-        )
-        .env("SPOKEHUB_LISTEN", listen)
-        .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
-        .env("SPOKEHUB_LOG", "error")
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spokehub starts")
-}
-
 async fn bench(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -98,7 +72,12 @@ async fn bench(n: usize) {
     .await
     .unwrap();
     let http = reqwest::Client::new();
-    let mut hub = start_hub(&emulator, dir.path(), &listen);
+    std::fs::write(
+        dir.path().join("spokehub.toml"),
+        "[policy]\nconcurrency = 32\n[policy.retry]\nlimit = 0\n",
+    )
+    .unwrap();
+    let hub = HubProcess::start(&emulator, dir.path(), &listen);
     let pid = hub.id();
     let up = Instant::now();
     while http
@@ -142,8 +121,7 @@ async fn bench(n: usize) {
     let rss = proc_peak_rss_mb(pid);
     let s = summary(&http, &emulator).await;
     let requests = s["requests_total"].as_u64().unwrap_or(0) - requests_before;
-    let _ = hub.kill();
-    let _ = hub.wait();
+    hub.kill();
     println!(
         "hub bench: {n:>6} spokes | all dispatched in {:>6.2} s | completed in {:>6.2} s | hub CPU {:>6.2} s | {:>5.3} API requests/spoke | hub peak RSS {:>6.1} MB",
         dispatched_at.unwrap().as_secs_f64(),
@@ -157,6 +135,9 @@ async fn bench(n: usize) {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("SPOKEHUB_LOG").is_none() {
+        std::env::set_var("SPOKEHUB_LOG", "error");
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -1,5 +1,6 @@
 //! Crash-test harness: the real `spokehub serve` process against an in-process emulator,
-//! killed with SIGKILL at chosen moments and started again on the same database.
+//! killed with SIGKILL at chosen moments and started again on the same database. The hub
+//! benchmark starts its hub process with it too.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -32,12 +33,21 @@ impl HubProcess {
             )
             .env("SPOKEHUB_LISTEN", listen)
             .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
-            .env("SPOKEHUB_LOG", "warn")
+            .env(
+                "SPOKEHUB_LOG",
+                std::env::var("SPOKEHUB_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spokehub starts");
         HubProcess { child }
+    }
+
+    /// The process id (for /proc readings).
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, then reap.
