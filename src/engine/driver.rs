@@ -319,14 +319,15 @@ impl Engine {
                     }
                 }
             }
+            // Work on a spoke that is already being worked on waits for that to finish.
+            let mut deferred = Vec::new();
             while tasks.len() < policy.concurrency.max(1) {
                 let Some((repo, work)) = view.queue.pop_front() else {
                     break;
                 };
                 if !view.busy.insert(repo.clone()) {
-                    // Already being worked on: look again when that finishes.
-                    view.queue.push_back((repo, work));
-                    break;
+                    deferred.push((repo, work));
+                    continue;
                 }
                 let engine = self.clone();
                 let (run, client) = (run.clone(), client.clone());
@@ -348,6 +349,9 @@ impl Engine {
                     repo
                 });
             }
+            for item in deferred.into_iter().rev() {
+                view.queue.push_front(item);
+            }
             let finished = view.open == 0 && tasks.is_empty() && view.queue.is_empty();
             let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
             if finished && self.complete_run(run, client, view).await? {
@@ -358,10 +362,13 @@ impl Engine {
                 dirty = false;
                 last_summary = Some(Instant::now());
             }
-            let mut wake = view
-                .next_due(paced_until)
-                .unwrap_or(i64::MAX)
-                .min(run.deadline_at);
+            // Past the deadline everything has been timed out: no need to wake for it again.
+            let deadline = if now < run.deadline_at {
+                run.deadline_at
+            } else {
+                i64::MAX
+            };
+            let mut wake = view.next_due(paced_until).unwrap_or(i64::MAX).min(deadline);
             if dirty {
                 let at = last_summary.map_or(Instant::now(), |t| t + SUMMARY_INTERVAL);
                 let in_ms = at.saturating_duration_since(Instant::now()).as_millis() as i64;
