@@ -72,9 +72,9 @@ impl Engine {
         }
         let policy = self.config().policy_for(&run.task);
         if run.status == RunStatus::Completed {
-            let deadline = now_ms() + policy.timeouts.overall.as_millis() as i64;
-            self.store().reopen_run(&run.id, deadline).await?;
-            // A fresh check run in progress; the completed one keeps its result.
+            // A fresh check run in progress first (the completed one keeps its result), then
+            // the run reopens: a failure in between leaves the run completed, so the retried
+            // delivery starts over.
             let client = self.inner.github.installation(run.installation_id).await?;
             if let Some(sha) = &run.head_sha {
                 let id = client
@@ -102,6 +102,8 @@ impl Engine {
                     .context("cannot create the re-run check run")?;
                 self.store().set_check_run(&run.id, id).await?;
             }
+            let deadline = now_ms() + policy.timeouts.overall.as_millis() as i64;
+            self.store().reopen_run(&run.id, deadline).await?;
         }
         let run = self
             .store()
