@@ -315,6 +315,17 @@ async fn the_run_api_needs_the_bearer_token() {
     assert_eq!(ok["id"], report.run.id.to_string());
     assert_eq!(ok["totals"]["succeeded"], 2);
     assert_eq!(ok["spokes"].as_array().unwrap().len(), 3);
+    // The check run's details link answers, without naming any repository.
+    let page = world
+        .http
+        .get(format!("{}/runs/{}", world.hub_url(), report.run.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let text = page.text().await.unwrap();
+    assert!(text.contains(&report.run.id.to_string()));
+    assert!(!text.contains("svc-"), "{text}");
     let health = world
         .http
         .get(format!("{}/healthz", world.hub_url()))

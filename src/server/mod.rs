@@ -27,6 +27,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel))
+        .route("/runs/{id}", get(api::run_page))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
         .with_state(engine)
 }
