@@ -174,12 +174,13 @@ limit = 0
     assert_eq!(checks, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_duplicated_and_late_webhooks_still_give_the_exact_result_before_any_timeout() {
-    // Timeouts far beyond the test's patience: only reconciliation can finish the run.
-    let hub = r#"
+/// Hub settings where only recovery can finish a run: timeouts far beyond the tests' patience,
+/// quick read-backs and a redelivery sweep every `redeliver_every`.
+fn recovering_hub(redeliver_every: &str) -> String {
+    format!(
+        r#"
 [hub]
-redeliver_every = "1s"
+redeliver_every = "{redeliver_every}"
 [policy]
 unknown_search_delay = "300ms"
 reconcile_after = "1s"
@@ -188,7 +189,14 @@ queued_timeout = "1h"
 running_timeout = "1h"
 [policy.retry]
 limit = 0
-"#;
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_duplicated_and_late_webhooks_still_give_the_exact_result_before_any_timeout() {
+    // Timeouts far beyond the test's patience: only reconciliation can finish the run.
+    let hub = &recovering_hub("1s");
     let world = World::start(&scenario("webhooks.toml"), hub).await;
     let report = run(&world, "webhook-faults", Duration::from_secs(120)).await;
     let t = report.totals;
@@ -215,18 +223,7 @@ limit = 0
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_first_delivery_lost_the_hub_starts_from_a_redelivery_and_ends_exact() {
-    let hub = r#"
-[hub]
-redeliver_every = "500ms"
-[policy]
-unknown_search_delay = "300ms"
-reconcile_after = "1s"
-reconcile_rate = 50
-queued_timeout = "1h"
-running_timeout = "1h"
-[policy.retry]
-limit = 0
-"#;
+    let hub = &recovering_hub("500ms");
     let world = World::start(&scenario("webhooks_all_lost.toml"), hub).await;
     let report = run(&world, "all-lost", Duration::from_secs(60)).await;
     let t = report.totals;

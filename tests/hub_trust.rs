@@ -170,10 +170,7 @@ async fn a_delivery_sent_twice_is_processed_once() {
     assert_eq!(first.status(), 202);
     assert_eq!(second.status(), 202);
     assert!(second.text().await.unwrap().contains("duplicate"));
-    let id = tokio::time::timeout(std::time::Duration::from_secs(60), completions.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let id = common::next_completion(&mut completions).await;
     let report = world.report(&id).await;
     assert_eq!(report.totals.succeeded, 1);
     assert_eq!(
@@ -308,14 +305,7 @@ async fn forged_reports_while_spokes_run_change_nothing() {
         assert!(std::time::Instant::now() < deadline, "spokes never ran");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    let run_id: HubRunId = world
-        .hub
-        .engine
-        .store()
-        .latest_run_id()
-        .await
-        .unwrap()
-        .unwrap();
+    let run_id: HubRunId = world.latest_run().await;
     let genuine = runs.iter().find(|r| r["repo"] == "acme/svc-0001").unwrap();
     let token = genuine["inputs"]["callback_token"].as_str().unwrap();
     let inst = world.emulator.installation_id;
@@ -365,10 +355,7 @@ async fn forged_reports_while_spokes_run_change_nothing() {
         assert_eq!(resp.status(), 202);
     }
     let report = world.report(&run_id).await;
-    let id = tokio::time::timeout(std::time::Duration::from_secs(60), completions.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let id = common::next_completion(&mut completions).await;
     assert_eq!(id, run_id);
     let after = world.report(&run_id).await;
     assert!(

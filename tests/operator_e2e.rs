@@ -51,10 +51,7 @@ async fn re_run_failed_dispatches_exactly_the_failed_spokes_as_new_attempts() {
         .await
         .unwrap();
     assert!(clicked.status().is_success(), "{}", clicked.status());
-    let id = tokio::time::timeout(Duration::from_secs(60), completions.recv())
-        .await
-        .expect("the re-run completes")
-        .unwrap();
+    let id = common::next_completion(&mut completions).await;
     assert_eq!(id, report.run.id, "the re-run belongs to the same hub run");
     let after = world.report(&id).await;
     let broken = after
@@ -109,14 +106,7 @@ async fn cancel_stops_dispatching_cancels_running_spokes_and_says_cancelled() {
         runs.len() == 6 && runs.iter().all(|r| r["status"] == "in_progress")
     })
     .await;
-    let id: HubRunId = world
-        .hub
-        .engine
-        .store()
-        .latest_run_id()
-        .await
-        .unwrap()
-        .unwrap();
+    let id: HubRunId = world.latest_run().await;
     let url = format!("{}/api/v1/runs/{id}/cancel", world.hub_url());
     let refused = world.http.post(&url).send().await.unwrap();
     assert_eq!(refused.status(), 401, "cancel needs the API token");
@@ -128,10 +118,7 @@ async fn cancel_stops_dispatching_cancels_running_spokes_and_says_cancelled() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    let done = tokio::time::timeout(Duration::from_secs(60), completions.recv())
-        .await
-        .expect("a cancelled run completes")
-        .unwrap();
+    let done = common::next_completion(&mut completions).await;
     assert_eq!(done, id);
     let report = world.report(&id).await;
     assert_eq!(report.run.conclusion.as_deref(), Some("cancelled"));
@@ -243,10 +230,7 @@ async fn re_requesting_the_check_run_re_runs_the_failed_spokes() {
         .await
         .unwrap();
     assert!(clicked.status().is_success(), "{}", clicked.status());
-    tokio::time::timeout(Duration::from_secs(60), completions.recv())
-        .await
-        .expect("the re-run completes")
-        .unwrap();
+    common::next_completion(&mut completions).await;
     let runs = world.spoke_runs().await;
     assert_eq!(attempts_of(&runs, "acme/broken"), ["1", "2"]);
     assert_eq!(attempts_of(&runs, "acme/svc-0001"), ["1"]);
@@ -269,19 +253,9 @@ async fn cancel_before_every_spoke_is_dispatched_dispatches_no_more() {
         !world.spoke_runs().await.is_empty()
     })
     .await;
-    let id: HubRunId = world
-        .hub
-        .engine
-        .store()
-        .latest_run_id()
-        .await
-        .unwrap()
-        .unwrap();
+    let id: HubRunId = world.latest_run().await;
     world.hub.engine.cancel_run(&id, "the test").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(60), completions.recv())
-        .await
-        .expect("a cancelled run completes")
-        .unwrap();
+    common::next_completion(&mut completions).await;
     let report = world.report(&id).await;
     assert_eq!(report.run.conclusion.as_deref(), Some("cancelled"));
     let dispatched = world.spoke_runs().await.len();

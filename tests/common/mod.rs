@@ -89,6 +89,17 @@ impl World {
         self.report(&id).await
     }
 
+    /// The most recently started run; panics when there is none.
+    pub async fn latest_run(&self) -> HubRunId {
+        self.hub
+            .engine
+            .store()
+            .latest_run_id()
+            .await
+            .unwrap()
+            .expect("a run was started")
+    }
+
     pub async fn report(&self, id: &HubRunId) -> RunReport {
         run_report(self.hub.engine.store(), id)
             .await
@@ -152,6 +163,16 @@ impl World {
             .await
             .unwrap()
     }
+}
+
+/// Waits (up to 60 s) for the next run to complete; returns its id.
+pub async fn next_completion(
+    completions: &mut tokio::sync::broadcast::Receiver<HubRunId>,
+) -> HubRunId {
+    tokio::time::timeout(Duration::from_secs(60), completions.recv())
+        .await
+        .expect("a run completes within 60 s")
+        .expect("completion channel open")
 }
 
 /// `sha256=` + hex HMAC-SHA256, as in `X-Hub-Signature-256`.
