@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use crate::hub::{parse_duration, Policy, PolicyOverrides};
+use crate::hub::{parse_duration, HubAccess, Policy, PolicyOverrides, RepoName};
 
 /// Settings given on the command line or in the environment (clap fills both).
 /// No `Debug`: it holds secrets.
@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Bearer token for `/api/v1`; the API is off when unset.
     #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// The hub repository (`owner/name`) whose hub workflow may start runs; comma-separated for
+    /// several installations. Required.
+    #[arg(long, env = "SPOKEHUB_HUB_REPOSITORY")]
+    pub hub_repository: Option<String>,
 }
 
 /// `spokehub.toml`. Unknown keys are errors.
@@ -75,7 +79,6 @@ pub struct GithubSection {
     pub private_key_file: Option<PathBuf>,
     pub webhook_secret: Option<SecretString>,
     pub api_url: Option<String>,
-    pub installation_id: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,9 +94,25 @@ pub struct DatabaseSection {
     pub url: Option<String>,
 }
 
+/// One value or a list of them (`repository = "a/b"` or `repository = ["a/b", "c/d"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
+    /// The hub repository (`owner/name`), or several (one per installation): only their hub
+    /// workflow starts runs.
+    pub repository: Option<OneOrMany>,
+    /// Refs besides the default branch the hub workflow may start runs from
+    /// (`release`, `refs/tags/v*`).
+    pub allowed_refs: Option<Vec<String>>,
+    /// Logins who may start runs; unset: whoever may run the hub workflow.
+    pub allowed_senders: Option<Vec<String>>,
     /// The hub workflow's file name in the hub repository.
     pub workflow: Option<String>,
     /// The spoke workflow's file name in every target repository.
@@ -120,6 +139,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub public_url: Option<Url>,
     pub api_token: Option<SecretString>,
+    /// Which repositories, refs and people may start runs.
+    pub access: HubAccess,
     pub hub_workflow: String,
     pub spoke_workflow: String,
     /// How often failed webhook deliveries are asked for again; `None`: never.
@@ -225,6 +246,7 @@ impl Config {
                 .map_err(|e| anyhow!("setting tasks.{task}.policy in spokehub.toml: {e}"))?;
             task_policies.insert(task.clone(), p);
         }
+        let access = hub_access(args, &file.hub)?;
         let redeliver_every = match &file.hub.redeliver_every {
             None => Some(Duration::from_secs(5 * 60)),
             Some(s) => {
@@ -242,6 +264,7 @@ impl Config {
             listen,
             public_url,
             api_token,
+            access,
             hub_workflow: file
                 .hub
                 .workflow
@@ -255,6 +278,50 @@ impl Config {
             task_policies,
         })
     }
+}
+
+/// `hub.repository` (or `SPOKEHUB_HUB_REPOSITORY`), `hub.allowed_refs`, `hub.allowed_senders`.
+fn hub_access(args: &ServeArgs, hub: &HubSection) -> anyhow::Result<HubAccess> {
+    let (names, setting) = match (&args.hub_repository, &hub.repository) {
+        (Some(env), _) => (
+            env.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>(),
+            "SPOKEHUB_HUB_REPOSITORY",
+        ),
+        (None, Some(file)) => (
+            match file {
+                OneOrMany::One(s) => vec![s.clone()],
+                OneOrMany::Many(v) => v.clone(),
+            },
+            "hub.repository in the configuration file",
+        ),
+        (None, None) => bail!(
+            "missing setting SPOKEHUB_HUB_REPOSITORY (--hub-repository, or hub.repository in spokehub.toml): \
+             the owner/name of the repository whose hub workflow may start runs"
+        ),
+    };
+    let repositories = names
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<RepoName>()
+                .map_err(|_| anyhow!("setting {setting}: {s:?} is not an owner/name repository"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if repositories.is_empty() {
+        bail!("setting {setting} is empty");
+    }
+    let allowed_refs = hub.allowed_refs.clone().unwrap_or_default();
+    if let Some(bad) = allowed_refs
+        .iter()
+        .find(|r| r.trim().is_empty() || r.contains(char::is_whitespace))
+    {
+        bail!("setting hub.allowed_refs: {bad:?} is not a ref");
+    }
+    Ok(HubAccess {
+        repositories,
+        allowed_refs,
+        allowed_senders: hub.allowed_senders.clone(),
+    })
 }
 
 /// Reads and validates `spokehub.toml`.
@@ -280,6 +347,7 @@ mod tests {
                 "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----".into(),
             ),
             webhook_secret: Some("new, old".into()),
+            hub_repository: Some("acme/hub".into()),
             ..ServeArgs::default()
         }
     }
@@ -320,6 +388,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SPOKEHUB_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn the_hub_repository_is_required_and_may_be_several() {
+        let mut a = args();
+        a.hub_repository = None;
+        let e = Config::from_parts(&a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SPOKEHUB_HUB_REPOSITORY"), "{e}");
+        a.hub_repository = Some("not a repo".into());
+        let e = Config::from_parts(&a, FileConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SPOKEHUB_HUB_REPOSITORY") && e.contains("not a repo"),
+            "{e}"
+        );
+        a.hub_repository = None;
+        let file = parse_file_config(
+            "[hub]\nrepository = [\"acme/hub\", \"other/hub\"]\nallowed_refs = [\"release\"]\nallowed_senders = [\"octocat\"]\n",
+        )
+        .unwrap();
+        let c = Config::from_parts(&a, file).unwrap();
+        assert_eq!(c.access.repositories.len(), 2);
+        assert_eq!(c.access.allowed_refs, ["release"]);
+        assert_eq!(
+            c.access.allowed_senders.as_deref(),
+            Some(&["octocat".to_owned()][..])
+        );
+        let file = parse_file_config("[hub]\nrepository = \"acme/hub\"\n").unwrap();
+        let c = Config::from_parts(&a, file).unwrap();
+        assert_eq!(c.access.repositories[0].as_str(), "acme/hub");
     }
 
     #[test]

@@ -73,6 +73,7 @@ async fn run_in(
             webhook_secret: Some(emulator.webhook_secret.clone()),
             github_api_url: Some(emulator.base_url.clone()),
             database_url: Some(format!("sqlite://{}", dir.join("hub.db").display())),
+            hub_repository: Some(emulator.hub_repo.clone()),
             ..ServeArgs::default()
         },
         match &args.config {

@@ -126,6 +126,7 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
             &public_url,
         ])
         .args(["--github-url", &emu.base_url, "--api-url", &emu.base_url])
+        .args(["--hub-repo", emu.hub_repo.split_once('/').unwrap().1])
         .args(["--listen", "127.0.0.1:0", "--out"])
         .arg(&out)
         .stdin(Stdio::null())
@@ -238,6 +239,10 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
     assert_eq!(file.github.app_id, Some(emu.app_id));
     assert_eq!(file.github.api_url.as_deref(), Some(emu.base_url.as_str()));
     assert_eq!(file.server.public_url.as_deref(), Some(public_url.as_str()));
+    assert!(
+        matches!(&file.hub.repository, Some(spokehub::config::OneOrMany::One(r)) if *r == emu.hub_repo),
+        "hub.repository is the org's hub repository"
+    );
     let key = file.github.private_key_file.clone().unwrap();
     assert_eq!(std::fs::read_to_string(&key).unwrap(), emu.private_key_pem);
     #[cfg(unix)]

@@ -503,10 +503,7 @@ async fn out_dir_gets_app_pem_and_env_and_a_generated_key_works() {
             .to_owned()
     };
     assert_eq!(get("SPOKEHUB_APP_ID"), emu.app_id.to_string());
-    assert_eq!(
-        get("SPOKEHUB_INSTALLATION_ID"),
-        emu.installation_id.to_string()
-    );
+    assert_eq!(get("SPOKEHUB_HUB_REPOSITORY"), emu.hub_repo);
     assert_eq!(get("SPOKEHUB_GITHUB_API_URL"), emu.base_url);
     assert_eq!(get("SPOKEHUB_WEBHOOK_SECRET"), emu.webhook_secret);
     let pem = std::fs::read_to_string(get("SPOKEHUB_PRIVATE_KEY_FILE")).unwrap();

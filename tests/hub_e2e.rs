@@ -275,7 +275,7 @@ async fn invalid_inputs_start_no_run_and_the_check_run_says_why() {
     assert!(check["output"]["summary"]
         .as_str()
         .unwrap()
-        .contains("`params` is not valid JSON"));
+        .contains("\\`params\\` is not valid JSON"));
     assert!(world.spoke_runs().await.is_empty());
     assert!(world
         .hub

@@ -134,12 +134,12 @@ fn write_out(dir: &Path, h: &EmulatorHandle) -> anyhow::Result<()> {
     }
     let abs = std::fs::canonicalize(&pem_path).unwrap_or(pem_path);
     let env = format!(
-        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_INSTALLATION_ID={}\n",
+        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_HUB_REPOSITORY={}\n",
         h.app_id,
         abs.display(),
         h.webhook_secret,
         h.base_url,
-        h.installation_id
+        h.hub_repo
     );
     let env_path = dir.join("app.env");
     std::fs::write(&env_path, env)

@@ -247,6 +247,7 @@ impl Engine {
                 run_url: Some(found.html_url.clone()),
                 outcome,
                 channel: Channel::Reconcile,
+                summary: None,
             },
         )
         .await?;

@@ -615,7 +615,11 @@ impl Engine {
                 completed_at: Some(chrono::Utc::now()),
                 output: Some(CheckRunOutput {
                     title: "The hub could not run this task".into(),
-                    summary: format!("Run `{}` stopped: {}", run.id, reason.replace('\n', " ")),
+                    summary: format!(
+                        "Run `{}` stopped: {}",
+                        run.id,
+                        crate::hub::escape_cell(reason, 2000)
+                    ),
                     text: None,
                 }),
                 ..CheckRunRequest::default()

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub callbacks_rejected: AtomicU64,
     pub reports_unmatched: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Hub workflow runs not admitted (another repository, ref or sender).
+    pub triggers_refused: AtomicU64,
+    /// Check-run buttons and re-requests not acted on (not the run's current check run).
+    pub reruns_refused: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -48,6 +52,8 @@ pub struct MetricsSnapshot {
     pub callbacks_rejected: u64,
     pub reports_unmatched: u64,
     pub conflicts: u64,
+    pub triggers_refused: u64,
+    pub reruns_refused: u64,
 }
 
 impl Metrics {
@@ -59,6 +65,8 @@ impl Metrics {
             callbacks_rejected: g(&self.callbacks_rejected),
             reports_unmatched: g(&self.reports_unmatched),
             conflicts: g(&self.conflicts),
+            triggers_refused: g(&self.triggers_refused),
+            reruns_refused: g(&self.reruns_refused),
         }
     }
 }

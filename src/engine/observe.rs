@@ -9,7 +9,10 @@ use serde_json::Value;
 use super::plan::repo_of;
 use super::Engine;
 use crate::github::{RepositoryDispatchEvent, WorkflowRunEvent};
-use crate::hub::{Channel, HubRunId, ReportOutcome, SpokeEvent};
+use crate::hub::{callback_closed, Channel, HubRunId, ReportOutcome, SpokeEvent};
+
+/// The longest spoke summary kept (the check run shows less).
+const MAX_SUMMARY_CHARS: usize = 2000;
 
 /// The event type spokes report with.
 pub const SPOKE_COMPLETE: &str = "spoke_complete";
@@ -79,7 +82,7 @@ impl Engine {
             return Ok(self.reject(Some(&run_id), None, "no valid repo").await);
         };
         span.record("repo", tracing::field::display(&repo));
-        if self.store().spoke(&run_id, &repo).await?.is_none() {
+        let Some(spoke) = self.store().spoke(&run_id, &repo).await? else {
             return Ok(self
                 .reject(
                     Some(&run_id),
@@ -87,7 +90,7 @@ impl Engine {
                     "repository is not a spoke of this run",
                 )
                 .await);
-        }
+        };
         let attempt = match self
             .inner
             .signer
@@ -105,6 +108,10 @@ impl Engine {
                 .reject(Some(&run_id), Some(repo.as_str()), "no status")
                 .await);
         };
+        let outcome = ReportOutcome::from_conclusion(status);
+        if let Some(why) = callback_closed(&spoke.spoke, attempt, &outcome) {
+            return Ok(self.reject(Some(&run_id), Some(repo.as_str()), &why).await);
+        }
         self.inner
             .metrics
             .callbacks_accepted
@@ -113,13 +120,19 @@ impl Engine {
             v.as_u64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         });
-        let outcome = ReportOutcome::from_conclusion(status);
+        let summary = field("summary")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.chars().take(MAX_SUMMARY_CHARS).collect::<String>());
+        // The run's address comes from GitHub (the dispatch's answer, workflow_run, a
+        // read-back), never from the spoke: a callback could point it anywhere.
         let event = SpokeEvent::Report {
             attempt,
             run_id: run_id_field,
-            run_url: field("run_url").map(str::to_owned),
+            run_url: None,
             outcome,
             channel: Channel::Callback,
+            summary,
         };
         let record = self.transition(&run, &repo, event).await?;
         Ok(format!("callback: {:?}", record.current().status))
@@ -198,6 +211,7 @@ impl Engine {
             run_url: Some(e.run.html_url.clone()),
             outcome,
             channel: Channel::WorkflowRun,
+            summary: None,
         };
         let record = self.transition(&run, &e.repository, event).await?;
         Ok(format!("workflow_run: {:?}", record.current().status))

@@ -2,9 +2,11 @@
 //! on GitHub), cancel it (`spokehub cancel`, the API), and the rule that one task over the same
 //! targets runs once at a time.
 
+use std::sync::atomic::Ordering;
+
 use anyhow::Context as _;
 
-use super::plan::check_run_name;
+use super::plan::{check_run_name, not_started_name};
 use super::Engine;
 use crate::github::{
     ApiError, CheckRunEvent, CheckRunOutput, CheckRunRequest, WorkflowDispatchEvent,
@@ -52,6 +54,27 @@ impl Engine {
         if e.installation_id != Some(run.installation_id) || e.repository != run.hub_repo {
             tracing::warn!("re-run request from another installation or repository ignored");
             return Ok("ignored: check run of another installation or repository".into());
+        }
+        if e.app_id != Some(self.config().app_id) {
+            self.inner
+                .metrics
+                .reruns_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(app_id = ?e.app_id, "re-run request for a check run this App did not create ignored");
+            return Ok("ignored: check run of another App".into());
+        }
+        if run.check_run_id != Some(e.check_run_id) {
+            self.inner
+                .metrics
+                .reruns_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                check_run_id = e.check_run_id,
+                current = ?run.check_run_id,
+                "re-run request ignored: a newer check run exists for this run"
+            );
+            self.report_stale_rerun(&run, &e).await?;
+            return Ok("ignored: a newer check run exists for this run".into());
         }
         let rerun = self.rerun_failed(&run).await?;
         Ok(format!("re-run of {rerun} failed spokes"))
@@ -120,6 +143,37 @@ impl Engine {
         self.spawn_driver(run.id);
         tracing::info!(spokes = moved, "re-running failed spokes");
         Ok(moved)
+    }
+
+    /// The button of an older check run of a run was pressed: nothing is re-run; a completed
+    /// check run of its own name says why and points at the current one.
+    async fn report_stale_rerun(&self, run: &RunRecord, e: &CheckRunEvent) -> anyhow::Result<()> {
+        let client = self.inner.github.installation(run.installation_id).await?;
+        client
+            .create_check_run(
+                &run.hub_repo,
+                &CheckRunRequest {
+                    name: Some(not_started_name(&run.task)),
+                    head_sha: Some(e.head_sha.clone()),
+                    status: Some("completed".into()),
+                    conclusion: Some("neutral".into()),
+                    completed_at: Some(chrono::Utc::now()),
+                    details_url: self.details_url(&run.id),
+                    output: Some(CheckRunOutput {
+                        title: "Re-run not started: a newer check run exists".into(),
+                        summary: format!(
+                            "Hub run `{}` has a newer check run than the one whose button was pressed; \
+                             only the newest check run's \"Re-run failed\" re-runs spokes.",
+                            run.id
+                        ),
+                        text: None,
+                    }),
+                    ..CheckRunRequest::default()
+                },
+            )
+            .await
+            .context("cannot create the check run of an ignored re-run")?;
+        Ok(())
     }
 
     /// Cancels a run: nothing more is dispatched, running spoke runs are cancelled on GitHub,
@@ -197,7 +251,7 @@ impl Engine {
             .create_check_run(
                 &e.repository,
                 &CheckRunRequest {
-                    name: Some(check_run_name(task)),
+                    name: Some(not_started_name(task)),
                     head_sha: Some(sha.to_string()),
                     status: Some("completed".into()),
                     conclusion: Some("neutral".into()),

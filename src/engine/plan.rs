@@ -10,7 +10,7 @@ use super::Engine;
 use crate::github::{
     ApiError, CheckRunOutput, CheckRunRequest, InstallationClient, WorkflowDispatchEvent,
 };
-use crate::hub::{HubRunId, RepoName, Selector, Sha, SpokeStatus, Verdict};
+use crate::hub::{escape_cell, HubRunId, RepoName, Selector, Sha, SpokeStatus, Verdict};
 use crate::store::{now_ms, NewRun, NewSpoke, RunRecord};
 
 /// The hub workflow's inputs, validated.
@@ -34,10 +34,9 @@ fn input_str<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<Option<&'a
     }
 }
 
-/// Validates the hub workflow's inputs: `task` (required), `targets` (a selector), `params` (a
-/// JSON object as a string) and `dry_run` (boolean).
-pub fn parse_trigger(inputs: &Map<String, Value>) -> Result<Trigger, String> {
-    let task = input_str(inputs, "task")?.unwrap_or("").trim();
+/// The `task` input: 1 to 100 letters, digits, '-', '_' or '.'.
+fn parse_trigger_task(task: &str) -> Result<&str, String> {
+    let task = task.trim();
     if task.is_empty() {
         return Err("input `task` is required".into());
     }
@@ -50,6 +49,13 @@ pub fn parse_trigger(inputs: &Map<String, Value>) -> Result<Trigger, String> {
             "input `task` must be 1 to 100 characters of letters, digits, '-', '_' or '.', got {task:?}"
         ));
     }
+    Ok(task)
+}
+
+/// Validates the hub workflow's inputs: `task` (required), `targets` (a selector), `params` (a
+/// JSON object as a string) and `dry_run` (boolean).
+pub fn parse_trigger(inputs: &Map<String, Value>) -> Result<Trigger, String> {
+    let task = parse_trigger_task(input_str(inputs, "task")?.unwrap_or(""))?;
     let targets = input_str(inputs, "targets")?.unwrap_or("").trim();
     let selector = Selector::parse(targets).map_err(|e| format!("input `targets`: {e}"))?;
     let params = input_str(inputs, "params")?.unwrap_or("").trim();
@@ -98,6 +104,12 @@ pub fn check_run_name(task: &str) -> String {
     format!("spokehub: {task}")
 }
 
+/// The name of a check run that says a trigger or re-run was not started: its own name, so it
+/// never hides the live run's check run of the same task on the same commit.
+pub fn not_started_name(task: &str) -> String {
+    format!("spokehub: {task} (not started)")
+}
+
 /// Why planning stopped.
 pub enum PlanError {
     /// The run cannot go on (say why on the check run).
@@ -137,6 +149,25 @@ impl Engine {
         let Some(installation_id) = e.installation_id else {
             return Ok("ignored: no installation".into());
         };
+        if let Err(refusal) = self.config().access.admit(
+            &e.repository,
+            &e.git_ref,
+            e.default_branch.as_deref(),
+            &e.sender,
+        ) {
+            self.inner
+                .metrics
+                .triggers_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                repo = %e.repository,
+                git_ref = e.git_ref,
+                sender = e.sender,
+                reason = refusal.kind(),
+                "hub workflow run ignored: {refusal}"
+            );
+            return Ok(format!("ignored: {refusal}"));
+        }
         let trigger = match parse_trigger(&e.inputs) {
             Ok(t) => t,
             Err(reason) => {
@@ -220,10 +251,10 @@ impl Engine {
             .flatten()
             .unwrap_or("")
             .trim();
-        let name = if task.is_empty() || task.len() > 100 {
-            "spokehub".to_owned()
+        let name = if parse_trigger_task(task).is_err() {
+            "spokehub (not started)".to_owned()
         } else {
-            check_run_name(task)
+            not_started_name(task)
         };
         let req = CheckRunRequest {
             name: Some(name),
@@ -234,9 +265,9 @@ impl Engine {
             output: Some(CheckRunOutput {
                 title: "Run not started: invalid inputs".into(),
                 summary: format!(
-                    "The hub workflow was run by @{} with inputs spokehub cannot use:\n\n> {}\n\nFix the inputs and run the workflow again.",
-                    e.sender,
-                    reason.replace('\n', " ")
+                    "The hub workflow was run by {} with inputs spokehub cannot use:\n\n> {}\n\nFix the inputs and run the workflow again.",
+                    escape_cell(&e.sender, 100),
+                    escape_cell(reason, 1000)
                 ),
                 text: None,
             }),
@@ -355,12 +386,12 @@ impl Engine {
             output: Some(CheckRunOutput {
                 title: "Planning".into(),
                 summary: format!(
-                    "Selecting targets for task `{}` (targets: `{}`).",
-                    run.task,
+                    "Selecting targets for task {} (targets: {}).",
+                    escape_cell(&run.task, 200),
                     if run.targets.is_empty() {
-                        "all"
+                        "all".to_owned()
                     } else {
-                        &run.targets
+                        escape_cell(&run.targets, 500)
                     }
                 ),
                 text: None,

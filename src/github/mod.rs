@@ -26,6 +26,6 @@ pub use governor::GovernorConfig;
 pub use send::ClientStats;
 pub use types::{CheckRunAction, CheckRunInfo, CheckRunOutput, CheckRunRequest, WorkflowRun};
 pub use webhook::{
-    parse_event, verify_signature, CheckRunEvent, RepositoryDispatchEvent, SignatureError,
-    WebhookEvent, WebhookParseError, WorkflowDispatchEvent, WorkflowRunEvent,
+    parse_event, signature_digest, verify_signature, CheckRunEvent, RepositoryDispatchEvent,
+    SignatureError, WebhookEvent, WebhookParseError, WorkflowDispatchEvent, WorkflowRunEvent,
 };

@@ -24,13 +24,9 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Constant-time check of `X-Hub-Signature-256` (`sha256=<hex>`) over the raw body against every
-/// configured secret (rotation). Missing header, bad format, or no secret matching -> Err.
-pub fn verify_signature(
-    secrets: &[SecretString],
-    body: &[u8],
-    header: Option<&str>,
-) -> Result<(), SignatureError> {
+/// The digest in an `X-Hub-Signature-256` header (`sha256=<64 hex digits>`): checked before the
+/// body is read, so that a request that cannot be genuine costs nothing.
+pub fn signature_digest(header: Option<&str>) -> Result<Vec<u8>, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?.trim();
     let hex_digest = header
         .strip_prefix("sha256=")
@@ -38,7 +34,17 @@ pub fn verify_signature(
     if hex_digest.len() != 64 {
         return Err(SignatureError::Malformed);
     }
-    let given = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
+    hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)
+}
+
+/// Constant-time check of `X-Hub-Signature-256` (`sha256=<hex>`) over the raw body against every
+/// configured secret (rotation). Missing header, bad format, or no secret matching -> Err.
+pub fn verify_signature(
+    secrets: &[SecretString],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let given = signature_digest(header)?;
     if secrets.is_empty() {
         return Err(SignatureError::NoSecret);
     }
@@ -82,6 +88,8 @@ pub struct WorkflowDispatchEvent {
     /// Workflow file path, e.g. `.github/workflows/spokehub-hub.yml`.
     pub workflow: String,
     pub git_ref: String,
+    /// The hub repository's default branch, as the delivery names it.
+    pub default_branch: Option<String>,
     /// `null` inputs become an empty map.
     pub inputs: serde_json::Map<String, Value>,
     pub sender: String,
@@ -114,6 +122,8 @@ pub struct CheckRunEvent {
     pub action: String,
     pub repository: RepoName,
     pub check_run_id: u64,
+    /// The App that created the check run (`check_run.app.id`).
+    pub app_id: Option<u64>,
     pub name: String,
     pub head_sha: String,
     /// `None` when absent, null or empty.
@@ -129,6 +139,12 @@ struct Installation {
 #[derive(Deserialize)]
 struct Repository {
     full_name: RepoName,
+    #[serde(default)]
+    default_branch: Option<String>,
+}
+#[derive(Deserialize)]
+struct App {
+    id: u64,
 }
 #[derive(Deserialize)]
 struct Sender {
@@ -177,6 +193,8 @@ struct RawCheckRun {
 #[derive(Deserialize)]
 struct RawCheckRunBody {
     id: u64,
+    #[serde(default)]
+    app: Option<App>,
     name: String,
     head_sha: String,
     #[serde(default)]
@@ -206,6 +224,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Option<WebhookEvent>, Web
             let r: RawWorkflowDispatch = de(event, body)?;
             WebhookEvent::WorkflowDispatch(WorkflowDispatchEvent {
                 installation_id: inst(r.installation),
+                default_branch: r.repository.default_branch,
                 repository: r.repository.full_name,
                 workflow: r.workflow,
                 git_ref: r.git_ref,
@@ -239,6 +258,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Option<WebhookEvent>, Web
                 action: r.action,
                 repository: r.repository.full_name,
                 check_run_id: r.check_run.id,
+                app_id: r.check_run.app.map(|a| a.id),
                 name: r.check_run.name,
                 head_sha: r.check_run.head_sha,
                 external_id: r.check_run.external_id.filter(|s| !s.is_empty()),

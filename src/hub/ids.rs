@@ -86,6 +86,10 @@ impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.full
     }
+    /// The same repository: GitHub's names compare case-insensitively.
+    pub fn same_as(&self, other: &RepoName) -> bool {
+        self.full.eq_ignore_ascii_case(&other.full)
+    }
 }
 
 fn valid_segment(s: &str, max: usize) -> bool {

@@ -1,6 +1,7 @@
 //! The domain: runs, spokes, their state machine, selectors, policies and the summary.
 //! Nothing in here does I/O; time comes in as `now: i64` (unix milliseconds).
 
+pub mod access;
 pub mod ids;
 pub mod policy;
 pub mod repo;
@@ -9,6 +10,7 @@ pub mod selector;
 pub mod spoke;
 pub mod summary;
 
+pub use access::{HubAccess, Refusal};
 pub use ids::{HubRunId, InstallationId, ParseIdError, RepoName, Sha};
 pub use policy::{
     format_duration, parse_duration, DurationError, Policy, PolicyError, PolicyOverrides,
@@ -18,7 +20,7 @@ pub use repo::{RepoInfo, Visibility};
 pub use run::{conclude, Conclusion, ParseRunError, RunStatus, Totals};
 pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
-    apply, scheduled_due, Channel, ParseStatusError, ReportOutcome, Spoke, SpokeEvent, SpokeStatus,
-    Transition, TransitionContext,
+    apply, callback_closed, scheduled_due, Channel, ParseStatusError, ReportOutcome, Spoke,
+    SpokeEvent, SpokeStatus, Transition, TransitionContext,
 };
-pub use summary::{render, CheckOutput, SummaryContext};
+pub use summary::{escape_cell, render, CheckOutput, SummaryContext};

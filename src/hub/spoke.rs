@@ -127,6 +127,8 @@ pub struct Spoke {
     pub due_at: Option<i64>,
     /// Disagreeing reports recorded.
     pub conflicts: u32,
+    /// The spoke's own summary of its current attempt (from its callback), as it sent it.
+    pub summary: Option<String>,
 }
 
 impl Spoke {
@@ -144,6 +146,7 @@ impl Spoke {
             finished_at: None,
             due_at: None,
             conflicts: 0,
+            summary: None,
         }
     }
 
@@ -266,6 +269,8 @@ pub enum SpokeEvent {
         run_url: Option<String>,
         outcome: ReportOutcome,
         channel: Channel,
+        /// The spoke's own summary (callbacks only).
+        summary: Option<String>,
     },
     /// The spoke's due time passed: dispatching | unknown | dispatched | running -> retry_wait
     /// (retries left) or timed_out. `apply` does not compare `now` with `due_at`: the engine
@@ -424,6 +429,7 @@ pub fn apply(spoke: &Spoke, event: SpokeEvent, ctx: &TransitionContext) -> Trans
                     s.attempt = s.attempt.saturating_add(1);
                     s.workflow_run_id = None;
                     s.run_url = None;
+                    s.summary = None;
                 }
                 s.status = S::Dispatching;
                 s.reason = None;
@@ -485,7 +491,18 @@ pub fn apply(spoke: &Spoke, event: SpokeEvent, ctx: &TransitionContext) -> Trans
             run_url,
             outcome,
             channel,
-        } => report(spoke, attempt, run_id, run_url, outcome, channel, ctx),
+            summary,
+        } => {
+            let reported = Reported {
+                attempt,
+                run_id,
+                run_url,
+                outcome,
+                channel,
+                summary,
+            };
+            report(spoke, reported, ctx)
+        }
         SpokeEvent::TimedOut => match spoke.status {
             S::Dispatching | S::Unknown | S::Dispatched | S::Running => {
                 let phase = if spoke.status == S::Running {
@@ -533,16 +550,58 @@ fn decided_outcome(spoke: &Spoke) -> Option<&'static str> {
     }
 }
 
-fn report(
-    spoke: &Spoke,
+/// The fields of a [`SpokeEvent::Report`].
+struct Reported {
     attempt: u32,
     run_id: Option<u64>,
     run_url: Option<String>,
     outcome: ReportOutcome,
     channel: Channel,
-    ctx: &TransitionContext,
-) -> Transition {
+    summary: Option<String>,
+}
+
+/// Why a callback whose token is genuine is not believed: a token is good only for its own
+/// attempt, and only until that attempt has ended (a replay cannot change a decided spoke or
+/// count as a conflict). An agreeing late callback is admitted (it may carry the summary).
+pub fn callback_closed(spoke: &Spoke, attempt: u32, outcome: &ReportOutcome) -> Option<String> {
     use SpokeStatus as S;
+    if attempt < spoke.attempt {
+        return Some(format!(
+            "the callback token is for attempt {attempt}; the current attempt is {}",
+            spoke.attempt
+        ));
+    }
+    if attempt != spoke.attempt || !outcome.is_final() {
+        return None;
+    }
+    let agrees = match (spoke.status, outcome) {
+        (S::Succeeded, ReportOutcome::Succeeded) | (S::Cancelled, ReportOutcome::Cancelled) => true,
+        (S::Failed, ReportOutcome::Failed { .. }) => true,
+        (S::RetryWait, ReportOutcome::Failed { .. }) => spoke
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(FAILED)),
+        (S::Succeeded | S::Failed | S::Cancelled | S::TimedOut | S::RetryWait, _) => false,
+        _ => true,
+    };
+    (!agrees).then(|| {
+        format!(
+            "the callback's attempt {attempt} has already ended as {}",
+            spoke.status
+        )
+    })
+}
+
+fn report(spoke: &Spoke, r: Reported, ctx: &TransitionContext) -> Transition {
+    use SpokeStatus as S;
+    let Reported {
+        attempt,
+        run_id,
+        run_url,
+        outcome,
+        channel,
+        summary,
+    } = r;
     let now = ctx.now;
     let what = format!(
         "{} report via {} for attempt {attempt} of {}",
@@ -567,6 +626,9 @@ fn report(
                 return conflict(spoke, format!("{what}: {d}"));
             }
             s.dispatched_at.get_or_insert(now);
+            if outcome.is_final() && summary.is_some() {
+                s.summary = summary;
+            }
             let next = match outcome {
                 ReportOutcome::Running => {
                     s.status = S::Running;
@@ -607,6 +669,9 @@ fn report(
                 return conflict(spoke, format!("{what}: {d}"));
             }
             if decided == Some(outcome.name()) {
+                if s.summary.is_none() {
+                    s.summary = summary;
+                }
                 changed_or_unchanged(spoke, s)
             } else {
                 conflict(

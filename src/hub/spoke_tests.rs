@@ -33,6 +33,7 @@ fn rep(attempt: u32, outcome: ReportOutcome) -> SpokeEvent {
         run_url: None,
         outcome,
         channel: Channel::Callback,
+        summary: None,
     }
 }
 
@@ -43,6 +44,7 @@ fn rep_run(attempt: u32, run: u64, outcome: ReportOutcome) -> SpokeEvent {
         run_url: Some(format!("https://github.com/acme/svc-1/actions/runs/{run}")),
         outcome,
         channel: Channel::WorkflowRun,
+        summary: None,
     }
 }
 

@@ -60,8 +60,11 @@ impl Out {
     }
 }
 
-/// Escapes text for a Markdown table cell or inline text: no line breaks, no `|`, no HTML,
-/// no control characters; cut to `max` characters.
+/// Escapes text a user controls (inputs, reasons, summaries) for a Markdown table cell or
+/// inline text, so that it shows as the characters typed and does nothing: every ASCII
+/// punctuation character is backslash-escaped (no emphasis, links, images, autolinks, tables
+/// or code spans can start), `<`, `>` and `&` become entities (no HTML), line breaks and
+/// control characters become spaces; cut to `max` characters.
 pub fn escape_cell(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max * 2));
     for (n, c) in s.chars().enumerate() {
@@ -70,22 +73,22 @@ pub fn escape_cell(s: &str, max: usize) -> String {
             break;
         }
         match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '`' => out.push_str("\\`"),
-            '*' | '_' | '[' | ']' => {
-                out.push('\\');
-                out.push(c);
-            }
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
+            c if c.is_ascii_punctuation() => {
+                out.push('\\');
+                out.push(c);
+            }
             c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
     out
 }
+
+/// Longest spoke summary shown in a table cell, in characters.
+const MAX_SUMMARY_CELL_CHARS: usize = 200;
 
 /// Problems first, then work in progress, then successes and skips.
 fn rank(s: SpokeStatus) -> u8 {
@@ -143,12 +146,24 @@ fn safe_url(u: &str) -> Option<&str> {
 fn result_cell(s: &Spoke) -> String {
     let label = label(s.status);
     let icon = icon(s.status);
-    match s.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+    let mut cell = match s.reason.as_deref().filter(|r| !r.trim().is_empty()) {
         None => format!("{icon} {label}"),
         // Reasons like "failed: exit 1" or "timed out (running)" already start with the label.
-        Some(r) if r.starts_with(label) => format!("{icon} {}", escape_cell(r, MAX_REASON_CHARS)),
-        Some(r) => format!("{icon} {label}: {}", escape_cell(r, MAX_REASON_CHARS)),
+        Some(r) => match r.strip_prefix(label) {
+            Some(rest) => match rest.strip_prefix(": ") {
+                Some(detail) => {
+                    format!("{icon} {label}: {}", escape_cell(detail, MAX_REASON_CHARS))
+                }
+                None => format!("{icon} {label}{}", escape_cell(rest, MAX_REASON_CHARS)),
+            },
+            None => format!("{icon} {label}: {}", escape_cell(r, MAX_REASON_CHARS)),
+        },
+    };
+    if let Some(summary) = s.summary.as_deref().filter(|t| !t.trim().is_empty()) {
+        cell.push_str(" — ");
+        cell.push_str(&escape_cell(summary.trim(), MAX_SUMMARY_CELL_CHARS));
     }
+    cell
 }
 
 fn run_cell(s: &Spoke) -> String {
@@ -255,7 +270,11 @@ fn header(ctx: &SummaryContext, t: &Totals) -> String {
         h,
         "**Task:** {} · **Targets:** {} · **Status:** {}",
         escape_cell(ctx.task, 200),
-        escape_cell(ctx.targets, 500),
+        if ctx.targets.trim().is_empty() {
+            "all".to_owned()
+        } else {
+            escape_cell(ctx.targets, 500)
+        },
         ctx.status
     );
     if let Some(c) = conclusion {

@@ -108,7 +108,7 @@ fn small_run_in_progress() {
         .find(|l| l.starts_with("| acme/gone"))
         .unwrap();
     assert!(
-        gone.starts_with("| acme/gone | ⏱️ timed out (running) | 1 |"),
+        gone.starts_with("| acme/gone | ⏱️ timed out \\(running\\) | 1 |"),
         "{gone}"
     );
     assert!(
@@ -181,7 +181,11 @@ fn escapes_cells() {
     assert_eq!(escape_cell("<script>&", 100), "&lt;script&gt;&amp;");
     assert_eq!(
         escape_cell("[x](y) *b* `c`", 100),
-        "\\[x\\](y) \\*b\\* \\`c\\`"
+        "\\[x\\]\\(y\\) \\*b\\* \\`c\\`"
+    );
+    assert_eq!(
+        escape_cell("![i](https://e.example/y.png) www.e.example @me #1", 100),
+        "\\!\\[i\\]\\(https\\:\\/\\/e\\.example\\/y\\.png\\) www\\.e\\.example \\@me \\#1"
     );
     assert_eq!(escape_cell("ééééé", 3), "ééé…");
 }

@@ -13,12 +13,29 @@ use crate::engine::{CancelOutcome, Engine};
 use crate::hub::HubRunId;
 use crate::report::run_report;
 
-pub async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: 200 while the hub can record deliveries; 503 when its database file was
+/// removed or replaced, or cannot be written (a load balancer then moves traffic away).
+pub async fn healthz(State(engine): State<Engine>) -> Response {
+    match engine.store().health().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "unhealthy: the database is not usable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "message": message }))).into_response()
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Checks the bearer token; the refusal when it does not hold.
@@ -29,7 +46,7 @@ fn refusal(engine: &Engine, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     let ok: bool = given
         .as_bytes()

@@ -1,16 +1,20 @@
-//! `POST /webhook`: verify the signature over the raw body, check the payload parses, record
-//! the delivery durably (deduplicated by `X-GitHub-Delivery`), answer 202 at once. Processing
-//! happens afterwards, from the recorded queue.
+//! `POST /webhook`: check the headers, read the body within its budget and deadline, verify the
+//! signature over the raw bytes, check the payload parses, record the delivery durably
+//! (deduplicated by `X-GitHub-Delivery`), answer 202 at once. Processing happens afterwards,
+//! from the recorded queue.
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::json;
 
+use super::body::{BodyBudget, BodyError};
 use crate::engine::Engine;
-use crate::github::{parse_event, verify_signature, WebhookEvent};
+use crate::github::{
+    parse_event, signature_digest, verify_signature, SignatureError, WebhookEvent,
+};
 use crate::hub::InstallationId;
 use crate::store::NewDelivery;
 
@@ -32,32 +36,85 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub async fn webhook(State(engine): State<Engine>, headers: HeaderMap, body: Bytes) -> Response {
-    let signature = header(&headers, "x-hub-signature-256");
-    if verify_signature(&engine.config().webhook_secrets, &body, signature).is_err() {
-        tracing::warn!("webhook refused: missing or bad signature");
+/// The declared `Content-Length`; `Err` when it is there but not a number.
+fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ()> {
+    match headers.get(axum::http::header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|n| Some(usize::try_from(n).unwrap_or(usize::MAX)))
+            .ok_or(()),
+    }
+}
+
+fn signature_refusal(e: &SignatureError) -> Response {
+    let status = match e {
+        SignatureError::Malformed => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    answer(status, &e.to_string())
+}
+
+pub async fn webhook(
+    State(engine): State<Engine>,
+    Extension(budget): Extension<BodyBudget>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let event = header(headers, "x-github-event").unwrap_or("");
+    let guid = header(headers, "x-github-delivery").unwrap_or("");
+    // Everything that can be judged from the head is judged before a byte of the body is read.
+    let signature = header(headers, "x-hub-signature-256");
+    if let Err(e) = signature_digest(signature) {
+        tracing::warn!(event, guid, "webhook refused: {e}");
+        return signature_refusal(&e);
+    }
+    if event.is_empty() {
+        return answer(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
+    }
+    if guid.is_empty() || guid.len() > 100 {
+        return answer(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
+    }
+    let Ok(declared) = content_length(headers) else {
+        return answer(StatusCode::BAD_REQUEST, "malformed Content-Length");
+    };
+    if let Err(e) = engine.store().check_writable() {
+        tracing::error!(guid, error = %e, "delivery refused: the database is not usable");
         return answer(
-            StatusCode::UNAUTHORIZED,
-            "missing or bad X-Hub-Signature-256",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot record the delivery",
         );
     }
-    let Some(event) = header(&headers, "x-github-event") else {
-        return answer(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
+    let (body, _room) = match budget.read(Body::new(body), declared).await {
+        Ok(read) => read,
+        Err(e) => {
+            let status = match e {
+                BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::TooSlow => StatusCode::REQUEST_TIMEOUT,
+                BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+            };
+            tracing::warn!(event, guid, "webhook refused: {e}");
+            return answer(status, &e.to_string());
+        }
     };
-    let Some(guid) =
-        header(&headers, "x-github-delivery").filter(|g| !g.is_empty() && g.len() <= 100)
-    else {
-        return answer(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
-    };
+    if let Err(e) = verify_signature(&engine.config().webhook_secrets, &body, signature) {
+        tracing::warn!(
+            event,
+            guid,
+            "webhook refused: {e} (is SPOKEHUB_WEBHOOK_SECRET the App's webhook secret?)"
+        );
+        return signature_refusal(&e);
+    }
     let parsed = match parse_event(event, &body) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return answer(StatusCode::ACCEPTED, "ignored: event not handled"),
         Err(e) => {
             tracing::warn!(guid, event, error = %e, "webhook refused: malformed payload");
-            return answer(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed {event} payload: {e}"),
-            );
+            return answer(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
     let (action, installation_id) = describe(&parsed);
@@ -71,6 +128,12 @@ pub async fn webhook(State(engine): State<Engine>, headers: HeaderMap, body: Byt
             payload: &body,
         })
         .await;
+    // Written to a file that was removed or replaced under the hub: not on disk where the
+    // next start will look, so not acknowledged.
+    let recorded = recorded.and_then(|new| {
+        engine.store().check_writable()?;
+        Ok(new)
+    });
     match recorded {
         Ok(true) => {
             engine.delivery_recorded();

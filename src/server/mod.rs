@@ -2,6 +2,8 @@
 //! the engine does the work.
 
 mod api;
+pub mod body;
+pub mod connections;
 mod intake;
 
 use std::net::SocketAddr;
@@ -17,18 +19,25 @@ use crate::engine::Engine;
 use crate::github::{GitHubApp, GitHubConfig};
 use crate::store::Store;
 
-/// GitHub caps webhook payloads at 25 MB; larger bodies are refused with 413.
-pub const MAX_WEBHOOK_BODY: usize = 25 * 1024 * 1024;
+pub use body::MAX_WEBHOOK_BODY;
+
+/// Largest body of the other routes (the API takes small JSON bodies).
+const MAX_API_BODY: usize = 64 * 1024;
 
 /// The HTTP routes of a hub.
 pub fn router(engine: Engine) -> Router {
-    Router::new()
+    // The webhook reads its body itself, within `body::BodyBudget`.
+    let webhook = Router::new()
         .route("/webhook", post(intake::webhook))
+        .layer(axum::Extension(body::BodyBudget::default()))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
         .route("/healthz", get(api::healthz))
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel))
         .route("/runs/{id}", get(api::run_page))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY))
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .merge(webhook)
         .with_state(engine)
 }
 
@@ -59,11 +68,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
     engine.start().await?;
     let addr = listener.local_addr()?;
     let app = router(engine.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "server stopped");
-        }
-    });
+    let max_connections = connections::connection_limit();
+    let server = tokio::spawn(connections::serve(listener, app, max_connections));
     tracing::info!(%addr, "spokehub listening");
     Ok(HubHandle {
         addr,

@@ -10,6 +10,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use url::Url;
 
+use crate::hub::RepoName;
+
 /// The configuration file's name.
 pub const CONFIG_FILE: &str = "spokehub.toml";
 /// The private key file's name.
@@ -65,6 +67,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 struct FileOut<'a> {
     github: GithubOut<'a>,
     server: ServerOut<'a>,
+    hub: HubOut<'a>,
+}
+
+#[derive(Serialize)]
+struct HubOut<'a> {
+    repository: &'a str,
 }
 
 #[derive(Serialize)]
@@ -86,6 +94,7 @@ pub fn write(
     creds: &Credentials,
     api_url: &Url,
     public_url: &Url,
+    hub_repo: &RepoName,
 ) -> anyhow::Result<Written> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let dir =
@@ -102,6 +111,9 @@ pub fn write(
         },
         server: ServerOut {
             public_url: public_url.as_str().trim_end_matches('/'),
+        },
+        hub: HubOut {
+            repository: hub_repo.as_str(),
         },
     })
     .context("cannot encode spokehub.toml")?;
@@ -133,8 +145,9 @@ mod tests {
         };
         let api = Url::parse("https://ghes.example/api/v3").unwrap();
         let public = Url::parse("https://hub.example/").unwrap();
+        let hub: RepoName = "acme/spokehub".parse().unwrap();
         check_free(dir.path()).unwrap();
-        let w = write(dir.path(), &creds, &api, &public).unwrap();
+        let w = write(dir.path(), &creds, &api, &public, &hub).unwrap();
         #[cfg(unix)]
         for p in [&w.config, &w.key] {
             use std::os::unix::fs::PermissionsExt as _;
@@ -163,6 +176,10 @@ mod tests {
             Some("https://hub.example")
         );
         assert!(check_free(dir.path()).is_err());
-        assert!(write(dir.path(), &creds, &api, &public).is_err());
+        assert!(matches!(
+            file.hub.repository,
+            Some(crate::config::OneOrMany::One(ref r)) if r == "acme/spokehub"
+        ));
+        assert!(write(dir.path(), &creds, &api, &public, &hub).is_err());
     }
 }

@@ -38,6 +38,7 @@ struct Flow {
     state: SecretString,
     api_url: Url,
     public_url: Url,
+    hub_repo: crate::hub::RepoName,
     out: std::path::PathBuf,
     http: reqwest::Client,
     /// Serializes callbacks so that only one exchange runs at a time.
@@ -200,10 +201,12 @@ async fn exchange(f: &Flow, code: &str) -> anyhow::Result<Created> {
         webhook_secret,
     };
     let out = f.out.clone();
-    let (api_url, public_url) = (f.api_url.clone(), f.public_url.clone());
-    let written =
-        tokio::task::spawn_blocking(move || files::write(&out, &creds, &api_url, &public_url))
-            .await??;
+    let (api_url, public_url, hub_repo) =
+        (f.api_url.clone(), f.public_url.clone(), f.hub_repo.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        files::write(&out, &creds, &api_url, &public_url, &hub_repo)
+    })
+    .await??;
     Ok(Created {
         app_id: c.id,
         name,
@@ -241,6 +244,7 @@ pub async fn run(
         state: SecretString::from(state),
         api_url,
         public_url: args.public_url.clone(),
+        hub_repo: args.hub_repository()?,
         out: args.out.clone(),
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))

@@ -50,6 +50,23 @@ pub struct AppCreateArgs {
     /// Directory for spokehub.toml and the private key file.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
+    /// The hub repository: a name in ORG, or owner/name. Only its hub workflow starts runs.
+    #[arg(long, default_value = "spokehub")]
+    pub hub_repo: String,
+}
+
+impl AppCreateArgs {
+    /// `--hub-repo` as a full name (a bare name is in `--org`).
+    pub fn hub_repository(&self) -> anyhow::Result<crate::hub::RepoName> {
+        let full = if self.hub_repo.contains('/') {
+            self.hub_repo.clone()
+        } else {
+            format!("{}/{}", self.org, self.hub_repo)
+        };
+        full.parse().map_err(|_| {
+            anyhow::anyhow!("--hub-repo: {:?} is not a repository name", self.hub_repo)
+        })
+    }
 }
 
 /// Runs `spokehub app ...`.
@@ -128,6 +145,7 @@ async fn create(args: AppCreateArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| api_url_for(&args.github_url));
     check_http("--api-url", &api_url)?;
+    args.hub_repository()?;
     files::check_free(&args.out)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

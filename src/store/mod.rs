@@ -35,6 +35,42 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("batched write failed: {0}")]
     Batch(String),
+    #[error("the database file {0} was removed or replaced under the hub")]
+    FileGone(String),
+}
+
+/// When a commit counts as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// On disk before it is acknowledged: survives a power loss or a kernel crash
+    /// (`synchronous = FULL`). The default, and what the hub uses.
+    #[default]
+    Full,
+    /// Survives a crash of the process only (`synchronous = NORMAL`); for benchmarks.
+    ProcessCrash,
+}
+
+/// The database file as opened: if the path later names another file (or none), whatever is
+/// written is not where the next start will look.
+#[derive(Debug)]
+struct DbFile {
+    path: std::path::PathBuf,
+    identity: (u64, u64),
+}
+
+impl DbFile {
+    fn identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path)?;
+        Ok((m.dev(), m.ino()))
+    }
+
+    fn check(&self) -> StoreResult<()> {
+        match Self::identity(&self.path) {
+            Ok(id) if id == self.identity => Ok(()),
+            _ => Err(StoreError::FileGone(self.path.display().to_string())),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -49,6 +85,8 @@ pub struct Store {
     /// Committed spoke changes in commit order, for the one consumer that takes them.
     changes:
         std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpokeChange>>>>,
+    /// The file behind the database (none in memory).
+    file: Option<std::sync::Arc<DbFile>>,
 }
 
 /// Current time in unix milliseconds, the unit every stored time uses.
@@ -60,14 +98,23 @@ impl Store {
     /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`)
     /// and applies migrations.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
+        Self::open_with(url, Durability::Full).await
+    }
+
+    /// [`Store::open`] with a chosen durability (benchmarks compare them).
+    pub async fn open_with(url: &str, durability: Durability) -> anyhow::Result<Store> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("invalid database URL {url:?}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::ProcessCrash => SqliteSynchronous::Normal,
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let db_path = options.get_filename().to_path_buf();
         // No liveness ping per acquire: the connections are in-process, and the ping is a round
         // trip to SQLite's worker thread on every single statement.
         let write = SqlitePoolOptions::new()
@@ -94,6 +141,14 @@ impl Store {
                 .await
                 .with_context(|| format!("cannot open database {url:?} for reading"))?
         };
+        let file = if memory {
+            None
+        } else {
+            let path = db_path.clone();
+            let identity = DbFile::identity(&path)
+                .with_context(|| format!("cannot read the database file {}", path.display()))?;
+            Some(std::sync::Arc::new(DbFile { path, identity }))
+        };
         let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = batch::spawn_writer(write.clone(), changes_tx);
         Ok(Store {
@@ -101,7 +156,30 @@ impl Store {
             read,
             writer,
             changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
+            file,
         })
+    }
+
+    /// Whether the database file is still the one opened (cheap: one `stat`). Intake checks
+    /// it before acknowledging a delivery.
+    pub fn check_writable(&self) -> StoreResult<()> {
+        match &self.file {
+            Some(f) => f.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// The file is the one opened and a write commits (`/healthz`).
+    pub async fn health(&self) -> StoreResult<()> {
+        self.check_writable()?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('health_probe', ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now_ms().to_string())
+        .execute(&self.write)
+        .await?;
+        self.check_writable()
     }
 
     /// Every committed spoke change, in commit order (the engine routes them to run drivers,

@@ -62,6 +62,7 @@ fn spoke_from_row(r: &SqliteRow) -> StoreResult<SpokeRecord> {
             finished_at: r.get("finished_at"),
             due_at: r.get("due_at"),
             conflicts: r.get::<i64, _>("conflicts") as u32,
+            summary: r.get("summary"),
         },
         default_branch: r.get("default_branch"),
     })
@@ -69,7 +70,7 @@ fn spoke_from_row(r: &SqliteRow) -> StoreResult<SpokeRecord> {
 
 const SPOKE_COLUMNS: &str =
     "repo, default_branch, status, reason, attempt, workflow_run_id, run_url,
-     dispatched_at, started_at, finished_at, due_at, conflicts";
+     dispatched_at, started_at, finished_at, due_at, conflicts, summary";
 
 impl Store {
     /// Every spoke of a run, ordered by repository name.
@@ -216,7 +217,8 @@ async fn write_spoke(
 ) -> StoreResult<()> {
     sqlx::query(
         "UPDATE spokes SET status = ?, reason = ?, attempt = ?, workflow_run_id = ?, run_url = ?,
-            dispatched_at = ?, started_at = ?, finished_at = ?, due_at = ?, conflicts = ?
+            dispatched_at = ?, started_at = ?, finished_at = ?, due_at = ?, conflicts = ?,
+            summary = ?
          WHERE run_id = ? AND repo = ?",
     )
     .bind(s.status.as_str())
@@ -229,6 +231,7 @@ async fn write_spoke(
     .bind(s.finished_at)
     .bind(s.due_at)
     .bind(s.conflicts as i64)
+    .bind(&s.summary)
     .bind(run_id)
     .bind(s.repo.as_str())
     .execute(&mut *conn)

@@ -32,6 +32,7 @@ impl HubProcess {
                 format!("sqlite://{}", dir.join("hub.db").display()),
             )
             .env("SPOKEHUB_LISTEN", listen)
+            .env("SPOKEHUB_HUB_REPOSITORY", &emulator.hub_repo)
             .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
             .env(
                 "SPOKEHUB_LOG",

@@ -197,6 +197,7 @@ pub fn hub_config(
             github_api_url: Some(emulator.base_url.clone()),
             database_url: Some(format!("sqlite://{}", dir.path().join("hub.db").display())),
             api_token: api_token.map(str::to_owned),
+            hub_repository: Some(emulator.hub_repo.clone()),
             ..ServeArgs::default()
         },
         parse_file_config(hub_toml).expect("valid hub config"),
@@ -220,4 +221,30 @@ callback = "repository_dispatch"
 {extra}
 "#
     )
+}
+
+/// Sends raw bytes (a request head, perhaps a partial body) on a new connection and returns
+/// the status code of the answer; 0 when the connection closed without one.
+pub async fn raw_status(addr: std::net::SocketAddr, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
