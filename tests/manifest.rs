@@ -223,8 +223,22 @@ fn hub_template_has_the_inputs_the_hub_reads() {
 }
 
 #[test]
-fn spoke_template_matches_the_hub_contract() {
-    let spoke = template("spoke.yml");
+fn spoke_templates_match_the_hub_contract() {
+    for name in ["spoke.yml", "spoke-with-callback.yml"] {
+        spoke_template_matches_the_hub_contract(name);
+    }
+    // Only the callback template reports, with a token for the hub repository only; the plain
+    // one references no action that a copy without the reporter App could not resolve.
+    let callback = template("spoke-with-callback.yml");
+    assert!(callback.contains("repositories: ${{ vars.SPOKEHUB_HUB_REPO }}"));
+    assert!(callback.contains("continue-on-error: true"));
+    let plain = template("spoke.yml");
+    assert!(!plain.contains("create-github-app-token"));
+    assert!(!plain.contains("OWNER/"));
+}
+
+fn spoke_template_matches_the_hub_contract(name: &str) {
+    let spoke = template(name);
     assert!(spoke.contains(
         "\nrun-name: spokehub ${{ inputs.task }} [${{ inputs.hub_run_id }}#${{ inputs.attempt }}]\n"
     ));
@@ -237,8 +251,8 @@ fn spoke_template_matches_the_hub_contract() {
     assert!(input_block(&spoke, "params").contains("default: \"{}\""));
     assert!(input_block(&spoke, "callback_token").contains("default: \"\""));
     assert!(spoke.contains("\npermissions: {}\n"));
-    assert!(spoke.contains("./.spokehub/run-task"));
-    assert!(spoke.contains("repositories: ${{ vars.SPOKEHUB_HUB_REPO }}"));
+    assert!(spoke.contains("./.spokehub/run-task"), "{name}");
+    assert!(spoke.contains("GITHUB_STEP_SUMMARY"), "{name}");
 }
 
 #[test]
@@ -246,6 +260,7 @@ fn templates_never_expand_inputs_inside_run_scripts() {
     for name in [
         "workflows-templates/hub.yml",
         "workflows-templates/spoke.yml",
+        "workflows-templates/spoke-with-callback.yml",
         "action/action.yml",
     ] {
         let text = std::fs::read_to_string(root().join(name)).expect(name);

@@ -18,9 +18,37 @@ pub struct HubProcess {
 
 impl HubProcess {
     pub fn start(emulator: &EmulatorHandle, dir: &std::path::Path, listen: &str) -> HubProcess {
+        Self::start_with_open_files(emulator, dir, listen, None)
+    }
+
+    /// [`HubProcess::start`] with a hard limit on open files (as a small container would have).
+    pub fn start_with_open_files(
+        emulator: &EmulatorHandle,
+        dir: &std::path::Path,
+        listen: &str,
+        open_files: Option<u64>,
+    ) -> HubProcess {
         let key = dir.join("app.pem");
         std::fs::write(&key, &emulator.private_key_pem).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_spokehub"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_spokehub"));
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command
             .arg("serve")
             .env_clear()
             .env("SPOKEHUB_APP_ID", emulator.app_id.to_string())
@@ -75,7 +103,7 @@ pub async fn state(http: &reqwest::Client, emulator: &EmulatorHandle) -> Value {
         .unwrap()
 }
 
-async fn wait_until_listening(http: &reqwest::Client, listen: &str) {
+pub async fn wait_until_listening(http: &reqwest::Client, listen: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("http://{listen}/healthz")).send().await {
