@@ -186,6 +186,7 @@ fn counts(w: &World) -> Map<String, Value> {
     }
     let c = &w.counters;
     let by_route: BTreeMap<&String, &u64> = c.requests_by_route.iter().collect();
+    let by_version: BTreeMap<&&str, &u64> = c.requests_by_api_version.iter().collect();
     let v = json!({
         "workflow_runs_created": c.workflow_runs_created,
         "workflow_runs_by_status": by_status,
@@ -195,6 +196,7 @@ fn counts(w: &World) -> Map<String, Value> {
         "repository_dispatches_total": w.dispatches.len(),
         "requests_total": c.requests_total,
         "requests_by_route": by_route,
+        "requests_by_api_version": by_version,
         "webhook_deliveries_total": w.deliveries.len(),
         "webhooks_sent": c.webhooks_sent,
         "webhooks_dropped": c.webhooks_dropped,

@@ -6,6 +6,9 @@
 //! `/repos/{o}/{r}/installation` and `/orgs/{org}/installation`; installation tokens elsewhere;
 //! none for `/app-manifests/{code}/conversions`). Every API answer carries `x-ratelimit-*` and
 //! `x-github-request-id`; errors are `{message, documentation_url, status}`.
+//! `X-GitHub-Api-Version` selects `2022-11-28` (the default) or `2026-03-10` (a workflow dispatch
+//! always answers 200 with the run details), echoed in `x-github-api-version-selected`; any
+//! other value is GitHub's 400 (see `version`).
 //!
 //! `/_emulator/*` is the person's console and the inspection endpoint (no auth, never faulted):
 //! - `POST /_emulator/hub/dispatch` `{"workflow"?: "spokehub-hub.yml", "ref"?: "main",
@@ -18,9 +21,9 @@
 //! - `GET /_emulator/state?summary=1` -> counts only: `workflow_runs_created`,
 //!   `workflow_runs_by_status`, `workflow_runs_by_conclusion`, `check_runs_total`,
 //!   `repository_dispatches_total`, `requests_total`, `requests_by_route` (`"METHOD /route"`),
-//!   `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`, `webhooks_duplicated`,
-//!   `webhooks_pending`, `rate_limit_violations`, `secondary_limit_hits`, `primary_limit_hits`,
-//!   `api_errors_injected`, `lost_responses`, `tokens_minted`.
+//!   `requests_by_api_version`, `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`,
+//!   `webhooks_duplicated`, `webhooks_pending`, `rate_limit_violations`, `secondary_limit_hits`,
+//!   `primary_limit_hits`, `api_errors_injected`, `lost_responses`, `tokens_minted`.
 //! - `GET /_emulator/state` -> the counts plus `org`, `hub_repo`, `repos[]`, `workflow_runs[]`
 //!   (`id, repo, workflow, event, inputs, status, conclusion, display_title, run_attempt,
 //!   run_number, head_sha, actor, html_url, created_at`), `check_runs[]` (`id, repo, head_sha,
@@ -41,6 +44,7 @@ pub mod scenario;
 mod server;
 mod sim;
 mod state;
+mod version;
 pub mod webhooks;
 pub mod workflow;
 
