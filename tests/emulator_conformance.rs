@@ -593,3 +593,92 @@ async fn api_versions_are_selected_echoed_and_refused_like_github() {
     ghes.emu.shutdown().await;
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn check_run_webhooks_always_carry_a_details_url() {
+    let env = start(scenario("[org]\nrepos = 1\n")).await;
+    let api = OpenApi::load();
+    let t = env.token().await;
+    let sha = env.state().await["repos"][0]["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let homepage = env.url("/apps/spokehub");
+    let create = |details: Option<&str>| {
+        let mut b = json!({"name": "n", "head_sha": sha, "status": "completed",
+            "conclusion": "failure", "output": {"title": "t", "summary": "s"},
+            "actions": [{"label": "Re-run", "description": "d", "identifier": "rerun"}]});
+        if let Some(d) = details {
+            b["details_url"] = json!(d);
+        }
+        b
+    };
+    let mut ids = Vec::new();
+    for details in [None, Some("https://hub.example/runs/7")] {
+        let (s, cr, _) = call(
+            &env,
+            &api,
+            Method::POST,
+            "/repos/{owner}/{repo}/check-runs",
+            "/repos/acme/svc-0001/check-runs",
+            Some(&t),
+            Some(create(details)),
+        )
+        .await;
+        assert_eq!(s, 201);
+        let id = cr["id"].as_u64().unwrap();
+        assert_eq!(cr["app"]["external_url"], homepage);
+        let want = details.map(str::to_owned).unwrap_or(homepage.clone());
+        assert_eq!(cr["details_url"], want, "REST");
+        let (s, got, _) = send_versioned(
+            &env,
+            Method::GET,
+            &format!("/repos/acme/svc-0001/check-runs/{id}"),
+            &t,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        api.check_schema("check-run", &got);
+        assert_eq!(got["details_url"], want, "REST read");
+        for what in ["rerequest", "request-action"] {
+            let r = env
+                .http
+                .post(env.url(&format!("/_emulator/check-runs/{id}/{what}")))
+                .json(&json!({"identifier": "rerun"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{what}");
+        }
+        ids.push((id, want));
+    }
+    let hooks = env
+        .hooks
+        .wait_for("8 check_run webhooks", |l| {
+            l.iter().filter(|h| h.event == "check_run").count() == 8
+        })
+        .await;
+    for h in hooks.iter().filter(|h| h.event == "check_run") {
+        check_hook(h);
+        let id = h.json["check_run"]["id"].as_u64().unwrap();
+        let want = &ids.iter().find(|(i, _)| *i == id).unwrap().1;
+        assert_eq!(
+            h.json["check_run"]["details_url"], *want,
+            "{} {}",
+            h.event, h.json["action"]
+        );
+    }
+    let mut actions: Vec<&str> = hooks
+        .iter()
+        .filter(|h| h.json["check_run"]["id"].as_u64() == Some(ids[0].0))
+        .map(|h| h.json["action"].as_str().unwrap())
+        .collect();
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        ["completed", "created", "requested_action", "rerequested"]
+    );
+    env.emu.shutdown().await;
+}
