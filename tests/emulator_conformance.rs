@@ -3,7 +3,7 @@
 
 mod emulator_support;
 
-use emulator_support::{check_hook, scenario, start, Env, OpenApi};
+use emulator_support::{check_hook, check_webhook, scenario, start, Env, OpenApi};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -680,5 +680,51 @@ async fn check_run_webhooks_always_carry_a_details_url() {
         actions,
         ["completed", "created", "requested_action", "rerequested"]
     );
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_workflow_is_read_by_file_name_or_id() {
+    let env = start(scenario("[org]\nrepos = 1\n")).await;
+    let t = env.token().await;
+    let (s, by_name, h) = send_versioned(
+        &env,
+        Method::GET,
+        "/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml",
+        &t,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{by_name}");
+    assert!(h.contains_key("x-ratelimit-remaining"));
+    // GitHub's "Get a workflow" shape is the webhook `workflow` object.
+    check_webhook("common", "workflow.schema.json", &by_name);
+    assert_eq!(by_name["path"], ".github/workflows/spokehub-spoke.yml");
+    assert_eq!(by_name["state"], "active");
+    let id = by_name["id"].as_u64().unwrap();
+    assert_eq!(
+        by_name["url"],
+        env.url(&format!("/repos/acme/svc-0001/actions/workflows/{id}"))
+    );
+    let (s, by_id, _) = send_versioned(
+        &env,
+        Method::GET,
+        &format!("/repos/acme/svc-0001/actions/workflows/{id}"),
+        &t,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, &by_id), (200, &by_name));
+    for path in [
+        "/repos/acme/svc-0001/actions/workflows/nope.yml",
+        "/repos/acme/svc-0001/actions/workflows/1",
+        "/repos/acme/platform-hub/actions/workflows/spokehub-spoke.yml",
+        "/repos/acme/nope/actions/workflows/spokehub-spoke.yml",
+    ] {
+        let (s, e, _) = send_versioned(&env, Method::GET, path, &t, None, None).await;
+        assert_eq!((s, &e["message"]), (404, &json!("Not Found")), "{path}");
+    }
     env.emu.shutdown().await;
 }

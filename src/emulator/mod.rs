@@ -190,6 +190,10 @@ fn router(shared: Arc<Shared>) -> Router {
             get(c::for_ref),
         )
         .route(
+            "/repos/{o}/{r}/actions/workflows/{wf}",
+            get(a::get_workflow),
+        )
+        .route(
             "/repos/{o}/{r}/actions/workflows/{wf}/dispatches",
             post(a::dispatch_route),
         )

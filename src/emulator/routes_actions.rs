@@ -193,6 +193,19 @@ pub async fn dispatch_route(
     .into_response())
 }
 
+/// `GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}`: by file name or numeric id
+/// ("Get a workflow"); 404 `Not Found` for an unknown repository or workflow.
+pub async fn get_workflow(
+    State(sh): S,
+    Path((o, r, workflow)): Path<(String, String, String)>,
+) -> ApiResult {
+    let w = sh.world();
+    let i = w.repo(&sh.ctx, &o, &r).ok_or_else(ApiError::not_found)?;
+    let repo = &w.repos[i];
+    let wf = repo.workflow(&workflow).ok_or_else(ApiError::not_found)?;
+    Ok(Json(json::workflow(&sh.ctx, repo, wf)).into_response())
+}
+
 /// Inclusive lower and upper bounds of a `created` filter.
 type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
