@@ -100,7 +100,16 @@ async fn handle(
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
         auth: h("authorization"),
-        api_version: h("x-github-api-version"),
+        // Every line, so a header sent twice shows.
+        api_version: Some(
+            headers
+                .get_all("x-github-api-version")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .filter(|v| !v.is_empty()),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         at: Instant::now(),
     };
