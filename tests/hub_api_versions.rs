@@ -1,12 +1,12 @@
 //! The hub against the emulator under each REST API version it can be set to
-//! (`github.api_version`).
+//! (`github.api_version`), and the person's dispatch that waits for the hub's run id.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::{scenario, World, FAST_HUB};
-use serde_json::json;
+use common::{next_completion, scenario, World, FAST_HUB};
+use serde_json::{json, Value};
 use spokehub::hub::SpokeStatus;
 
 /// One run of 6 spokes (one failing) with the hub asking for `version`; checks the exact
@@ -78,4 +78,39 @@ async fn a_run_under_api_version_2022_11_28() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_under_api_version_2026_03_10() {
     run_under("2026-03-10").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_dispatch_can_wait_for_the_hub_run_id() {
+    let world = World::start(&scenario(3, ""), FAST_HUB).await;
+    let mut completions = world.hub.engine.subscribe_completions();
+    let answer: Value = world
+        .http
+        .post(format!(
+            "{}/_emulator/hub/dispatch",
+            world.emulator.base_url
+        ))
+        .json(&json!({"inputs": {"task": "scan"}, "wait_for_check_run": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hub_run_id = answer["hub_run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no hub_run_id: {answer}"))
+        .to_owned();
+    let done = next_completion(&mut completions).await;
+    assert_eq!(done.to_string(), hub_run_id);
+    let report = world.report(&done).await;
+    assert_eq!(answer["check_run_id"].as_u64(), report.run.check_run_id);
+    let hub_sha = world.state().await["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["full_name"] == world.emulator.hub_repo)
+        .map(|r| r["head_sha"].clone())
+        .unwrap();
+    assert_eq!(answer["head_sha"], hub_sha);
 }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub manifests: super::app_manifest::PendingApps,
     /// Report-action scripts (`callback = "action"`).
     pub actions: super::action_callback::ActionRunner,
+    /// Woken whenever a check run is created or updated.
+    pub check_runs_changed: tokio::sync::Notify,
 }
 
 impl Shared {
