@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+use crate::github::ApiVersion;
 use crate::hub::{parse_duration, HubAccess, Policy, PolicyOverrides, RepoName};
 
 /// Settings given on the command line or in the environment (clap fills both).
@@ -79,6 +80,8 @@ pub struct GithubSection {
     pub private_key_file: Option<PathBuf>,
     pub webhook_secret: Option<SecretString>,
     pub api_url: Option<String>,
+    /// `X-GitHub-Api-Version` of every request: "2022-11-28" (default) or "2026-03-10".
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +138,7 @@ pub struct Config {
     pub private_key: SecretString,
     pub webhook_secrets: Vec<SecretString>,
     pub api_url: Url,
+    pub api_version: ApiVersion,
     pub database_url: String,
     pub listen: SocketAddr,
     pub public_url: Option<Url>,
@@ -209,6 +213,12 @@ impl Config {
             .ok_or_else(|| {
                 anyhow!("setting SPOKEHUB_GITHUB_API_URL: not an http(s) URL: {api_url:?}")
             })?;
+        let api_version = match &file.github.api_version {
+            None => ApiVersion::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|e| anyhow!("setting github.api_version in spokehub.toml: {e}"))?,
+        };
         let database_url = args
             .database_url
             .clone()
@@ -260,6 +270,7 @@ impl Config {
             private_key: SecretString::from(private_key),
             webhook_secrets,
             api_url,
+            api_version,
             database_url,
             listen,
             public_url,
@@ -440,6 +451,23 @@ mod tests {
         let c = Config::from_parts(&args(), parse_file_config(text).unwrap()).unwrap();
         assert_eq!(c.policy_for("slow").concurrency, 1);
         assert_eq!(c.policy_for("slow").retry.limit, 0);
+    }
+
+    #[test]
+    fn api_version_is_one_of_the_known_ones() {
+        let c = Config::from_parts(&args(), FileConfig::default()).unwrap();
+        assert_eq!(c.api_version, ApiVersion::V2022_11_28);
+        let file = parse_file_config("[github]\napi_version = \"2026-03-10\"").unwrap();
+        let c = Config::from_parts(&args(), file).unwrap();
+        assert_eq!(c.api_version, ApiVersion::V2026_03_10);
+        let file = parse_file_config("[github]\napi_version = \"2025-01-01\"").unwrap();
+        let e = Config::from_parts(&args(), file).unwrap_err().to_string();
+        assert!(
+            e.contains("github.api_version")
+                && e.contains("2025-01-01")
+                && e.contains("2026-03-10"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod emulator_support;
 
-use emulator_support::{check_hook, scenario, start, Env, OpenApi};
+use emulator_support::{check_hook, check_webhook, scenario, start, Env, OpenApi};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -432,5 +432,299 @@ async fn every_route_matches_the_openapi_subset_and_webhooks_their_schemas() {
     .await;
     assert_eq!(s, 201);
     assert_eq!(conv["id"], env.emu.app_id);
+    env.emu.shutdown().await;
+}
+
+/// A request with an optional `X-GitHub-Api-Version`; (status, body, headers).
+async fn send_versioned(
+    env: &Env,
+    method: Method,
+    path: &str,
+    auth: &str,
+    version: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut rb = env.http.request(method, env.url(path)).bearer_auth(auth);
+    if let Some(v) = version {
+        rb = rb.header("X-GitHub-Api-Version", v);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (status, v, headers)
+}
+
+fn selected(h: &reqwest::header::HeaderMap) -> Option<&str> {
+    h.get("x-github-api-version-selected")
+        .map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn api_versions_are_selected_echoed_and_refused_like_github() {
+    let env = start(scenario(
+        "[org]\nrepos = 1\n[spoke]\nduration_ms = [5, 10]\n",
+    ))
+    .await;
+    let api = OpenApi::load();
+    let jwt = env.jwt();
+    let token = env.token().await;
+    use Method as M;
+
+    // Absent: 2022-11-28. Either known version is echoed, on successes and on errors.
+    for (asked, echoed) in [
+        (None, "2022-11-28"),
+        (Some("2022-11-28"), "2022-11-28"),
+        (Some("2026-03-10"), "2026-03-10"),
+    ] {
+        let (s, app, h) = send_versioned(&env, M::GET, "/app", &jwt, asked, None).await;
+        assert_eq!(s, 200, "{asked:?}");
+        api.check("GET", "/app", 200, &app);
+        assert_eq!(selected(&h), Some(echoed), "{asked:?}");
+        let (s, _, h) = send_versioned(&env, M::GET, "/repos/acme/nope", &token, asked, None).await;
+        assert_eq!((s, selected(&h)), (404, Some(echoed)), "{asked:?}");
+    }
+
+    // Any other version: GitHub's 400, with no version selected.
+    let (s, e, h) = send_versioned(&env, M::GET, "/app", &jwt, Some("v3"), None).await;
+    assert_eq!(s, 400);
+    api.check_schema("basic-error", &e);
+    assert_eq!(
+        e,
+        json!({
+            "message": "Bad Request",
+            "errors": "The version you specified in the \"X-GitHub-API-Version\" request header, \"v3\", is not a supported version. The following versions are currently supported: \"2026-03-10\" (most recent) and \"2022-11-28\".",
+            "documentation_url": "https://docs.github.com/rest",
+            "status": "400",
+        })
+    );
+    assert_eq!(selected(&h), None);
+    assert!(h.contains_key("x-github-request-id"));
+
+    // Dispatch: 2022-11-28 answers 204 without `return_run_details`; 2026-03-10 always answers
+    // 200 with the run details and ignores the field whatever its value.
+    let path = "/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml/dispatches";
+    let tpl = "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches";
+    let body = |n: u32, extra: Option<bool>| {
+        let mut b = json!({"ref": "main", "inputs": Env::spoke_inputs("v", n)});
+        if let Some(x) = extra {
+            b["return_run_details"] = json!(x);
+        }
+        b
+    };
+    let (s, v, h) = send_versioned(&env, M::POST, path, &token, None, Some(body(1, None))).await;
+    assert_eq!(
+        (s, &v, selected(&h)),
+        (204, &Value::Null, Some("2022-11-28"))
+    );
+    api.check_version("2022-11-28", "POST", tpl, s, &v);
+    let mut run_ids = Vec::new();
+    for (n, flag) in [(2, None), (3, Some(false)), (4, Some(true))] {
+        let (s, v, h) = send_versioned(
+            &env,
+            M::POST,
+            path,
+            &token,
+            Some("2026-03-10"),
+            Some(body(n, flag)),
+        )
+        .await;
+        assert_eq!(
+            (s, selected(&h)),
+            (200, Some("2026-03-10")),
+            "{flag:?}: {v}"
+        );
+        api.check_version("2026-03-10", "POST", tpl, s, &v);
+        let id = v["workflow_run_id"].as_u64().unwrap();
+        assert_eq!(
+            v["run_url"],
+            env.url(&format!("/repos/acme/svc-0001/actions/runs/{id}"))
+        );
+        run_ids.push(id);
+    }
+    let state = env.state().await;
+    let titles: Vec<String> = run_ids
+        .iter()
+        .map(|id| {
+            state["workflow_runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"].as_u64() == Some(*id))
+                .map(|r| r["display_title"].as_str().unwrap().to_owned())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "spokehub bump [v#2]",
+            "spokehub bump [v#3]",
+            "spokehub bump [v#4]"
+        ],
+        "each answer names the run its own dispatch created"
+    );
+    // The emulator records which version each request selected (the refused one selected none).
+    let summary = env.summary().await;
+    let by_version = &summary["requests_by_api_version"];
+    assert_eq!(by_version["2026-03-10"], 5, "{by_version}");
+    assert!(by_version.as_object().unwrap().len() == 2, "{by_version}");
+
+    // GitHub Enterprise Server 3.20 predates 2026-03-10.
+    let ghes = start(scenario("[org]\nrepos = 1\n[faults]\nghes_3_20 = true\n")).await;
+    let (s, e, _) =
+        send_versioned(&ghes, M::GET, "/app", &ghes.jwt(), Some("2026-03-10"), None).await;
+    assert_eq!(s, 400);
+    assert!(
+        e["errors"]
+            .as_str()
+            .unwrap()
+            .ends_with("currently supported: \"2022-11-28\" (most recent)."),
+        "{e}"
+    );
+    ghes.emu.shutdown().await;
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_run_webhooks_always_carry_a_details_url() {
+    let env = start(scenario("[org]\nrepos = 1\n")).await;
+    let api = OpenApi::load();
+    let t = env.token().await;
+    let sha = env.state().await["repos"][0]["head_sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let homepage = env.url("/apps/spokehub");
+    let create = |details: Option<&str>| {
+        let mut b = json!({"name": "n", "head_sha": sha, "status": "completed",
+            "conclusion": "failure", "output": {"title": "t", "summary": "s"},
+            "actions": [{"label": "Re-run", "description": "d", "identifier": "rerun"}]});
+        if let Some(d) = details {
+            b["details_url"] = json!(d);
+        }
+        b
+    };
+    let mut ids = Vec::new();
+    for details in [None, Some("https://hub.example/runs/7")] {
+        let (s, cr, _) = call(
+            &env,
+            &api,
+            Method::POST,
+            "/repos/{owner}/{repo}/check-runs",
+            "/repos/acme/svc-0001/check-runs",
+            Some(&t),
+            Some(create(details)),
+        )
+        .await;
+        assert_eq!(s, 201);
+        let id = cr["id"].as_u64().unwrap();
+        assert_eq!(cr["app"]["external_url"], homepage);
+        let want = details.map(str::to_owned).unwrap_or(homepage.clone());
+        assert_eq!(cr["details_url"], want, "REST");
+        let (s, got, _) = send_versioned(
+            &env,
+            Method::GET,
+            &format!("/repos/acme/svc-0001/check-runs/{id}"),
+            &t,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        api.check_schema("check-run", &got);
+        assert_eq!(got["details_url"], want, "REST read");
+        for what in ["rerequest", "request-action"] {
+            let r = env
+                .http
+                .post(env.url(&format!("/_emulator/check-runs/{id}/{what}")))
+                .json(&json!({"identifier": "rerun"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{what}");
+        }
+        ids.push((id, want));
+    }
+    let hooks = env
+        .hooks
+        .wait_for("8 check_run webhooks", |l| {
+            l.iter().filter(|h| h.event == "check_run").count() == 8
+        })
+        .await;
+    for h in hooks.iter().filter(|h| h.event == "check_run") {
+        check_hook(h);
+        let id = h.json["check_run"]["id"].as_u64().unwrap();
+        let want = &ids.iter().find(|(i, _)| *i == id).unwrap().1;
+        assert_eq!(
+            h.json["check_run"]["details_url"], *want,
+            "{} {}",
+            h.event, h.json["action"]
+        );
+    }
+    let mut actions: Vec<&str> = hooks
+        .iter()
+        .filter(|h| h.json["check_run"]["id"].as_u64() == Some(ids[0].0))
+        .map(|h| h.json["action"].as_str().unwrap())
+        .collect();
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        ["completed", "created", "requested_action", "rerequested"]
+    );
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_workflow_is_read_by_file_name_or_id() {
+    let env = start(scenario("[org]\nrepos = 1\n")).await;
+    let t = env.token().await;
+    let (s, by_name, h) = send_versioned(
+        &env,
+        Method::GET,
+        "/repos/acme/svc-0001/actions/workflows/spokehub-spoke.yml",
+        &t,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{by_name}");
+    assert!(h.contains_key("x-ratelimit-remaining"));
+    // GitHub's "Get a workflow" shape is the webhook `workflow` object.
+    check_webhook("common", "workflow.schema.json", &by_name);
+    assert_eq!(by_name["path"], ".github/workflows/spokehub-spoke.yml");
+    assert_eq!(by_name["state"], "active");
+    let id = by_name["id"].as_u64().unwrap();
+    assert_eq!(
+        by_name["url"],
+        env.url(&format!("/repos/acme/svc-0001/actions/workflows/{id}"))
+    );
+    let (s, by_id, _) = send_versioned(
+        &env,
+        Method::GET,
+        &format!("/repos/acme/svc-0001/actions/workflows/{id}"),
+        &t,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((s, &by_id), (200, &by_name));
+    for path in [
+        "/repos/acme/svc-0001/actions/workflows/nope.yml",
+        "/repos/acme/svc-0001/actions/workflows/1",
+        "/repos/acme/platform-hub/actions/workflows/spokehub-spoke.yml",
+        "/repos/acme/nope/actions/workflows/spokehub-spoke.yml",
+    ] {
+        let (s, e, _) = send_versioned(&env, Method::GET, path, &t, None, None).await;
+        assert_eq!((s, &e["message"]), (404, &json!("Not Found")), "{path}");
+    }
     env.emu.shutdown().await;
 }

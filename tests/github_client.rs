@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use spokehub::github::{
-    ApiError, CheckRunAction, CheckRunOutput, CheckRunRequest, DispatchOutcome, GitHubApp,
-    GitHubConfig, GovernorConfig, InstallationClient,
+    ApiError, ApiVersion, CheckRunAction, CheckRunOutput, CheckRunRequest, DispatchOutcome,
+    GitHubApp, GitHubConfig, GovernorConfig, InstallationClient,
 };
 use spokehub::hub::{InstallationId, RepoName};
 
@@ -100,7 +100,16 @@ async fn handle(
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
         auth: h("authorization"),
-        api_version: h("x-github-api-version"),
+        // Every line, so a header sent twice shows.
+        api_version: Some(
+            headers
+                .get_all("x-github-api-version")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .filter(|v| !v.is_empty()),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         at: Instant::now(),
     };
@@ -252,6 +261,42 @@ async fn dispatch_returns_run_details_and_sends_version_and_token() {
     );
     assert_eq!(r.auth.as_deref(), Some("Bearer tok-1"));
     assert_eq!(r.api_version.as_deref(), Some("2022-11-28"));
+}
+
+#[tokio::test]
+async fn api_version_2026_03_10_is_sent_everywhere_and_dispatch_omits_the_flag() {
+    let server = serve(|_, _| {
+        answer(
+            200,
+            json!({"workflow_run_id": 77, "run_url": "https://api/x", "html_url": "https://github.test/r/77"}),
+        )
+    })
+    .await;
+    let mut cfg = config(&server.url);
+    cfg.api_version = ApiVersion::V2026_03_10;
+    let app = GitHubApp::new(cfg).unwrap();
+    let c = app.installation(InstallationId(7)).await.unwrap();
+    let out = c
+        .dispatch_workflow(&repo(), "spoke.yml", "main", &serde_json::Map::new())
+        .await;
+    assert_eq!(
+        out,
+        DispatchOutcome::Created {
+            run_id: Some(77),
+            run_url: Some("https://github.test/r/77".into())
+        }
+    );
+    let reqs = server.requests("/dispatches");
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].body, json!({"ref": "main", "inputs": {}}));
+    let all = server.fake.seen.lock().unwrap().clone();
+    assert!(
+        all.iter().any(|r| r.path.ends_with("/access_tokens")),
+        "the token mint (JWT) is among them"
+    );
+    for r in all {
+        assert_eq!(r.api_version.as_deref(), Some("2026-03-10"), "{}", r.path);
+    }
 }
 
 #[tokio::test]

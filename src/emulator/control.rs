@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -36,16 +37,53 @@ fn str_field(m: &Map<String, Value>, k: &str, default: &str) -> ApiResult<String
     }
 }
 
-/// `POST /_emulator/hub/dispatch` `{workflow, ref, inputs, sender}`: "Run workflow" in the hub
-/// repository. Answers `{workflow_run_id, run_url, html_url, head_sha, delivery_id}`.
+/// The longest a hub dispatch waits for the hub's check run.
+const MAX_WAIT_MS: u64 = 10_000;
+
+/// `POST /_emulator/hub/dispatch` `{workflow, ref, inputs, sender, wait_for_check_run,
+/// wait_timeout_ms}`: "Run workflow" in the hub repository. Answers `{workflow_run_id, run_url,
+/// html_url, head_sha, delivery_id}`. The hub names its run only in the check run it creates on
+/// `head_sha` (`external_id`); with `wait_for_check_run: true` the answer waits (at most
+/// `wait_timeout_ms`, default and cap 10 s) for the first check run created on that commit
+/// after this dispatch that carries an `external_id`, and adds `hub_run_id` and `check_run_id`
+/// (both `null` when none appeared in time).
 pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
     let m = object(body)?;
+    let wait = match m.get("wait_for_check_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "wait_for_check_run must be a boolean",
+            ))
+        }
+    };
+    let wait_ms = match m.get("wait_timeout_ms") {
+        None | Some(Value::Null) => MAX_WAIT_MS,
+        Some(v) => v.as_u64().map(|n| n.min(MAX_WAIT_MS)).ok_or_else(|| {
+            ApiError::unprocessable("wait_timeout_ms must be a non-negative integer")
+        })?,
+    };
+    let (mut answer, since) = start_hub_run(&sh, &m)?;
+    if wait {
+        let head_sha = answer["head_sha"].as_str().unwrap_or_default().to_owned();
+        let found = wait_for_check_run(&sh, &head_sha, since, Duration::from_millis(wait_ms)).await;
+        answer["hub_run_id"] = json!(found.as_ref().map(|(_, ext)| ext));
+        answer["check_run_id"] = json!(found.map(|(id, _)| id));
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// Sends `workflow_dispatch` and creates the hub's workflow run. Returns the answer and the
+/// number of check runs the hub repository had before (those are not the new run's).
+fn start_hub_run(sh: &Arc<Shared>, m: &Map<String, Value>) -> ApiResult<(Value, usize)> {
     let mut w = sh.world();
     let hub = w.hub_repo;
-    let workflow = str_field(&m, "workflow", "spokehub-hub.yml")?;
+    let since = w.repos[hub].check_runs.len();
+    let workflow = str_field(m, "workflow", "spokehub-hub.yml")?;
     let default_branch = w.repos[hub].default_branch.clone();
-    let reference = str_field(&m, "ref", &default_branch)?;
-    let sender = str_field(&m, "sender", "octocat")?;
+    let reference = str_field(m, "ref", &default_branch)?;
+    let sender = str_field(m, "sender", "octocat")?;
     let mut body = Map::new();
     body.insert("ref".into(), json!(reference));
     body.insert(
@@ -71,22 +109,57 @@ pub async fn hub_dispatch(State(sh): S, Body(body): Body) -> ApiResult {
     });
     let (repo_id, full, head_sha) = (repo.id, repo.full_name.clone(), repo.head_sha.clone());
     let delivery = emit(
-        &sh,
+        sh,
         &mut w,
         "workflow_dispatch",
         None,
         Some(repo_id),
         json::one(payload.to_string()),
     );
-    let id = create_run(&sh, &mut w, new).ok_or_else(ApiError::not_found)?;
-    Ok(Json(json!({
+    let id = create_run(sh, &mut w, new).ok_or_else(ApiError::not_found)?;
+    let answer = json!({
         "workflow_run_id": id,
         "run_url": format!("{}/repos/{full}/actions/runs/{id}", sh.ctx.base),
         "html_url": format!("{}/{full}/actions/runs/{id}", sh.ctx.base),
         "head_sha": head_sha,
         "delivery_id": delivery,
-    }))
-    .into_response())
+    });
+    Ok((answer, since))
+}
+
+/// Waits (woken by check-run changes, never polling) for the first check run of the hub
+/// repository after index `since`, on `head_sha`, with an `external_id`: `(id, external_id)`.
+async fn wait_for_check_run(
+    sh: &Shared,
+    head_sha: &str,
+    since: usize,
+    timeout: Duration,
+) -> Option<(u64, String)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let changed = sh.check_runs_changed.notified();
+        tokio::pin!(changed);
+        // Registered before looking, so a change between the look and the wait is not missed.
+        changed.as_mut().enable();
+        if let Some(found) = hub_check_run(&sh.world(), head_sha, since) {
+            return Some(found);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return None;
+        }
+    }
+}
+
+fn hub_check_run(w: &World, head_sha: &str, since: usize) -> Option<(u64, String)> {
+    let ids = &w.repos[w.hub_repo].check_runs;
+    ids.get(since..)?
+        .iter()
+        .filter_map(|id| w.check_runs.get(id))
+        .filter(|c| c.head_sha == head_sha)
+        .find_map(|c| match &c.external_id {
+            Some(ext) if !ext.is_empty() => Some((c.id, ext.clone())),
+            _ => None,
+        })
 }
 
 /// Emits a `check_run` webhook for check run `id`. World locked.
@@ -186,6 +259,7 @@ fn counts(w: &World) -> Map<String, Value> {
     }
     let c = &w.counters;
     let by_route: BTreeMap<&String, &u64> = c.requests_by_route.iter().collect();
+    let by_version: BTreeMap<&&str, &u64> = c.requests_by_api_version.iter().collect();
     let v = json!({
         "workflow_runs_created": c.workflow_runs_created,
         "workflow_runs_by_status": by_status,
@@ -195,6 +269,7 @@ fn counts(w: &World) -> Map<String, Value> {
         "repository_dispatches_total": w.dispatches.len(),
         "requests_total": c.requests_total,
         "requests_by_route": by_route,
+        "requests_by_api_version": by_version,
         "webhook_deliveries_total": w.deliveries.len(),
         "webhooks_sent": c.webhooks_sent,
         "webhooks_dropped": c.webhooks_dropped,

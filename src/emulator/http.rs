@@ -15,6 +15,8 @@ use super::json::error_body;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// GitHub's `errors` when it is a sentence rather than a list (the API-version 400).
+    pub errors: Option<String>,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -23,6 +25,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            errors: None,
             headers: Vec::new(),
         }
     }
@@ -42,6 +45,10 @@ impl ApiError {
         self.message = message.into();
         self
     }
+    pub fn with_errors(mut self, errors: impl Into<String>) -> Self {
+        self.errors = Some(errors.into());
+        self
+    }
     pub fn with_header(mut self, name: &'static str, value: String) -> Self {
         self.headers.push((name, value));
         self
@@ -50,11 +57,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(error_body(&self.message, self.status.as_u16())),
-        )
-            .into_response();
+        let mut body = error_body(&self.message, self.status.as_u16());
+        if let Some(errors) = self.errors {
+            body["errors"] = Value::String(errors);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
         for (k, v) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 resp.headers_mut().insert(k, v);

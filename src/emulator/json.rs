@@ -178,12 +178,25 @@ pub fn events() -> Value {
     ])
 }
 
+/// The App's homepage (its `external_url`).
+pub fn app_homepage(ctx: &Ctx) -> String {
+    format!("{}/apps/{}", ctx.base, ctx.app_slug)
+}
+
+/// A check run's `details_url`: the App's own, else the App's homepage (the OpenAPI description
+/// of `POST /repos/{o}/{r}/check-runs`: "If the integrator does not provide this, then the
+/// homepage of the GitHub app is used"; the `check_run` payload examples show the App's
+/// `external_url` there).
+fn details_url(ctx: &Ctx, c: &CheckRun) -> String {
+    c.details_url.clone().unwrap_or_else(|| app_homepage(ctx))
+}
+
 /// The App (`integration` in REST, `app` in webhooks).
 pub fn app(ctx: &Ctx) -> Value {
     json!({
         "id": ctx.app_id, "slug": ctx.app_slug, "node_id": format!("A_{}", ctx.app_id),
         "owner": org_user(ctx), "name": ctx.app_slug, "description": "spokehub (emulated)",
-        "external_url": format!("{}/apps/{}", ctx.base, ctx.app_slug),
+        "external_url": app_homepage(ctx),
         "html_url": format!("{}/apps/{}", ctx.base, ctx.app_slug),
         "created_at": EPOCH, "updated_at": EPOCH,
         "permissions": permissions(), "events": events(),
@@ -414,7 +427,7 @@ fn output(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
 pub fn check_run_rest(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
     json!({
         "id": c.id, "node_id": format!("CR_{}", c.id), "head_sha": c.head_sha, "name": c.name,
-        "external_id": c.external_id, "details_url": c.details_url,
+        "external_id": c.external_id, "details_url": details_url(ctx, c),
         "url": format!("{}/repos/{}/check-runs/{}", ctx.base, r.full_name, c.id),
         "html_url": format!("{}/{}/runs/{}", ctx.base, r.full_name, c.id),
         "status": c.status, "conclusion": c.conclusion,
@@ -437,9 +450,10 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
         Some("skipped") => Some("neutral"),
         other => other,
     };
-    let mut v = json!({
+    json!({
         "id": c.id, "node_id": format!("CR_{}", c.id), "head_sha": c.head_sha, "name": c.name,
         "external_id": c.external_id.clone().unwrap_or_default(),
+        "details_url": details_url(ctx, c),
         "url": format!("{}/repos/{}/check-runs/{}", ctx.base, r.full_name, c.id),
         "html_url": format!("{}/{}/runs/{}", ctx.base, r.full_name, c.id),
         "status": c.status, "conclusion": c.conclusion,
@@ -455,13 +469,7 @@ pub fn check_run_hook(ctx: &Ctx, r: &Repo, c: &CheckRun) -> Value {
             "created_at": ts(c.created_at), "updated_at": now,
         },
         "app": app_hook(ctx), "pull_requests": [],
-    });
-    if let Some(d) = &c.details_url {
-        v.as_object_mut()
-            .expect("object")
-            .insert("details_url".into(), json!(d));
-    }
-    v
+    })
 }
 
 /// GitHub's error body.

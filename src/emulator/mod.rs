@@ -6,11 +6,17 @@
 //! `/repos/{o}/{r}/installation` and `/orgs/{org}/installation`; installation tokens elsewhere;
 //! none for `/app-manifests/{code}/conversions`). Every API answer carries `x-ratelimit-*` and
 //! `x-github-request-id`; errors are `{message, documentation_url, status}`.
+//! `X-GitHub-Api-Version` selects `2022-11-28` (the default) or `2026-03-10` (a workflow dispatch
+//! always answers 200 with the run details), echoed in `x-github-api-version-selected`; any
+//! other value is GitHub's 400 (see `version`).
 //!
 //! `/_emulator/*` is the person's console and the inspection endpoint (no auth, never faulted):
 //! - `POST /_emulator/hub/dispatch` `{"workflow"?: "spokehub-hub.yml", "ref"?: "main",
-//!   "inputs": {..}, "sender"?: "octocat"}` -> `{workflow_run_id, run_url, html_url, head_sha,
-//!   delivery_id}`: a hub workflow run plus the `workflow_dispatch` webhook (422/404 like GitHub).
+//!   "inputs": {..}, "sender"?: "octocat", "wait_for_check_run"?: false, "wait_timeout_ms"?:
+//!   10000}` -> `{workflow_run_id, run_url, html_url, head_sha, delivery_id}`: a hub workflow
+//!   run plus the `workflow_dispatch` webhook (422/404 like GitHub). The hub run id is the
+//!   `external_id` of the check run the hub then creates on `head_sha`; when waiting, the answer
+//!   also has `hub_run_id` and `check_run_id` (`null` if none appeared within the wait, <= 10 s).
 //! - `POST /_emulator/check-runs/{id}/request-action` `{"identifier", "sender"?}` ->
 //!   `{delivery_id}`: a button click (`check_run.requested_action`); 422 for an unknown identifier.
 //! - `POST /_emulator/check-runs/{id}/rerequest` `{"sender"?}` -> `{delivery_id}`
@@ -18,9 +24,9 @@
 //! - `GET /_emulator/state?summary=1` -> counts only: `workflow_runs_created`,
 //!   `workflow_runs_by_status`, `workflow_runs_by_conclusion`, `check_runs_total`,
 //!   `repository_dispatches_total`, `requests_total`, `requests_by_route` (`"METHOD /route"`),
-//!   `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`, `webhooks_duplicated`,
-//!   `webhooks_pending`, `rate_limit_violations`, `secondary_limit_hits`, `primary_limit_hits`,
-//!   `api_errors_injected`, `lost_responses`, `tokens_minted`.
+//!   `requests_by_api_version`, `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`,
+//!   `webhooks_duplicated`, `webhooks_pending`, `rate_limit_violations`, `secondary_limit_hits`,
+//!   `primary_limit_hits`, `api_errors_injected`, `lost_responses`, `tokens_minted`.
 //! - `GET /_emulator/state` -> the counts plus `org`, `hub_repo`, `repos[]`, `workflow_runs[]`
 //!   (`id, repo, workflow, event, inputs, status, conclusion, display_title, run_attempt,
 //!   run_number, head_sha, actor, html_url, created_at`), `check_runs[]` (`id, repo, head_sha,
@@ -41,6 +47,7 @@ pub mod scenario;
 mod server;
 mod sim;
 mod state;
+mod version;
 pub mod webhooks;
 pub mod workflow;
 
@@ -186,6 +193,10 @@ fn router(shared: Arc<Shared>) -> Router {
             get(c::for_ref),
         )
         .route(
+            "/repos/{o}/{r}/actions/workflows/{wf}",
+            get(a::get_workflow),
+        )
+        .route(
             "/repos/{o}/{r}/actions/workflows/{wf}/dispatches",
             post(a::dispatch_route),
         )
@@ -291,6 +302,7 @@ impl Emulator {
             hooks: tx,
             manifests: app_manifest::PendingApps::default(),
             actions: action_callback::ActionRunner::new(&scenario)?,
+            check_runs_changed: tokio::sync::Notify::new(),
             scenario,
         });
         let queue = tokio::spawn(webhooks::run_queue(shared.clone(), rx));
@@ -331,6 +343,25 @@ pub struct EmulateArgs {
     pub webhook_url: String,
 }
 
+/// What `spokehub emulate` prints at start: where it is, and how to act as a person.
+pub fn banner(h: &EmulatorHandle, webhook_url: &str, env_file: &Path) -> String {
+    let b = &h.base_url;
+    format!(
+        "GitHub emulator on {b} (org {}, hub repo {}, app {}, installation {}); webhooks to {webhook_url}; credentials in {}\n\
+         Act as a person (JSON bodies, no auth):\n\
+         \x20 POST {b}/_emulator/hub/dispatch {{\"inputs\": {{\"task\": \"T\", \"targets\": \"\"}}, \"wait_for_check_run\": true}}\n\
+         \x20      \"Run workflow\" on the hub workflow; answers head_sha and delivery_id, and hub_run_id when waiting\n\
+         \x20 POST {b}/_emulator/check-runs/{{id}}/request-action {{\"identifier\": \"rerun_failed\"}}   a check-run button\n\
+         \x20 POST {b}/_emulator/check-runs/{{id}}/rerequest   \"Re-run\" on a completed check run\n\
+         \x20 GET  {b}/_emulator/state   everything it holds; a hub run id is the external_id of the hub's check run",
+        h.org,
+        h.hub_repo,
+        h.app_id,
+        h.installation_id,
+        env_file.display()
+    )
+}
+
 /// Runs the emulator until Ctrl-C.
 pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
@@ -348,14 +379,8 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "GitHub emulator on {} (org {}, hub repo {}, app {}, installation {}); webhooks to {}; credentials in {}",
-        h.base_url,
-        h.org,
-        h.hub_repo,
-        h.app_id,
-        h.installation_id,
-        args.webhook_url,
-        args.out.join("app.env").display()
+        "{}",
+        banner(&h, &args.webhook_url, &args.out.join("app.env"))
     );
     tokio::signal::ctrl_c()
         .await

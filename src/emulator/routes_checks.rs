@@ -243,6 +243,8 @@ pub async fn create(
     if completed {
         check_run_event(&sh, &mut w, id, "completed", None, &bot)?;
     }
+    drop(w);
+    sh.check_runs_changed.notify_waiters();
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -278,6 +280,8 @@ pub async fn update(
         let bot = format!("{}[bot]", sh.ctx.app_slug);
         check_run_event(&sh, &mut w, id, "completed", None, &bot)?;
     }
+    drop(w);
+    sh.check_runs_changed.notify_waiters();
     Ok(Json(body).into_response())
 }
 

@@ -19,6 +19,7 @@ use super::http::ApiError;
 use super::json::Ctx;
 use super::scenario::Scenario;
 use super::state::World;
+use super::version::{self, ApiVersion};
 use super::webhooks::Job;
 
 /// Everything the routes share.
@@ -36,6 +37,8 @@ pub struct Shared {
     pub manifests: super::app_manifest::PendingApps,
     /// Report-action scripts (`callback = "action"`).
     pub actions: super::action_callback::ActionRunner,
+    /// Woken whenever a check run is created or updated.
+    pub check_runs_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -148,7 +151,7 @@ struct Gate {
 /// The middleware on every GitHub API route.
 pub async fn api_middleware(
     State(shared): State<Arc<Shared>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let route = req
@@ -168,34 +171,41 @@ pub async fn api_middleware(
         tokio::time::sleep(Duration::from_millis(faults.api_latency_ms)).await;
     }
     let kind = auth_kind(&path);
-    let gate = match gate(&shared, &method, &route, kind, req.headers()) {
+    let selected = version::select(req.headers(), faults.ghes_3_20);
+    let version = selected.as_ref().ok().copied();
+    let gate = match gate(&shared, &method, &route, kind, req.headers(), selected) {
         Ok(g) => g,
         Err((e, g)) => {
             let g = g.unwrap_or_else(|| snapshot(&shared));
-            return finish(e.into_response(), Some(&g), &request_id);
+            return finish(e.into_response(), Some(&g), &request_id, version);
         }
     };
     if let Some(status) = gate.inject_error {
         let e = ApiError::new(status, "Server Error");
-        return finish(e.into_response(), Some(&gate), &request_id);
+        return finish(e.into_response(), Some(&gate), &request_id, version);
+    }
+    if let Some(v) = version {
+        req.extensions_mut().insert(v);
     }
     let resp = next.run(req).await;
     if gate.lose_response {
         let e = ApiError::new(StatusCode::BAD_GATEWAY, "Server Error");
-        return finish(e.into_response(), Some(&gate), &request_id);
+        return finish(e.into_response(), Some(&gate), &request_id, version);
     }
-    finish(resp, Some(&gate), &request_id)
+    finish(resp, Some(&gate), &request_id, version)
 }
 
 type GateError = (ApiError, Option<Gate>);
 
-/// Counting, authentication, limits and fault decisions, all under one short lock.
+/// Counting, the API version, authentication, limits and fault decisions, all under one short
+/// lock.
 fn gate(
     shared: &Shared,
     method: &Method,
     route: &str,
     kind: AuthKind,
     headers: &HeaderMap,
+    version: Result<ApiVersion, ApiError>,
 ) -> Result<Gate, GateError> {
     let faults = &shared.scenario.faults;
     // JWT verification is CPU work: do it before taking the lock.
@@ -211,6 +221,11 @@ fn gate(
     *w.counters
         .requests_by_route
         .entry(format!("{method} {route}"))
+        .or_insert(0) += 1;
+    let version = version.map_err(|e| (e, None))?;
+    *w.counters
+        .requests_by_api_version
+        .entry(version.as_str())
         .or_insert(0) += 1;
     jwt.map_err(|e| (e, None))?;
     if kind == AuthKind::Token {
@@ -326,8 +341,13 @@ fn snapshot(shared: &Shared) -> Gate {
     }
 }
 
-/// Adds GitHub's headers to a response.
-fn finish(mut resp: Response, gate: Option<&Gate>, request_id: &str) -> Response {
+/// Adds GitHub's headers to a response (`x-github-api-version-selected` when a version was).
+fn finish(
+    mut resp: Response,
+    gate: Option<&Gate>,
+    request_id: &str,
+    version: Option<ApiVersion>,
+) -> Response {
     let h = resp.headers_mut();
     if let Some(g) = gate {
         let remaining = g.limit.saturating_sub(g.used);
@@ -346,9 +366,11 @@ fn finish(mut resp: Response, gate: Option<&Gate>, request_id: &str) -> Response
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-github-request-id", v);
     }
-    h.insert(
-        "x-github-api-version-selected",
-        HeaderValue::from_static("2022-11-28"),
-    );
+    if let Some(v) = version {
+        h.insert(
+            "x-github-api-version-selected",
+            HeaderValue::from_static(v.as_str()),
+        );
+    }
     resp
 }

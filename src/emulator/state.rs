@@ -157,6 +157,8 @@ pub struct RepoDispatch {
 pub struct Counters {
     pub requests_total: u64,
     pub requests_by_route: HashMap<String, u64>,
+    /// Requests by the API version they selected (`X-GitHub-Api-Version`, default applied).
+    pub requests_by_api_version: HashMap<&'static str, u64>,
     pub workflow_runs_created: u64,
     pub webhooks_sent: u64,
     pub webhooks_dropped: u64,

@@ -20,6 +20,50 @@ use super::governor::GovernorConfig;
 use super::send::{next_page_path, Conn, Resend};
 use crate::hub::InstallationId;
 
+/// The REST API version the hub asks for (`X-GitHub-Api-Version`, sent on every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiVersion {
+    /// GitHub's default: a dispatch answers 204 unless `return_run_details` is true.
+    #[default]
+    V2022_11_28,
+    /// A dispatch always answers 200 with the run's id; `return_run_details` is not sent.
+    V2026_03_10,
+}
+
+impl ApiVersion {
+    /// The versions the hub knows, oldest first.
+    pub const KNOWN: [ApiVersion; 2] = [ApiVersion::V2022_11_28, ApiVersion::V2026_03_10];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::V2022_11_28 => "2022-11-28",
+            ApiVersion::V2026_03_10 => "2026-03-10",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A version string that is not one of [`ApiVersion::KNOWN`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown GitHub API version {0:?} (known: 2022-11-28, 2026-03-10)")]
+pub struct UnknownApiVersion(pub String);
+
+impl std::str::FromStr for ApiVersion {
+    type Err = UnknownApiVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ApiVersion::KNOWN
+            .into_iter()
+            .find(|v| v.as_str() == s.trim())
+            .ok_or_else(|| UnknownApiVersion(s.to_owned()))
+    }
+}
+
 /// How to reach GitHub as the App.
 #[derive(Debug, Clone)]
 pub struct GitHubConfig {
@@ -40,6 +84,8 @@ pub struct GitHubConfig {
     pub max_rate_limit_rounds: u32,
     /// Per-installation rate governor tuning (concurrency cap, secondary-limit backoff).
     pub governor: GovernorConfig,
+    /// The REST API version of every request (default `2022-11-28`).
+    pub api_version: ApiVersion,
 }
 
 impl GitHubConfig {
@@ -54,6 +100,7 @@ impl GitHubConfig {
             max_attempts: 4,
             max_rate_limit_rounds: 10,
             governor: GovernorConfig::default(),
+            api_version: ApiVersion::default(),
         }
     }
 }
@@ -66,6 +113,7 @@ pub(crate) struct Settings {
     pub max_attempts: u32,
     pub max_rate_limit_rounds: u32,
     pub governor: GovernorConfig,
+    pub api_version: ApiVersion,
     /// Set once the API host answered 400 to `return_run_details` (older GHES); remembered for
     /// this App's API host.
     pub no_run_details: AtomicBool,
@@ -112,7 +160,7 @@ impl GitHubApp {
             .map_err(|e| ApiError::Config {
                 detail: format!("api_url {}: {}", cfg.api_url, describe(&e)),
             })?
-            .add_header(api_version, "2022-11-28".into())
+            .add_header(api_version, cfg.api_version.as_str().into())
             .set_connect_timeout(Some(cfg.request_timeout.min(Duration::from_secs(10))))
             .set_read_timeout(Some(cfg.request_timeout))
             .set_write_timeout(Some(cfg.request_timeout))
@@ -127,6 +175,7 @@ impl GitHubApp {
             max_attempts: cfg.max_attempts.max(1),
             max_rate_limit_rounds: cfg.max_rate_limit_rounds.max(1),
             governor: cfg.governor,
+            api_version: cfg.api_version,
             no_run_details: AtomicBool::new(false),
         });
         Ok(Self {

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::app::Settings;
+use super::app::{ApiVersion, Settings};
 use super::error::{from_status, github_message, ApiError};
 use super::send::{route_of, ClientStats, Conn, Reply, Resend};
 use super::types::{CheckRunInfo, CheckRunRequest, WorkflowRun};
@@ -239,9 +239,12 @@ impl InstallationClient {
             repo_path(repo),
             workflow_segment(workflow_file)
         );
-        let flag = &self.conn.settings().no_run_details;
+        let settings = self.conn.settings();
+        let flag = &settings.no_run_details;
         loop {
-            let with_details = !flag.load(Ordering::Relaxed);
+            // `2026-03-10` always answers with the details and has no such field.
+            let with_details =
+                settings.api_version == ApiVersion::V2022_11_28 && !flag.load(Ordering::Relaxed);
             let mut body = json!({ "ref": git_ref, "inputs": inputs });
             if with_details {
                 body["return_run_details"] = Value::Bool(true);

@@ -19,7 +19,7 @@ mod send;
 pub mod types;
 pub mod webhook;
 
-pub use app::{GitHubApp, GitHubConfig, HookDelivery};
+pub use app::{ApiVersion, GitHubApp, GitHubConfig, HookDelivery, UnknownApiVersion};
 pub use client::{DispatchOutcome, InstallationClient};
 pub use error::ApiError;
 pub use governor::GovernorConfig;

@@ -230,12 +230,13 @@ impl Conn {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, octocrab::Error> {
-        let resp = match *method {
-            Method::GET => self.crab._get(path).await?,
-            Method::POST => self.crab._post(path, body).await?,
-            Method::PATCH => self.crab._patch(path, body).await?,
-            _ => unreachable!("only GET, POST and PATCH are used"),
-        };
+        let builder = http::Request::builder().method(method.clone()).uri(path);
+        let mut request = self.crab.build_request(builder, body)?;
+        // octocrab's `build_request` stamps `X-GitHub-Api-Version: 2022-11-28` (from its Cargo
+        // metadata) and the client's extra header (`GitHubApp::new`) adds ours after it: drop
+        // the first so exactly one goes out.
+        request.headers_mut().remove("x-github-api-version");
+        let resp = self.crab.execute(request).await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = self.crab.body_to_string(resp).await?;

@@ -58,12 +58,13 @@ impl HubHandle {
 /// Opens the store, connects to GitHub, resumes unfinished runs and serves on `listener`.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubHandle> {
     let store = Store::open(&config.database_url).await?;
-    let github = GitHubApp::new(GitHubConfig::new(
+    let mut github = GitHubConfig::new(
         config.app_id,
         config.private_key.clone(),
         config.api_url.clone(),
-    ))
-    .context("cannot set up the GitHub App client")?;
+    );
+    github.api_version = config.api_version;
+    let github = GitHubApp::new(github).context("cannot set up the GitHub App client")?;
     let engine = Engine::new(store, github, config).await?;
     engine.start().await?;
     let addr = listener.local_addr()?;

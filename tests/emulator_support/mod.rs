@@ -264,6 +264,45 @@ impl OpenApi {
     pub fn check(&self, method: &str, path: &str, status: u16, body: &Value) {
         let op = &self.doc["paths"][path][method.to_lowercase()];
         assert!(op.is_object(), "no operation {method} {path} in the subset");
+        self.check_op(op, method, path, status, body);
+    }
+
+    /// [`check`](Self::check) against the operation as API version `version` describes it:
+    /// the `x-github-breaking-changes` patches of every version up to it applied.
+    pub fn check_version(
+        &self,
+        version: &str,
+        method: &str,
+        path: &str,
+        status: u16,
+        body: &Value,
+    ) {
+        let mut op = self.doc["paths"][path][method.to_lowercase()].clone();
+        assert!(op.is_object(), "no operation {method} {path} in the subset");
+        let changes = op["x-github-breaking-changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for change in changes {
+            if change["version"].as_str().is_some_and(|v| v <= version) {
+                for patch in change["patch"].as_array().unwrap() {
+                    apply_patch(&mut op, patch);
+                }
+            }
+        }
+        self.check_op(&op, method, path, status, body);
+    }
+
+    /// Panics with the errors when `body` does not match components schema `name`.
+    pub fn check_schema(&self, name: &str, body: &Value) {
+        let mut s = json!({"$ref": format!("#/components/schemas/{name}")});
+        s["components"] = self.components.clone();
+        let v = jsonschema::validator_for(&s).expect("schema compiles");
+        let errors: Vec<String> = v.iter_errors(body).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}\nbody: {body}");
+    }
+
+    fn check_op(&self, op: &Value, method: &str, path: &str, status: u16, body: &Value) {
         let resp = &op["responses"][status.to_string()];
         assert!(
             resp.is_object(),
@@ -294,6 +333,34 @@ impl OpenApi {
                 .take(2000)
                 .collect::<String>()
         );
+    }
+}
+
+/// Applies one JSON-patch operation (`remove` or `replace`, as GitHub's breaking changes use).
+fn apply_patch(doc: &mut Value, patch: &Value) {
+    let path = patch["path"].as_str().unwrap();
+    let mut keys: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(|k| k.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let last = keys.pop().unwrap();
+    let mut at = doc;
+    for k in &keys {
+        at = at
+            .get_mut(k.as_str())
+            .unwrap_or_else(|| panic!("patch path {path}"));
+    }
+    let obj = at.as_object_mut().unwrap();
+    match patch["op"].as_str().unwrap() {
+        "remove" => {
+            obj.remove(&last)
+                .unwrap_or_else(|| panic!("patch path {path}"));
+        }
+        "replace" | "add" => {
+            obj.insert(last, patch["value"].clone());
+        }
+        other => panic!("unsupported patch op {other}"),
     }
 }
 
