@@ -74,7 +74,7 @@ async fn bench(n: usize) {
     let http = reqwest::Client::new();
     std::fs::write(
         dir.path().join("spokehub.toml"),
-        "[policy]\nconcurrency = 32\n[policy.retry]\nlimit = 0\n",
+        "[policy]\napi_concurrency = 32\n[policy.retry]\nlimit = 0\n",
     )
     .unwrap();
     let hub = HubProcess::start(&emulator, dir.path(), &listen);

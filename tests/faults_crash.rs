@@ -17,7 +17,7 @@ const HUB: &str = r#"
 [hub]
 redeliver_every = "2s"
 [policy]
-concurrency = 20
+api_concurrency = 20
 unknown_search_delay = "300ms"
 reconcile_after = "3s"
 reconcile_rate = 100
@@ -82,7 +82,7 @@ async fn ten_or_more_sigkills_at_random_moments_during_a_thousand_spoke_run_lose
         assert_eq!(s.status, expected, "{}", s.repo);
     }
     let t = out.report.totals;
-    assert_eq!((t.succeeded, t.failed, t.skipped), (999, 1, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.failed, t.skipped), (999, 1, 0), "{t:?}");
 
     // The check run is exact.
     let check = out.state["check_runs"]
@@ -95,7 +95,7 @@ async fn ten_or_more_sigkills_at_random_moments_during_a_thousand_spoke_run_lose
     assert_eq!(check["conclusion"], "failure");
     let title = check["output"]["title"].as_str().unwrap_or_default();
     assert!(
-        title.contains("999 succeeded, 1 failed, 1 skipped"),
+        title.contains("999 succeeded, 1 failed") && !title.contains("skipped"),
         "{title}"
     );
 }

@@ -135,7 +135,7 @@ async fn counters(world: &World) -> Value {
 async fn lost_answers_and_502s_give_exactly_one_workflow_run_per_spoke_attempt() {
     let hub = r#"
 [policy]
-concurrency = 20
+api_concurrency = 20
 unknown_search_delay = "300ms"
 reconcile_after = "2s"
 reconcile_rate = 50
@@ -145,7 +145,7 @@ limit = 0
     let world = World::start(&scenario("exactly_once.toml"), hub).await;
     let report = run(&world, "exactly-once", Duration::from_secs(300)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.failed, t.skipped), (480, 20, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.failed, t.skipped), (480, 20, 0), "{t:?}");
     assert_eq!(t.dispatch_failed + t.timed_out + t.cancelled, 0, "{t:?}");
     let runs = world.spoke_runs().await;
     assert_eq!(runs.len(), 500, "one workflow run per spoke");
@@ -200,7 +200,7 @@ async fn lost_duplicated_and_late_webhooks_still_give_the_exact_result_before_an
     let world = World::start(&scenario("webhooks.toml"), hub).await;
     let report = run(&world, "webhook-faults", Duration::from_secs(120)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.failed, t.skipped), (190, 10, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.failed, t.skipped), (190, 10, 0), "{t:?}");
     assert_eq!(t.timed_out + t.dispatch_failed + t.cancelled, 0, "{t:?}");
     let runs = world.spoke_runs().await;
     assert_eq!(runs.len(), 200);
@@ -227,7 +227,7 @@ async fn with_every_first_delivery_lost_the_hub_starts_from_a_redelivery_and_end
     let world = World::start(&scenario("webhooks_all_lost.toml"), hub).await;
     let report = run(&world, "all-lost", Duration::from_secs(60)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.failed, t.skipped), (28, 2, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.failed, t.skipped), (28, 2, 0), "{t:?}");
     let runs = world.spoke_runs().await;
     assert_eq!(runs.len(), 30);
     assert_exactly_once_and_exact(&report, &runs);
@@ -246,7 +246,7 @@ async fn with_every_first_delivery_lost_the_hub_starts_from_a_redelivery_and_end
 async fn secondary_rate_limits_fail_no_spoke_and_the_hub_never_sends_while_told_to_wait() {
     let hub = r#"
 [policy]
-concurrency = 20
+api_concurrency = 20
 unknown_search_delay = "300ms"
 [policy.retry]
 limit = 0
@@ -254,7 +254,7 @@ limit = 0
     let world = World::start(&scenario("rate_limits.toml"), hub).await;
     let report = run(&world, "rate-limited", Duration::from_secs(180)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.skipped, t.total), (100, 1, 101), "{t:?}");
+    assert_eq!((t.succeeded, t.skipped, t.total), (100, 0, 100), "{t:?}");
     let runs = world.spoke_runs().await;
     assert_exactly_once_and_exact(&report, &runs);
     let c = counters(&world).await;
@@ -281,7 +281,7 @@ limit = 0
     let world = World::start(&scenario("stuck.toml"), hub).await;
     let report = run(&world, "stuck", Duration::from_secs(60)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.timed_out, t.skipped), (27, 3, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.timed_out, t.skipped), (27, 3, 0), "{t:?}");
     for s in report
         .spokes
         .iter()
@@ -357,7 +357,7 @@ limit = 0
     let world = World::start(&scenario("stuck.toml"), hub).await;
     let report = run(&world, "deadline", Duration::from_secs(60)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.timed_out, t.skipped), (27, 3, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.timed_out, t.skipped), (27, 3, 0), "{t:?}");
     let runs = world.spoke_runs().await;
     let stuck: Vec<&Value> = runs
         .iter()
@@ -490,7 +490,7 @@ limit = 0
     let world = World::start(&scenario("ghes_3_20.toml"), hub).await;
     let report = run(&world, "ghes", Duration::from_secs(120)).await;
     let t = report.totals;
-    assert_eq!((t.succeeded, t.failed, t.skipped), (95, 5, 1), "{t:?}");
+    assert_eq!((t.succeeded, t.failed, t.skipped), (95, 5, 0), "{t:?}");
     let runs = world.spoke_runs().await;
     assert_eq!(runs.len(), 100);
     // No run id came from the dispatch: every spoke learnt it from a run-name match.
@@ -501,7 +501,7 @@ limit = 0
         .as_u64()
         .unwrap();
     // A 400 for `return_run_details` per dispatch already prepared when the first 400 came
-    // back (at most the concurrency, 20), then one dispatch per spoke.
+    // back (at most the API concurrency, 20), then one dispatch per spoke.
     assert!((101..=121).contains(&dispatches), "{c}");
     assert_eq!(world.check_run(&report).await["conclusion"], "failure");
 }

@@ -18,7 +18,7 @@ async fn a_hub_killed_and_restarted_mid_run_finishes_with_the_right_result() {
          [[org.repo]]\nname = \"always-fails\"\nconclusion = \"failure\"\n"
     );
     let hub =
-        "[policy]\nconcurrency = 8\nunknown_search_delay = \"300ms\"\n[policy.retry]\nlimit = 0\n";
+        "[policy]\napi_concurrency = 8\nunknown_search_delay = \"300ms\"\n[policy.retry]\nlimit = 0\n";
     let kills = [(repos / 3, 0), (2 * repos / 3, 0)];
     let out = kill_and_restart(
         &scenario,

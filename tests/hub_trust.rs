@@ -374,3 +374,46 @@ async fn forged_reports_while_spokes_run_change_nothing() {
         "a forged report was believed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_file_removed_under_the_hub_fails_health_and_intake() {
+    let world = World::start(&scenario(1, ""), FAST_HUB).await;
+    let health = || async {
+        world
+            .http
+            .get(format!("{}/healthz", world.hub_url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(health().await, 200);
+    let body = dispatch_payload(
+        world.emulator.installation_id,
+        &world.emulator.hub_repo,
+        json!({"hub_run_id": "x"}),
+    );
+    let before = world
+        .send_webhook("repository_dispatch", "before", &body)
+        .await;
+    assert_eq!(before.status(), 202);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(world.dir.path().join(format!("hub.db{suffix}")));
+    }
+    assert_eq!(health().await, 503);
+    let after = world
+        .send_webhook("repository_dispatch", "after", &body)
+        .await;
+    assert_eq!(
+        after.status(),
+        503,
+        "a delivery was acknowledged into a removed file"
+    );
+    // A file put in its place is not the hub's database either.
+    std::fs::write(world.dir.path().join("hub.db"), b"").unwrap();
+    assert_eq!(health().await, 503);
+    let again = world
+        .send_webhook("repository_dispatch", "again", &body)
+        .await;
+    assert_eq!(again.status(), 503);
+}

@@ -262,6 +262,8 @@ fn counts(w: &World) -> Map<String, Value> {
     let by_version: BTreeMap<&&str, &u64> = c.requests_by_api_version.iter().collect();
     let v = json!({
         "workflow_runs_created": c.workflow_runs_created,
+        "spoke_runs_active": c.spoke_runs_active,
+        "spoke_runs_peak_active": c.spoke_runs_peak_active,
         "workflow_runs_by_status": by_status,
         "workflow_runs_by_conclusion": by_conclusion,
         "check_runs_total": w.check_runs.len(),

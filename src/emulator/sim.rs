@@ -82,8 +82,14 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
         created_at: now,
         updated_at: now,
     };
+    let is_spoke = new.repo != hub_repo && new.event == "workflow_dispatch";
     w.runs.insert(id, run);
     w.counters.workflow_runs_created += 1;
+    if is_spoke {
+        let c = &mut w.counters;
+        c.spoke_runs_active += 1;
+        c.spoke_runs_peak_active = c.spoke_runs_peak_active.max(c.spoke_runs_active);
+    }
     emit_run_event(shared, w, id, "requested");
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -123,6 +129,9 @@ pub fn complete_run(shared: &Arc<Shared>, w: &mut World, id: u64, conclusion: &s
     run.conclusion = Some(conclusion.to_owned());
     run.updated_at = Utc::now();
     let is_spoke = run.repo != w.hub_repo && run.event == "workflow_dispatch";
+    if is_spoke {
+        w.counters.spoke_runs_active = w.counters.spoke_runs_active.saturating_sub(1);
+    }
     emit_run_event(shared, w, id, "completed");
     if is_spoke {
         match shared.scenario.spoke.callback {

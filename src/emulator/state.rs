@@ -160,6 +160,10 @@ pub struct Counters {
     /// Requests by the API version they selected (`X-GitHub-Api-Version`, default applied).
     pub requests_by_api_version: HashMap<&'static str, u64>,
     pub workflow_runs_created: u64,
+    /// Spoke runs (dispatched, outside the hub repository) queued or in progress now, and the
+    /// most there ever were at once.
+    pub spoke_runs_active: u64,
+    pub spoke_runs_peak_active: u64,
     pub webhooks_sent: u64,
     pub webhooks_dropped: u64,
     pub webhooks_duplicated: u64,

@@ -19,7 +19,7 @@ pub fn title_key(run: &RunRecord, attempt: u32) -> String {
 
 impl Engine {
     /// Dispatches the next attempt of a spoke (or re-dispatches an attempt whose run was not
-    /// found). The `dispatching` state is persisted before the request goes out, so a crash
+    /// found); `false` when the spoke was not in a state to dispatch. The `dispatching` state is persisted before the request goes out, so a crash
     /// in between is recovered by searching, never by blindly sending again.
     pub(super) async fn dispatch_spoke(
         &self,
@@ -27,15 +27,15 @@ impl Engine {
         client: &InstallationClient,
         repo: &RepoName,
         branch: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let record = self
             .transition(run, repo, SpokeEvent::DispatchStarted)
             .await?;
         let Transition::Changed(spoke) = &record.transition else {
-            return Ok(());
+            return Ok(false);
         };
         if spoke.status != SpokeStatus::Dispatching {
-            return Ok(());
+            return Ok(false);
         }
         let inputs = self.spoke_inputs(run, repo, spoke.attempt);
         let outcome = client
@@ -75,7 +75,7 @@ impl Engine {
                 self.cancel_remote(client, repo, run_id).await;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The spoke workflow's inputs for one attempt, with a fresh callback token.
@@ -136,7 +136,8 @@ impl Engine {
             }
             None => {
                 tracing::info!(%repo, attempt = spoke.attempt, "lost dispatch created no run; dispatching again");
-                self.dispatch_spoke(run, client, repo, branch).await
+                self.dispatch_spoke(run, client, repo, branch).await?;
+                Ok(())
             }
         }
     }

@@ -40,16 +40,45 @@ enum Work {
     Reconcile,
 }
 
+/// What a finished piece of spoke work did to the spoke's flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// A dispatch moved the spoke into flight (its update is on the way).
+    Started,
+    /// A dispatch found nothing to do.
+    NotStarted,
+    /// A search or a read-back, or work that failed and was put back.
+    NotADispatch,
+}
+
+impl From<bool> for Launch {
+    fn from(started: bool) -> Self {
+        if started {
+            Launch::Started
+        } else {
+            Launch::NotStarted
+        }
+    }
+}
+
 /// The driver's in-memory view of a run's spokes.
 struct RunView {
     spokes: HashMap<RepoName, Spoke>,
     branches: HashMap<RepoName, String>,
     /// (due_at, repo); stale entries are skipped when popped.
     due: BinaryHeap<Reverse<(i64, RepoName)>>,
+    /// Searches and read-backs of spokes already in flight.
     queue: VecDeque<(RepoName, Work)>,
+    /// Spokes waiting to be dispatched (a first attempt, or a retry whose time has come).
+    dispatches: VecDeque<RepoName>,
     busy: HashSet<RepoName>,
     /// Spokes not yet terminal, kept current on every update (the run ends at zero).
     open: usize,
+    /// Spokes in flight (dispatching, unknown, dispatched, running), kept current.
+    in_flight: usize,
+    /// Spokes whose dispatch task started but whose new state the view has not seen yet:
+    /// counted as in flight, so `concurrency` holds while answers travel.
+    launching: HashSet<RepoName>,
     /// Overdue checks of waiting spokes: (check_at, repo); stale entries are skipped.
     checks: BinaryHeap<Reverse<(i64, RepoName)>>,
     check_at: HashMap<RepoName, i64>,
@@ -70,8 +99,11 @@ impl RunView {
             branches: HashMap::with_capacity(records.len()),
             due: BinaryHeap::new(),
             queue: VecDeque::new(),
+            dispatches: VecDeque::new(),
             busy: HashSet::new(),
             open: 0,
+            in_flight: 0,
+            launching: HashSet::new(),
             checks: BinaryHeap::new(),
             check_at: HashMap::new(),
             check_gap: HashMap::new(),
@@ -87,7 +119,7 @@ impl RunView {
         // Planned spokes dispatch in name order.
         for name in names {
             if view.spokes[&name].status == SpokeStatus::Planned {
-                view.queue.push_back((name, Work::Dispatch));
+                view.dispatches.push_back(name);
             }
         }
         view
@@ -106,13 +138,29 @@ impl RunView {
             self.check_gap.remove(&spoke.repo);
         }
         let now_open = !spoke.status.is_terminal();
-        match self.spokes.insert(spoke.repo.clone(), spoke) {
-            Some(old) if !old.status.is_terminal() => self.open -= 1,
-            _ => {}
+        let now_in_flight = spoke.status.is_in_flight();
+        if !matches!(spoke.status, SpokeStatus::Planned | SpokeStatus::RetryWait) {
+            self.launching.remove(&spoke.repo);
+        }
+        if let Some(old) = self.spokes.insert(spoke.repo.clone(), spoke) {
+            if !old.status.is_terminal() {
+                self.open -= 1;
+            }
+            if old.status.is_in_flight() {
+                self.in_flight -= 1;
+            }
         }
         if now_open {
             self.open += 1;
         }
+        if now_in_flight {
+            self.in_flight += 1;
+        }
+    }
+
+    /// Whether one more spoke may be dispatched under `concurrency`.
+    fn has_room(&self, concurrency: usize) -> bool {
+        self.in_flight + self.launching.len() < concurrency.max(1)
     }
 
     fn schedule_check(&mut self, repo: RepoName, now: i64) {
@@ -173,7 +221,10 @@ impl RunView {
                 continue; // superseded by a later transition
             }
             let work = match spoke.status {
-                SpokeStatus::RetryWait => Work::Dispatch,
+                SpokeStatus::RetryWait => {
+                    self.dispatches.push_back(repo);
+                    continue;
+                }
                 SpokeStatus::Unknown => Work::Search,
                 SpokeStatus::Dispatched | SpokeStatus::Running => Work::Reconcile,
                 _ => continue,
@@ -291,7 +342,7 @@ impl Engine {
         updates: &mut UnboundedReceiver<Spoke>,
     ) -> anyhow::Result<()> {
         let policy = self.config().policy_for(&run.task).clone();
-        let mut tasks: JoinSet<RepoName> = JoinSet::new();
+        let mut tasks: JoinSet<(RepoName, Launch)> = JoinSet::new();
         let mut dirty = true;
         let mut last_summary: Option<Instant> = None;
         loop {
@@ -320,39 +371,69 @@ impl Engine {
                 }
             }
             // Work on a spoke that is already being worked on waits for that to finish.
+            // Searches and read-backs first (their spokes are in flight already), then new
+            // dispatches while fewer than `concurrency` spokes are in flight.
             let mut deferred = Vec::new();
-            while tasks.len() < policy.concurrency.max(1) {
-                let Some((repo, work)) = view.queue.pop_front() else {
+            let mut deferred_dispatches = Vec::new();
+            while tasks.len() < policy.api_concurrency.max(1) {
+                let (repo, work) = if let Some(item) = view.queue.pop_front() {
+                    item
+                } else if view.has_room(policy.concurrency) {
+                    match view.dispatches.pop_front() {
+                        Some(repo) => (repo, Work::Dispatch),
+                        None => break,
+                    }
+                } else {
                     break;
                 };
                 if !view.busy.insert(repo.clone()) {
-                    deferred.push((repo, work));
+                    match work {
+                        Work::Dispatch => deferred_dispatches.push(repo),
+                        _ => deferred.push((repo, work)),
+                    }
                     continue;
+                }
+                if work == Work::Dispatch {
+                    view.launching.insert(repo.clone());
                 }
                 let engine = self.clone();
                 let (run, client) = (run.clone(), client.clone());
                 let branch = view.branches.get(&repo).cloned().unwrap_or_default();
                 tasks.spawn(async move {
                     let result = match work {
-                        Work::Dispatch => engine.dispatch_spoke(&run, &client, &repo, &branch).await,
-                        Work::Search => {
-                            engine
-                                .search_lost_dispatch(&run, &client, &repo, &branch)
-                                .await
-                        }
-                        Work::Reconcile => engine.reconcile_spoke(&run, &client, &repo).await,
+                        Work::Dispatch => engine
+                            .dispatch_spoke(&run, &client, &repo, &branch)
+                            .await
+                            .map(Launch::from),
+                        Work::Search => engine
+                            .search_lost_dispatch(&run, &client, &repo, &branch)
+                            .await
+                            .map(|()| Launch::NotADispatch),
+                        Work::Reconcile => engine
+                            .reconcile_spoke(&run, &client, &repo)
+                            .await
+                            .map(|()| Launch::NotADispatch),
                     };
-                    if let Err(e) = result {
-                        tracing::warn!(%repo, ?work, error = format!("{e:#}"), "spoke work failed; will retry");
-                        engine.requeue_later(&run, &repo, work).await;
+                    match result {
+                        Ok(launch) => (repo, launch),
+                        Err(e) => {
+                            tracing::warn!(%repo, ?work, error = format!("{e:#}"), "spoke work failed; will retry");
+                            engine.requeue_later(&run, &repo, work).await;
+                            (repo, Launch::NotADispatch)
+                        }
                     }
-                    repo
                 });
             }
             for item in deferred.into_iter().rev() {
                 view.queue.push_front(item);
             }
-            let finished = view.open == 0 && tasks.is_empty() && view.queue.is_empty();
+            for repo in deferred_dispatches.into_iter().rev() {
+                view.dispatches.push_front(repo);
+            }
+            let finished = view.open == 0
+                && tasks.is_empty()
+                && view.queue.is_empty()
+                && view.dispatches.is_empty();
             let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
             if finished && self.complete_run(run, client, view).await? {
                 return Ok(());
@@ -381,8 +462,13 @@ impl Engine {
                     dirty = true;
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok(repo) = done {
+                    if let Ok((repo, launch)) = done {
                         view.busy.remove(&repo);
+                        // A dispatch that changed nothing (the spoke moved on meanwhile)
+                        // sends no update: it no longer counts as in flight.
+                        if launch != Launch::Started {
+                            view.launching.remove(&repo);
+                        }
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}

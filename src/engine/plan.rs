@@ -312,8 +312,11 @@ impl Engine {
                 }
             }
         }
+        // The hub repositories run the hub workflow; they are never spokes.
+        let access = &self.config().access;
         let mut spokes: Vec<NewSpoke> = repos
             .into_iter()
+            .filter(|repo| !access.is_hub(&repo.name))
             .filter_map(|repo| {
                 let (status, reason) = match selector.evaluate(&repo) {
                     Verdict::Target => (SpokeStatus::Planned, None),

@@ -9,8 +9,12 @@ use serde::Deserialize;
 /// How a hub run behaves. Built from [`Policy::default`] plus [`PolicyOverrides`] via [`Policy::with`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// How many spokes may be in flight (dispatching .. running) at once; at least 1.
+    /// How many spokes may be in flight (dispatching .. running: queued or running on GitHub)
+    /// at once; at least 1. Argo's `parallelism`: a rolling restart sets it to 1.
     pub concurrency: usize,
+    /// How many GitHub requests (dispatches, searches, read-backs) one run has in flight at
+    /// once; at least 1.
+    pub api_concurrency: usize,
     /// When the run as a whole counts as a success.
     pub success_threshold: SuccessThreshold,
     pub retry: RetryPolicy,
@@ -32,7 +36,8 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            concurrency: 20,
+            concurrency: 1000,
+            api_concurrency: 20,
             success_threshold: SuccessThreshold::All,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
@@ -183,6 +188,7 @@ pub struct RetryOverrides {
 #[serde(deny_unknown_fields)]
 pub struct PolicyOverrides {
     pub concurrency: Option<usize>,
+    pub api_concurrency: Option<usize>,
     pub success_threshold: Option<ThresholdSpec>,
     pub retry: Option<RetryOverrides>,
     pub queued_timeout: Option<String>,
@@ -227,6 +233,12 @@ impl Policy {
                 return Err(err("concurrency", "must be at least 1"));
             }
             p.concurrency = c;
+        }
+        if let Some(c) = o.api_concurrency {
+            if c == 0 {
+                return Err(err("api_concurrency", "must be at least 1"));
+            }
+            p.api_concurrency = c;
         }
         if let Some(t) = &o.success_threshold {
             p.success_threshold = match t {

@@ -61,7 +61,7 @@ fn formats_durations() {
 #[test]
 fn defaults_match_the_spec() {
     let p = Policy::default();
-    assert_eq!(p.concurrency, 20);
+    assert_eq!((p.concurrency, p.api_concurrency), (1000, 20));
     assert_eq!(p.success_threshold, SuccessThreshold::All);
     assert_eq!(p.retry.limit, 2);
     assert_eq!(p.retry.backoff, Duration::from_secs(30));
@@ -163,6 +163,7 @@ fn thresholds_parse_from_text_and_numbers() {
 fn validation_errors_name_the_field() {
     for (t, field) in [
         ("concurrency = 0", "concurrency"),
+        ("api_concurrency = 0", "api_concurrency"),
         ("queued_timeout = \"soon\"", "queued_timeout"),
         ("running_timeout = \"0s\"", "running_timeout"),
         ("overall_timeout = \"\"", "overall_timeout"),

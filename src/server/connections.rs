@@ -44,7 +44,7 @@ pub fn connection_limit() -> usize {
                     lim.rlim_cur = lim.rlim_max;
                 }
             }
-            lim.rlim_cur as u64
+            lim.rlim_cur
         }
     };
     let room = soft.saturating_sub(RESERVED_FDS).max(16);
