@@ -118,14 +118,17 @@ pub async fn webhook(
         }
     };
     let (action, installation_id) = describe(&parsed);
+    let action = action.map(str::to_owned);
+    // The parsed copy is not needed any more: a large payload is held once, not twice.
+    drop(parsed);
     let recorded = engine
         .store()
         .record_delivery(&NewDelivery {
             guid,
             event,
-            action,
+            action: action.as_deref(),
             installation_id: installation_id.map(|i| i.0),
-            payload: &body,
+            payload: body,
         })
         .await;
     // Written to a file that was removed or replaced under the hub: not on disk where the

@@ -44,7 +44,7 @@ pub(super) struct OwnedDelivery {
     pub event: String,
     pub action: Option<String>,
     pub installation_id: Option<u64>,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 /// What one job produced, held until the commit.
@@ -187,7 +187,7 @@ async fn record_deliveries(
                 .push_bind(&d.event)
                 .push_bind(&d.action)
                 .push_bind(d.installation_id.map(|i| i as i64))
-                .push_bind(&d.payload)
+                .push_bind(&d.payload[..])
                 .push_bind(at);
         });
         q.push(" ON CONFLICT (guid) DO NOTHING RETURNING guid");

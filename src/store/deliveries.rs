@@ -5,13 +5,17 @@ use sqlx::Row as _;
 use super::batch::{Job, OwnedDelivery};
 use super::{Store, StoreResult};
 
+/// The most payload bytes [`Store::pending_deliveries`] reads at once.
+const PENDING_BATCH_BYTES: i64 = 8 * 1024 * 1024;
+
 /// A verified delivery about to be recorded.
 pub struct NewDelivery<'a> {
     pub guid: &'a str,
     pub event: &'a str,
     pub action: Option<&'a str>,
     pub installation_id: Option<u64>,
-    pub payload: &'a [u8],
+    /// Shared, not copied, on its way to the database.
+    pub payload: bytes::Bytes,
 }
 
 /// A recorded delivery waiting to be processed.
@@ -32,7 +36,7 @@ impl Store {
             event: d.event.to_owned(),
             action: d.action.map(str::to_owned),
             installation_id: d.installation_id,
-            payload: d.payload.to_vec(),
+            payload: d.payload.clone(),
         };
         self.submit(|reply| Job::RecordDelivery { delivery, reply })
             .await
@@ -40,11 +44,33 @@ impl Store {
 
     /// The oldest unprocessed deliveries, in the order they were received.
     pub async fn pending_deliveries(&self, limit: i64) -> StoreResult<Vec<StoredDelivery>> {
+        // At most `PENDING_BATCH_BYTES` of payloads at once (but always one): a queue of large
+        // deliveries must not be read into memory whole.
+        let sizes: Vec<i64> = sqlx::query_scalar(
+            "SELECT length(payload) FROM deliveries
+             WHERE processed_at IS NULL ORDER BY received_at, rowid LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        let mut total = 0i64;
+        let take = sizes
+            .iter()
+            .take_while(|size| {
+                total += **size;
+                total <= PENDING_BATCH_BYTES
+            })
+            .count()
+            .max(1)
+            .min(sizes.len());
+        if take == 0 {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             "SELECT guid, event, payload, received_at FROM deliveries
              WHERE processed_at IS NULL ORDER BY received_at, rowid LIMIT ?",
         )
-        .bind(limit)
+        .bind(take as i64)
         .fetch_all(&self.write)
         .await?;
         Ok(rows

@@ -291,7 +291,7 @@ mod tests {
             event: "workflow_run",
             action: Some("completed"),
             installation_id: Some(1),
-            payload: b"{}",
+            payload: bytes::Bytes::from_static(b"{}"),
         };
         assert!(store.record_delivery(&d("a")).await.unwrap());
         assert!(store.record_delivery(&d("b")).await.unwrap());
