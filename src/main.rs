@@ -1,7 +1,9 @@
 //! The `spokehub` command line: parse, wire, run.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -70,21 +72,53 @@ enum Command {
     },
 }
 
-fn init_tracing(default: &str) {
-    let filter =
-        EnvFilter::try_from_env("SPOKEHUB_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+/// octocrab logs every 5xx and transport failure at ERROR before the hub's own retry policy has
+/// had its say; the hub reports what stays failed itself, so octocrab is quiet by default.
+const QUIET_OCTOCRAB: &str = "octocrab=off";
+
+/// Logs go to stderr, filtered by `SPOKEHUB_LOG`, else `RUST_LOG`, else `default`; coloured
+/// only on a terminal (and never with `NO_COLOR` set).
+fn init_tracing(default: &str) -> anyhow::Result<()> {
+    let chosen = ["SPOKEHUB_LOG", "RUST_LOG"].into_iter().find_map(|var| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (var, v))
+    });
+    let filter = match chosen {
+        Some((var, value)) => EnvFilter::try_new(&value).map_err(|e| {
+            anyhow::anyhow!("setting {var}: {value:?} is not a log filter ({e}); e.g. info, warn,spokehub=debug")
+        })?,
+        None => EnvFilter::new(format!("{default},{QUIET_OCTOCRAB}")),
+    };
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
+    Ok(())
 }
 
+/// Ordinary errors are printed as one line of causes, without a backtrace (even with
+/// `RUST_BACKTRACE` set: that is for panics); the exit status is 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_tracing("info");
+            init_tracing("info")?;
             let config = Config::resolve(&args)?;
             spokehub::server::serve(config).await
         }
@@ -94,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             out,
             webhook_url,
         } => {
-            init_tracing("info");
+            init_tracing("info")?;
             spokehub::emulator::run(spokehub::emulator::EmulateArgs {
                 listen,
                 scenario,
@@ -104,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Demo(args) => {
-            init_tracing("warn");
+            init_tracing("warn")?;
             spokehub::demo::run(args).await
         }
         Command::Cancel {
@@ -135,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::App(cmd) => {
-            init_tracing("warn");
+            init_tracing("warn")?;
             spokehub::setup::run(cmd).await
         }
         Command::Status {
