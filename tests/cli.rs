@@ -100,3 +100,71 @@ fn a_bad_log_filter_names_its_variable() {
     );
     assert_refused(&o, &["SPOKEHUB_LOG"]);
 }
+
+#[test]
+fn a_bad_app_id_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = serve_with(dir.path(), &[], &[("SPOKEHUB_APP_ID", "abc")]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "a usage error: {err}");
+    assert!(
+        err.contains("SPOKEHUB_APP_ID") && err.contains("abc") && err.contains("numeric"),
+        "{err}"
+    );
+}
+
+#[test]
+fn private_key_errors_name_the_setting_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = serve_with(
+        dir.path(),
+        &[],
+        &[(
+            "SPOKEHUB_PRIVATE_KEY",
+            "-----BEGIN RSA PRIVATE KEY-----\nnot-a-key\n-----END RSA PRIVATE KEY-----",
+        )],
+    );
+    let err = assert_refused(&o, &["SPOKEHUB_PRIVATE_KEY:"]);
+    assert!(!err.contains("SPOKEHUB_PRIVATE_KEY_FILE"), "{err}");
+    assert!(!err.contains("not-a-key"), "key material printed: {err}");
+
+    let missing = dir.path().join("missing.pem");
+    let o = serve_with(
+        dir.path(),
+        &[],
+        &[
+            ("SPOKEHUB_PRIVATE_KEY", ""),
+            ("SPOKEHUB_PRIVATE_KEY_FILE", missing.to_str().unwrap()),
+        ],
+    );
+    assert_refused(&o, &["SPOKEHUB_PRIVATE_KEY_FILE", "missing.pem"]);
+}
+
+#[test]
+fn config_file_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = serve_with(dir.path(), &["--config", "absent.toml"], &[]);
+    assert_refused(&o, &["absent.toml"]);
+
+    let file = dir.path().join("team-hub.toml");
+    std::fs::write(&file, "[policy]\nconcurrency = 0\n").unwrap();
+    let o = serve_with(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    let err = assert_refused(&o, &["policy in", "team-hub.toml"]);
+    assert!(!err.contains("spokehub.toml"), "{err}");
+
+    std::fs::write(&file, "[server]\nlisten = \"everywhere\"\n").unwrap();
+    let o = serve_with(
+        dir.path(),
+        &[],
+        &[("SPOKEHUB_CONFIG", file.to_str().unwrap())],
+    );
+    assert_refused(
+        &o,
+        &[
+            "server.listen in",
+            "team-hub.toml",
+            "everywhere",
+            "HOST:PORT",
+        ],
+    );
+}
