@@ -168,3 +168,19 @@ fn config_file_errors_name_the_file() {
         ],
     );
 }
+
+#[test]
+fn serve_listens_on_a_host_name_and_stops_at_start_when_github_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    // localhost is accepted (bound before GitHub is asked); the API URL is where nothing listens.
+    let o = serve_with(dir.path(), &[], &[("SPOKEHUB_LISTEN", "localhost:0")]);
+    let err = assert_refused(
+        &o,
+        &[
+            "cannot reach GitHub at http://127.0.0.1:9",
+            "SPOKEHUB_GITHUB_API_URL",
+        ],
+    );
+    assert!(!err.contains("SPOKEHUB_LISTEN"), "{err}");
+    assert!(!dir.path().join("hub.db").exists(), "database created");
+}
