@@ -164,14 +164,7 @@ impl Config {
 
     /// Resolves flags/environment over the configuration file over defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => Some(read_file_config(path)?),
-            None if Path::new("spokehub.toml").exists() => {
-                Some(read_file_config(Path::new("spokehub.toml"))?)
-            }
-            None => None,
-        };
-        Self::from_parts(args, file.unwrap_or_default())
+        Self::from_parts(args, load_file_config(args.config.as_deref())?)
     }
 
     pub fn from_parts(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Config> {
@@ -239,18 +232,7 @@ impl Config {
                 .parse()
                 .map_err(|e| anyhow!("setting {}: {e}", in_file("github.api_version")))?,
         };
-        let (database_url, setting) = pick(
-            &args.database_url,
-            "SPOKEHUB_DATABASE_URL",
-            file.database.url.clone(),
-            &in_file("database.url"),
-            DEFAULT_DATABASE_URL,
-        );
-        if !database_url.starts_with("sqlite:") {
-            bail!(
-                "setting {setting}: only sqlite: URLs are supported so far, got {database_url:?}"
-            );
-        }
+        let (database_url, _) = database_url(&args.database_url, &file)?;
         let (listen, setting) = pick(
             &args.listen,
             "SPOKEHUB_LISTEN",
@@ -323,6 +305,40 @@ impl Config {
 
 /// The database when none is set.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://spokehub.db";
+
+/// The configuration file: the one named (`--config`, `SPOKEHUB_CONFIG`), else
+/// `spokehub.toml` in the working directory when there is one, else none (empty).
+pub fn load_file_config(named: Option<&Path>) -> anyhow::Result<FileConfig> {
+    match named {
+        Some(path) => read_file_config(path),
+        None if Path::new("spokehub.toml").exists() => read_file_config(Path::new("spokehub.toml")),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+/// The database URL (`SPOKEHUB_DATABASE_URL`, else `database.url` in the file, else the
+/// default) and the setting it came from (`None`: the default).
+pub fn database_url(
+    arg: &Option<String>,
+    file: &FileConfig,
+) -> anyhow::Result<(String, Option<String>)> {
+    let setting = match (arg, &file.database.url) {
+        (Some(_), _) => Some("SPOKEHUB_DATABASE_URL".to_owned()),
+        (None, Some(_)) => Some(format!("database.url in {}", file.name())),
+        (None, None) => None,
+    };
+    let url = arg
+        .clone()
+        .or(file.database.url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    if !url.starts_with("sqlite:") {
+        bail!(
+            "setting {}: only sqlite: URLs are supported so far, got {url:?}",
+            setting.as_deref().unwrap_or("SPOKEHUB_DATABASE_URL")
+        );
+    }
+    Ok((url, setting))
+}
 
 /// A setting from flags/environment (named by its variable), else the file (named by its key
 /// and file), else its default (named by its variable).

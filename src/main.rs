@@ -58,17 +58,21 @@ enum Command {
     /// Set up the GitHub App (`app create`).
     #[command(subcommand)]
     App(spokehub::setup::AppCommand),
-    /// Show a run's state.
+    /// Show a run's state, read from the hub's database (never creates one).
     Status {
+        /// The hub run's id (a UUID, as in the check run and the API).
         run_id: String,
+        /// Print the run with every spoke as one JSON object.
         #[arg(long)]
         json: bool,
-        #[arg(
-            long,
-            env = "SPOKEHUB_DATABASE_URL",
-            default_value = "sqlite://spokehub.db"
-        )]
-        database_url: String,
+        /// The configuration file whose `database.url` is read (default: `spokehub.toml` in
+        /// the working directory when present).
+        #[arg(long, env = "SPOKEHUB_CONFIG")]
+        config: Option<PathBuf>,
+        /// The hub's database (default: `database.url` in the configuration file, else
+        /// sqlite://spokehub.db).
+        #[arg(long, env = "SPOKEHUB_DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -175,21 +179,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status {
             run_id,
             json,
+            config,
             database_url,
-        } => {
-            let id = run_id
-                .parse()
-                .with_context(|| format!("{run_id:?} is not a hub run id"))?;
-            let store = spokehub::store::Store::open(&database_url).await?;
-            let report = spokehub::report::run_report(&store, &id)
-                .await?
-                .with_context(|| format!("no run {run_id} in {database_url}"))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-            Ok(())
-        }
+        } => status(&run_id, json, config.as_deref(), &database_url).await,
     }
+}
+
+/// `spokehub status`: reads the database `serve` would use, without creating or changing it.
+async fn status(
+    run_id: &str,
+    json: bool,
+    config: Option<&std::path::Path>,
+    database_url: &Option<String>,
+) -> anyhow::Result<()> {
+    let id = run_id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{run_id:?} is not a hub run id (a UUID)"))?;
+    let file = spokehub::config::load_file_config(config)?;
+    let (url, setting) = spokehub::config::database_url(database_url, &file)?;
+    let store = spokehub::store::Store::open_read_only(&url)
+        .await
+        .map_err(|e| match setting {
+            Some(setting) => anyhow::anyhow!("{e} (from {setting})"),
+            None => anyhow::anyhow!(
+                "{e} (the default; set SPOKEHUB_DATABASE_URL, --database-url or database.url in the configuration file to the database `spokehub serve` uses)"
+            ),
+        })?;
+    let report = spokehub::report::run_report(&store, &id)
+        .await?
+        .with_context(|| format!("no run {run_id} in {url}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }
