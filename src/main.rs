@@ -28,7 +28,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run the GitHub emulator as a server.
     Emulate {
-        #[arg(long, default_value = "127.0.0.1:3001")]
+        /// Address the emulator listens on (IP:PORT or HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:3001", value_parser = listen_arg)]
         listen: SocketAddr,
         /// Scenario file (TOML); defaults to a small generated organization.
         #[arg(long)]
@@ -44,6 +45,7 @@ enum Command {
     Demo(spokehub::demo::DemoArgs),
     /// Cancel a run through a running hub's API (needs SPOKEHUB_API_TOKEN).
     Cancel {
+        /// The hub run's id (a UUID, as in the check run and the API).
         run_id: String,
         /// The hub's address.
         #[arg(
@@ -52,6 +54,7 @@ enum Command {
             default_value = "http://127.0.0.1:3000"
         )]
         hub_url: String,
+        /// The hub's API token (the one `spokehub serve` was given).
         #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
         api_token: String,
     },
@@ -74,6 +77,11 @@ enum Command {
         #[arg(long, env = "SPOKEHUB_DATABASE_URL")]
         database_url: Option<String>,
     },
+}
+
+/// `--listen` of `emulate`, in the forms `SPOKEHUB_LISTEN` takes.
+fn listen_arg(s: &str) -> Result<SocketAddr, String> {
+    spokehub::config::parse_listen(s).map_err(|e| e.to_string())
 }
 
 /// octocrab logs every 5xx and transport failure at ERROR before the hub's own retry policy has
@@ -214,4 +222,73 @@ async fn status(
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every argument and subcommand of `cmd` (and below) without a help line.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.trim().is_empty() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_name() == "help" {
+                continue;
+            }
+            if sub.get_about().is_none() {
+                out.push(format!("{name} (the command itself)"));
+            }
+            undocumented(sub, &name, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_command_has_a_help_line() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "spokehub", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+        // The walk finds what lacks help, however deep.
+        let bare = clap::Command::new("x").subcommand(
+            clap::Command::new("y")
+                .about("documented")
+                .arg(clap::Arg::new("quiet").long("quiet")),
+        );
+        let mut found = Vec::new();
+        undocumented(&bare, "x", &mut found);
+        assert_eq!(found, ["x y quiet"]);
+        // And it sees a known argument deep down.
+        let app = cmd.find_subcommand("app").unwrap();
+        let create = app.find_subcommand("create").unwrap();
+        assert!(create.get_arguments().any(|a| a.get_id() == "name"));
+    }
+
+    #[test]
+    fn emulate_listens_on_a_host_name() {
+        let cli =
+            Cli::try_parse_from(["spokehub", "emulate", "--listen", "localhost:3101"]).unwrap();
+        match cli.command {
+            Command::Emulate { listen, .. } => {
+                assert!(listen.ip().is_loopback() && listen.port() == 3101)
+            }
+            _ => panic!("not emulate"),
+        }
+        let e = Cli::try_parse_from(["spokehub", "emulate", "--listen", "nowhere"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("HOST:PORT"), "{e}");
+    }
 }
