@@ -22,8 +22,8 @@ pub struct ServeArgs {
     /// The configuration file (optional; `spokehub.toml` in the working directory when present).
     #[arg(long, env = "SPOKEHUB_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The GitHub App's id.
-    #[arg(long, env = "SPOKEHUB_APP_ID")]
+    /// The GitHub App's id (a number, on the App's settings page).
+    #[arg(long, env = "SPOKEHUB_APP_ID", value_parser = parse_app_id)]
     pub app_id: Option<u64>,
     /// The App's private key (PEM file).
     #[arg(long, env = "SPOKEHUB_PRIVATE_KEY_FILE")]
@@ -59,6 +59,9 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Where it was read from (set by [`read_file_config`]), to name it in errors.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
     #[serde(default)]
     pub github: GithubSection,
     #[serde(default)]
@@ -161,38 +164,48 @@ impl Config {
 
     /// Resolves flags/environment over the configuration file over defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
-        let file = match &args.config {
-            Some(path) => Some(read_file_config(path)?),
-            None if Path::new("spokehub.toml").exists() => {
-                Some(read_file_config(Path::new("spokehub.toml"))?)
-            }
-            None => None,
-        };
-        Self::from_parts(args, file.unwrap_or_default())
+        Self::from_parts(args, load_file_config(args.config.as_deref())?)
     }
 
     pub fn from_parts(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Config> {
+        let in_file = |key: &str| format!("{key} in {}", file.name());
         let app_id = args.app_id.or(file.github.app_id).ok_or_else(|| {
-            anyhow!("missing setting SPOKEHUB_APP_ID (--app-id, or github.app_id in spokehub.toml)")
+            anyhow!(
+                "missing setting SPOKEHUB_APP_ID (--app-id, or {})",
+                in_file("github.app_id")
+            )
         })?;
-        let private_key = match (&args.private_key, &args.private_key_file, &file.github.private_key_file) {
-            (Some(pem), _, _) => pem.clone(),
-            (None, Some(path), _) | (None, None, Some(path)) => std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!("setting SPOKEHUB_PRIVATE_KEY_FILE: cannot read {}", path.display())
-                })?,
+        let (private_key, key_setting) = match (
+            &args.private_key,
+            &args.private_key_file,
+            &file.github.private_key_file,
+        ) {
+            (Some(pem), _, _) => (pem.clone(), "SPOKEHUB_PRIVATE_KEY".to_owned()),
+            (None, Some(path), _) => (
+                read_key("SPOKEHUB_PRIVATE_KEY_FILE", path)?,
+                "SPOKEHUB_PRIVATE_KEY_FILE".to_owned(),
+            ),
+            (None, None, Some(path)) => {
+                let setting = in_file("github.private_key_file");
+                (read_key(&setting, path)?, setting)
+            }
             (None, None, None) => bail!(
-                "missing setting SPOKEHUB_PRIVATE_KEY_FILE (or SPOKEHUB_PRIVATE_KEY, or github.private_key_file in spokehub.toml)"
+                "missing setting SPOKEHUB_PRIVATE_KEY_FILE (or SPOKEHUB_PRIVATE_KEY, or {})",
+                in_file("github.private_key_file")
             ),
         };
-        if !private_key.contains("-----BEGIN") {
-            bail!("setting SPOKEHUB_PRIVATE_KEY_FILE: the key is not in PEM format");
-        }
-        let secrets = args
-            .webhook_secret
-            .clone()
-            .or(file.github.webhook_secret.map(|s| s.expose_secret().to_owned()))
-            .ok_or_else(|| anyhow!("missing setting SPOKEHUB_WEBHOOK_SECRET (or github.webhook_secret in spokehub.toml)"))?;
+        check_private_key(&key_setting, &private_key)?;
+        let (secrets, secret_setting) = match (&args.webhook_secret, &file.github.webhook_secret) {
+            (Some(s), _) => (s.clone(), "SPOKEHUB_WEBHOOK_SECRET".to_owned()),
+            (None, Some(s)) => (
+                s.expose_secret().to_owned(),
+                in_file("github.webhook_secret"),
+            ),
+            (None, None) => bail!(
+                "missing setting SPOKEHUB_WEBHOOK_SECRET (--webhook-secret, or {})",
+                in_file("github.webhook_secret")
+            ),
+        };
         let webhook_secrets: Vec<SecretString> = secrets
             .split(',')
             .map(str::trim)
@@ -200,47 +213,46 @@ impl Config {
             .map(|s| SecretString::from(s.to_owned()))
             .collect();
         if webhook_secrets.is_empty() {
-            bail!("setting SPOKEHUB_WEBHOOK_SECRET is empty");
+            bail!("setting {secret_setting} is empty");
         }
-        let api_url = args
-            .github_api_url
-            .clone()
-            .or(file.github.api_url)
-            .unwrap_or_else(|| "https://api.github.com".into());
+        let (api_url, setting) = pick(
+            &args.github_api_url,
+            "SPOKEHUB_GITHUB_API_URL",
+            file.github.api_url.clone(),
+            &in_file("github.api_url"),
+            "https://api.github.com",
+        );
         let api_url = Url::parse(&api_url)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                anyhow!("setting SPOKEHUB_GITHUB_API_URL: not an http(s) URL: {api_url:?}")
-            })?;
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| anyhow!("setting {setting}: not an http(s) URL: {api_url:?}"))?;
         let api_version = match &file.github.api_version {
             None => ApiVersion::default(),
             Some(v) => v
                 .parse()
-                .map_err(|e| anyhow!("setting github.api_version in spokehub.toml: {e}"))?,
+                .map_err(|e| anyhow!("setting {}: {e}", in_file("github.api_version")))?,
         };
-        let database_url = args
-            .database_url
-            .clone()
-            .or(file.database.url)
-            .unwrap_or_else(|| "sqlite://spokehub.db".into());
-        if !database_url.starts_with("sqlite:") {
-            bail!("setting SPOKEHUB_DATABASE_URL: only sqlite: URLs are supported so far, got {database_url:?}");
+        let (database_url, _) = database_url(&args.database_url, &file)?;
+        let (listen, setting) = pick(
+            &args.listen,
+            "SPOKEHUB_LISTEN",
+            file.server.listen.clone(),
+            &in_file("server.listen"),
+            "127.0.0.1:3000",
+        );
+        let listen = parse_listen(&listen).map_err(|e| anyhow!("setting {setting}: {e}"))?;
+        let public_url = match (&args.public_url, &file.server.public_url) {
+            (Some(u), _) => Some((u.clone(), "SPOKEHUB_PUBLIC_URL".to_owned())),
+            (None, Some(u)) => Some((u.clone(), in_file("server.public_url"))),
+            (None, None) => None,
         }
-        let listen = args
-            .listen
-            .clone()
-            .or(file.server.listen)
-            .unwrap_or_else(|| "127.0.0.1:3000".into());
-        let listen: SocketAddr = listen
-            .parse()
-            .map_err(|e| anyhow!("setting SPOKEHUB_LISTEN: {listen:?} is not an address: {e}"))?;
-        let public_url = args
-            .public_url
-            .clone()
-            .or(file.server.public_url)
-            .map(|u| Url::parse(&u).map_err(|e| anyhow!("setting SPOKEHUB_PUBLIC_URL: {u:?}: {e}")))
-            .transpose()?;
+        .map(|(u, setting)| {
+            Url::parse(&u)
+                .ok()
+                .filter(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some())
+                .ok_or_else(|| anyhow!("setting {setting}: not an http(s) URL: {u:?}"))
+        })
+        .transpose()?;
         let api_token = args
             .api_token
             .as_deref()
@@ -248,20 +260,20 @@ impl Config {
             .map(|t| SecretString::from(t.to_owned()));
         let policy = Policy::default()
             .with(&file.policy)
-            .map_err(|e| anyhow!("setting policy in spokehub.toml: {e}"))?;
+            .map_err(|e| anyhow!("setting {}: {e}", in_file("policy")))?;
         let mut task_policies = BTreeMap::new();
         for (task, section) in &file.tasks {
-            let p = policy
-                .with(&section.policy)
-                .map_err(|e| anyhow!("setting tasks.{task}.policy in spokehub.toml: {e}"))?;
+            let p = policy.with(&section.policy).map_err(|e| {
+                anyhow!("setting {}: {e}", in_file(&format!("tasks.{task}.policy")))
+            })?;
             task_policies.insert(task.clone(), p);
         }
-        let access = hub_access(args, &file.hub)?;
+        let access = hub_access(args, &file.hub, &file.name())?;
         let redeliver_every = match &file.hub.redeliver_every {
             None => Some(Duration::from_secs(5 * 60)),
             Some(s) => {
                 let d = parse_duration(s)
-                    .map_err(|e| anyhow!("setting hub.redeliver_every in spokehub.toml: {e}"))?;
+                    .map_err(|e| anyhow!("setting {}: {e}", in_file("hub.redeliver_every")))?;
                 (!d.is_zero()).then_some(d)
             }
         };
@@ -291,22 +303,135 @@ impl Config {
     }
 }
 
+/// The database when none is set.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://spokehub.db";
+
+/// The configuration file: the one named (`--config`, `SPOKEHUB_CONFIG`), else
+/// `spokehub.toml` in the working directory when there is one, else none (empty).
+pub fn load_file_config(named: Option<&Path>) -> anyhow::Result<FileConfig> {
+    match named {
+        Some(path) => read_file_config(path),
+        None if Path::new("spokehub.toml").exists() => read_file_config(Path::new("spokehub.toml")),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+/// The database URL (`SPOKEHUB_DATABASE_URL`, else `database.url` in the file, else the
+/// default) and the setting it came from (`None`: the default).
+pub fn database_url(
+    arg: &Option<String>,
+    file: &FileConfig,
+) -> anyhow::Result<(String, Option<String>)> {
+    let setting = match (arg, &file.database.url) {
+        (Some(_), _) => Some("SPOKEHUB_DATABASE_URL".to_owned()),
+        (None, Some(_)) => Some(format!("database.url in {}", file.name())),
+        (None, None) => None,
+    };
+    let url = arg
+        .clone()
+        .or(file.database.url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    if !url.starts_with("sqlite:") {
+        bail!(
+            "setting {}: only sqlite: URLs are supported so far, got {url:?}",
+            setting.as_deref().unwrap_or("SPOKEHUB_DATABASE_URL")
+        );
+    }
+    Ok((url, setting))
+}
+
+/// A setting from flags/environment (named by its variable), else the file (named by its key
+/// and file), else its default (named by its variable).
+fn pick(
+    arg: &Option<String>,
+    var: &str,
+    file: Option<String>,
+    in_file: &str,
+    default: &str,
+) -> (String, String) {
+    match (arg, file) {
+        (Some(v), _) => (v.clone(), var.to_owned()),
+        (None, Some(v)) => (v, in_file.to_owned()),
+        (None, None) => (default.to_owned(), var.to_owned()),
+    }
+}
+
+/// `SPOKEHUB_APP_ID` / `--app-id`: clap's own message would name only the flag.
+fn parse_app_id(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            "SPOKEHUB_APP_ID (--app-id) must be the App's numeric id, as shown on its settings page"
+                .to_owned()
+        })
+}
+
+/// Reads the private key file a setting names.
+fn read_key(setting: &str, path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("setting {setting}: cannot read {}", path.display()))
+}
+
+/// The key must be an RSA private key in PEM form (PKCS#1 or PKCS#8), as GitHub hands it out.
+/// The error names the setting, never the key.
+fn check_private_key(setting: &str, pem: &str) -> anyhow::Result<()> {
+    if !pem.contains("-----BEGIN") {
+        bail!("setting {setting}: the key is not in PEM format (-----BEGIN ... PRIVATE KEY-----)");
+    }
+    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| {
+        anyhow!("setting {setting}: not an RSA private key in PEM format (use the .pem file GitHub generated for the App)")
+    })?;
+    Ok(())
+}
+
+/// A listen address: `IP:PORT` (`127.0.0.1:3000`, `[::]:3000`) or `HOST:PORT`
+/// (`localhost:3000`), a host name resolved once, at start (an IPv4 address preferred).
+pub fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    const FORMS: &str =
+        "use IP:PORT or HOST:PORT, e.g. 127.0.0.1:3000, 0.0.0.0:3000, [::]:3000 or localhost:3000";
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        bail!("{s:?} has no port: {FORMS}");
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        bail!("{s:?} is not an address: {FORMS}");
+    }
+    // Like tokio's `lookup_host`, which runs this same resolver on a blocking thread; this runs
+    // once, before anything is served.
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| anyhow!("cannot resolve the host name in {s:?} ({e}): {FORMS}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow!("the host name in {s:?} has no address: {FORMS}"))
+}
+
 /// `hub.repository` (or `SPOKEHUB_HUB_REPOSITORY`), `hub.allowed_refs`, `hub.allowed_senders`.
-fn hub_access(args: &ServeArgs, hub: &HubSection) -> anyhow::Result<HubAccess> {
+fn hub_access(args: &ServeArgs, hub: &HubSection, file_name: &str) -> anyhow::Result<HubAccess> {
     let (names, setting) = match (&args.hub_repository, &hub.repository) {
         (Some(env), _) => (
             env.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>(),
-            "SPOKEHUB_HUB_REPOSITORY",
+            "SPOKEHUB_HUB_REPOSITORY".to_owned(),
         ),
         (None, Some(file)) => (
             match file {
                 OneOrMany::One(s) => vec![s.clone()],
                 OneOrMany::Many(v) => v.clone(),
             },
-            "hub.repository in the configuration file",
+            format!("hub.repository in {file_name}"),
         ),
         (None, None) => bail!(
-            "missing setting SPOKEHUB_HUB_REPOSITORY (--hub-repository, or hub.repository in spokehub.toml): \
+            "missing setting SPOKEHUB_HUB_REPOSITORY (--hub-repository, or hub.repository in {file_name}): \
              the owner/name of the repository whose hub workflow may start runs"
         ),
     };
@@ -326,7 +451,7 @@ fn hub_access(args: &ServeArgs, hub: &HubSection) -> anyhow::Result<HubAccess> {
         .iter()
         .find(|r| r.trim().is_empty() || r.contains(char::is_whitespace))
     {
-        bail!("setting hub.allowed_refs: {bad:?} is not a ref");
+        bail!("setting hub.allowed_refs in {file_name}: {bad:?} is not a ref");
     }
     Ok(HubAccess {
         repositories,
@@ -335,12 +460,24 @@ fn hub_access(args: &ServeArgs, hub: &HubSection) -> anyhow::Result<HubAccess> {
     })
 }
 
-/// Reads and validates `spokehub.toml`.
+impl FileConfig {
+    /// How errors name the file: its path, or `spokehub.toml` when it was not read from one.
+    pub fn name(&self) -> String {
+        self.path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "spokehub.toml".into())
+    }
+}
+
+/// Reads and validates `spokehub.toml` (or the file given with `--config`); errors name it.
 pub fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-    parse_file_config(&text)
-        .with_context(|| format!("invalid configuration file {}", path.display()))
+    let mut file = parse_file_config(&text)
+        .with_context(|| format!("invalid configuration file {}", path.display()))?;
+    file.path = Some(path.to_owned());
+    Ok(file)
 }
 
 pub fn parse_file_config(text: &str) -> anyhow::Result<FileConfig> {
@@ -351,12 +488,12 @@ pub fn parse_file_config(text: &str) -> anyhow::Result<FileConfig> {
 mod tests {
     use super::*;
 
+    const TEST_KEY: &str = include_str!("../tests/data/test-app-key.pem");
+
     fn args() -> ServeArgs {
         ServeArgs {
             app_id: Some(7),
-            private_key: Some(
-                "-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----".into(),
-            ),
+            private_key: Some(TEST_KEY.into()),
             webhook_secret: Some("new, old".into()),
             hub_repository: Some("acme/hub".into()),
             ..ServeArgs::default()
@@ -475,8 +612,127 @@ mod tests {
         let c = Config::from_parts(&args(), FileConfig::default()).unwrap();
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("new") && !shown.contains("BEGIN RSA"),
+            !shown.contains("new") && !shown.contains("PRIVATE KEY"),
             "{shown}"
         );
+    }
+
+    fn error_of(a: &ServeArgs, file: FileConfig) -> String {
+        format!("{:#}", Config::from_parts(a, file).unwrap_err())
+    }
+
+    #[test]
+    fn key_errors_name_the_setting_that_holds_the_key() {
+        let mut a = args();
+        a.private_key = Some("not a key".into());
+        let e = error_of(&a, FileConfig::default());
+        assert!(
+            e.contains("SPOKEHUB_PRIVATE_KEY:") && !e.contains("_FILE"),
+            "{e}"
+        );
+        a.private_key =
+            Some("-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----".into());
+        let e = error_of(&a, FileConfig::default());
+        assert!(
+            e.contains("SPOKEHUB_PRIVATE_KEY:") && e.contains("not an RSA private key"),
+            "{e}"
+        );
+        assert!(!e.contains("-----BEGIN"), "the key is not repeated: {e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("app.pem");
+        std::fs::write(&key, "garbage").unwrap();
+        a.private_key = None;
+        a.private_key_file = Some(key.clone());
+        let e = error_of(&a, FileConfig::default());
+        assert!(e.contains("SPOKEHUB_PRIVATE_KEY_FILE:"), "{e}");
+        a.private_key_file = Some(dir.path().join("missing.pem"));
+        let e = error_of(&a, FileConfig::default());
+        assert!(
+            e.contains("SPOKEHUB_PRIVATE_KEY_FILE") && e.contains("missing.pem"),
+            "{e}"
+        );
+
+        let toml = dir.path().join("hub.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "[github]\nprivate_key_file = {:?}\n",
+                key.display().to_string()
+            ),
+        )
+        .unwrap();
+        a.private_key_file = None;
+        let e = error_of(&a, read_file_config(&toml).unwrap());
+        assert!(
+            e.contains("github.private_key_file in") && e.contains("hub.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_about_the_file_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("my-hub.toml");
+        std::fs::write(&path, "[policy]\nconcurrency = 0\n").unwrap();
+        let e = error_of(&args(), read_file_config(&path).unwrap());
+        assert!(e.contains("policy in") && e.contains("my-hub.toml"), "{e}");
+        assert!(!e.contains("spokehub.toml"), "{e}");
+
+        std::fs::write(&path, "[server]\nlisten = \"nowhere\"\n").unwrap();
+        let e = error_of(&args(), read_file_config(&path).unwrap());
+        assert!(
+            e.contains("server.listen in") && e.contains("my-hub.toml"),
+            "{e}"
+        );
+
+        let mut a = args();
+        a.app_id = None;
+        std::fs::write(&path, "").unwrap();
+        let e = error_of(&a, read_file_config(&path).unwrap());
+        assert!(
+            e.contains("SPOKEHUB_APP_ID")
+                && e.contains("github.app_id in")
+                && e.contains("my-hub.toml"),
+            "{e}"
+        );
+
+        std::fs::write(&path, "[server]\nlisen = 1\n").unwrap();
+        let e = format!("{:#}", read_file_config(&path).unwrap_err());
+        assert!(e.contains("my-hub.toml") && e.contains("lisen"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_file_config(&dir.path().join("none.toml")).unwrap_err()
+        );
+        assert!(e.contains("none.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_app_id_names_the_variable() {
+        assert_eq!(parse_app_id(" 42 "), Ok(42));
+        for bad in ["abc", "", "0", "-1", "12.5"] {
+            let e = parse_app_id(bad).unwrap_err();
+            assert!(e.contains("SPOKEHUB_APP_ID"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_or_says_which_forms_work() {
+        let mut a = args();
+        a.listen = Some("localhost:3000".into());
+        let c = Config::from_parts(&a, FileConfig::default()).unwrap();
+        assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+        assert_eq!(c.listen.port(), 3000);
+        a.listen = Some("[::1]:3001".into());
+        let c = Config::from_parts(&a, FileConfig::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "[::1]:3001");
+        for bad in ["nowhere", "localhost", "localhost:http", ":3000"] {
+            a.listen = Some(bad.into());
+            let e = error_of(&a, FileConfig::default());
+            assert!(
+                e.contains("SPOKEHUB_LISTEN") && e.contains(bad) && e.contains("localhost:3000"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

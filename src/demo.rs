@@ -2,7 +2,7 @@
 //! organization. It presses "Run workflow" the way a person would (through the emulator), shows
 //! progress, and prints the summary. Exit 0 when the run completed, whatever its conclusion.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,11 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, FileConfig, ServeArgs};
 use crate::emulator::{Emulator, Scenario};
-use crate::hub::RunStatus;
+use crate::hub::{RunStatus, Totals};
 use crate::report::{run_report, RunReport};
-
-/// Runs up to this size get the check run's table printed.
-const SHOW_SUMMARY_UP_TO: usize = 30;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -41,6 +38,9 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// Rows of the spoke table printed at the end, problems first (0: every spoke).
+    #[arg(long, default_value_t = 20)]
+    pub rows: usize,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -106,41 +106,37 @@ async fn run_in(
     }
     let store = hub.engine.store().clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
-    let mut progress = Progress::new(!args.json);
+    let mut progress = Progress::new(!args.json && std::io::stderr().is_terminal());
     let report: RunReport = loop {
         if Instant::now() > deadline {
             bail!("the run did not complete within {} s", args.timeout_s);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Some(id) = store.latest_run_id().await? else {
+            // No run yet: the hub may have refused to start one (it says so on a check run).
+            if let Some(refusal) = refusal(&http, &emulator.base_url).await? {
+                progress.finish();
+                bail!("the hub did not start the run: {refusal}");
+            }
             continue;
         };
         let Some(report) = run_report(&store, &id).await? else {
             continue;
         };
-        progress.show(&report);
+        progress.show(&report.totals);
         if report.run.status == RunStatus::Completed {
             break report;
         }
     };
     progress.finish();
-    // The full state holds every check run's text; a summary is enough for a large run.
-    let query = if report.totals.total > SHOW_SUMMARY_UP_TO {
-        "?summary=1"
-    } else {
-        ""
-    };
     let state: Value = http
-        .get(format!("{}/_emulator/state{query}", emulator.base_url))
+        .get(format!("{}/_emulator/state?summary=1", emulator.base_url))
         .send()
         .await?
         .json()
         .await?;
     let wall_ms = started.elapsed().as_millis() as u64;
-    print!("{}", report.to_text());
-    if let Some(summary) = final_summary(&state, &report) {
-        println!("\nThe check run on {}:\n\n{summary}", report.run.hub_repo);
-    }
+    print!("{}", report.to_table(args.rows));
     if args.json {
         let t = &report.totals;
         let line = json!({
@@ -164,23 +160,95 @@ async fn run_in(
     Ok(())
 }
 
-/// The check run's summary as the emulator holds it, for small runs (a large one is a long table).
-fn final_summary(state: &Value, report: &RunReport) -> Option<String> {
-    if report.totals.total > SHOW_SUMMARY_UP_TO {
-        return None;
-    }
-    let id = report.run.check_run_id?;
-    state
-        .get("check_runs")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("id").and_then(Value::as_u64) == Some(id))?
-        .pointer("/output/summary")?
-        .as_str()
-        .map(str::to_owned)
+/// Whether a check run is the hub's "not started" answer to a trigger: `spokehub: TASK (not
+/// started)`, or `spokehub (not started)` when even the task was unusable.
+fn is_not_started(name: &str) -> bool {
+    name.starts_with("spokehub") && name.ends_with("(not started)")
 }
 
-/// A one-line progress bar on stderr.
+/// The hub's refusal to start the run, when it refused: the title and text of its "not
+/// started" check run, as the emulator (GitHub) holds it.
+async fn refusal(http: &reqwest::Client, emulator: &str) -> anyhow::Result<Option<String>> {
+    let get = |query: &'static str| {
+        let url = format!("{emulator}/_emulator/state{query}");
+        async move {
+            http.get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<Value>()
+                .await
+        }
+    };
+    // The counts first: the full state is large, and no check run at all is the usual answer.
+    let counts = get("?summary=1").await?;
+    if counts["check_runs_total"].as_u64().unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let state = get("").await?;
+    let found = state["check_runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"].as_str().is_some_and(is_not_started));
+    Ok(found.map(|c| {
+        let title = c["output"]["title"].as_str().unwrap_or("not started");
+        let text: Vec<&str> = c["output"]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .map(|l| l.trim().trim_start_matches('>').trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        format!("{}: {}", rendered(title), rendered(&text.join(" ")))
+    }))
+}
+
+/// Markdown text as it reads once rendered: the hub escapes what users typed (a backslash
+/// before punctuation, entities for `<`, `>`, `&`); a terminal shows the characters.
+fn rendered(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut chars = markdown.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(next)) if next.is_ascii_punctuation() => {
+                out.push(*next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// One line of progress: a bar of finished spokes, then what the others are doing.
+fn progress_line(t: &Totals) -> String {
+    const WIDTH: usize = 30;
+    let done = t.finished();
+    let filled = (done * WIDTH).checked_div(t.total).unwrap_or(0);
+    let mut line = format!(
+        "[{}{}] {done}/{} done, {} running",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        t.total,
+        t.dispatching + t.unknown + t.dispatched + t.running,
+    );
+    for (n, what) in [
+        (t.retry_wait, "waiting to retry"),
+        (t.failed + t.dispatch_failed, "failed"),
+        (t.timed_out, "timed out"),
+        (t.cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    }
+    line
+}
+
+/// A one-line progress bar on stderr, redrawn in place (only on a terminal).
 struct Progress {
     enabled: bool,
     last: String,
@@ -194,32 +262,85 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, report: &RunReport) {
+    fn show(&mut self, totals: &Totals) {
         if !self.enabled {
             return;
         }
-        let t = &report.totals;
-        let done = t.finished();
-        let width = 30;
-        let filled = (done * width).checked_div(t.total).unwrap_or(0);
-        let line = format!(
-            "\r[{}{}] {done}/{} done, {} running, {} failed",
-            "#".repeat(filled),
-            "-".repeat(width - filled),
-            t.total,
-            t.running + t.dispatched + t.dispatching,
-            t.failed + t.timed_out + t.dispatch_failed,
-        );
+        let line = progress_line(totals);
         if line != self.last {
-            eprint!("{line}");
+            // Spaces cover what a longer previous line left behind.
+            let pad = self
+                .last
+                .chars()
+                .count()
+                .saturating_sub(line.chars().count());
+            eprint!("\r{line}{}", " ".repeat(pad));
             let _ = std::io::stderr().flush();
             self.last = line;
         }
     }
 
-    fn finish(&self) {
-        if self.enabled {
+    fn finish(&mut self) {
+        if self.enabled && !self.last.is_empty() {
             eprintln!();
+            self.last.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::SpokeStatus;
+
+    fn totals(statuses: &[(SpokeStatus, usize)]) -> Totals {
+        let mut t = Totals::default();
+        for (s, n) in statuses {
+            for _ in 0..*n {
+                t.add(*s);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn the_bar_counts_timed_out_spokes_as_timed_out_and_shows_back_off_waits() {
+        use SpokeStatus as S;
+        let t = totals(&[
+            (S::Succeeded, 4),
+            (S::Failed, 1),
+            (S::DispatchFailed, 1),
+            (S::TimedOut, 2),
+            (S::RetryWait, 3),
+            (S::Running, 2),
+            (S::Dispatched, 1),
+            (S::Skipped, 6),
+        ]);
+        let line = progress_line(&t);
+        assert!(
+            line.starts_with(&format!("[{}{}] 14/20 done", "#".repeat(21), "-".repeat(9))),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("14/20 done, 3 running, 3 waiting to retry, 2 failed, 2 timed out"),
+            "{line}"
+        );
+        let line = progress_line(&totals(&[(S::Planned, 2)]));
+        assert!(line.ends_with("0/2 done, 0 running"), "{line}");
+        assert_eq!(progress_line(&Totals::default()).matches('-').count(), 30);
+    }
+
+    #[test]
+    fn escaped_markdown_reads_as_typed() {
+        let typed = r#"input `targets`: "colour:blue" <b> & \ [x](y)"#;
+        assert_eq!(rendered(&crate::hub::escape_cell(typed, 1000)), typed);
+    }
+
+    #[test]
+    fn refusal_check_runs_are_recognised_by_name() {
+        assert!(is_not_started("spokehub: scan (not started)"));
+        assert!(is_not_started("spokehub (not started)"));
+        assert!(!is_not_started("spokehub: scan"));
+        assert!(!is_not_started("other (not started)"));
     }
 }

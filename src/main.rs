@@ -1,7 +1,9 @@
 //! The `spokehub` command line: parse, wire, run.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -26,7 +28,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run the GitHub emulator as a server.
     Emulate {
-        #[arg(long, default_value = "127.0.0.1:3001")]
+        /// Address the emulator listens on (IP:PORT or HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:3001", value_parser = listen_arg)]
         listen: SocketAddr,
         /// Scenario file (TOML); defaults to a small generated organization.
         #[arg(long)]
@@ -42,6 +45,7 @@ enum Command {
     Demo(spokehub::demo::DemoArgs),
     /// Cancel a run through a running hub's API (needs SPOKEHUB_API_TOKEN).
     Cancel {
+        /// The hub run's id (a UUID, as in the check run and the API).
         run_id: String,
         /// The hub's address.
         #[arg(
@@ -50,41 +54,83 @@ enum Command {
             default_value = "http://127.0.0.1:3000"
         )]
         hub_url: String,
+        /// The hub's API token (the one `spokehub serve` was given).
         #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
         api_token: String,
     },
     /// Set up the GitHub App (`app create`).
     #[command(subcommand)]
     App(spokehub::setup::AppCommand),
-    /// Show a run's state.
+    /// Show a run's state, read from the hub's database (never creates one).
     Status {
+        /// The hub run's id (a UUID, as in the check run and the API).
         run_id: String,
+        /// Print the run with every spoke as one JSON object.
         #[arg(long)]
         json: bool,
-        #[arg(
-            long,
-            env = "SPOKEHUB_DATABASE_URL",
-            default_value = "sqlite://spokehub.db"
-        )]
-        database_url: String,
+        /// The configuration file whose `database.url` is read (default: `spokehub.toml` in
+        /// the working directory when present).
+        #[arg(long, env = "SPOKEHUB_CONFIG")]
+        config: Option<PathBuf>,
+        /// The hub's database (default: `database.url` in the configuration file, else
+        /// sqlite://spokehub.db).
+        #[arg(long, env = "SPOKEHUB_DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
-fn init_tracing(default: &str) {
-    let filter =
-        EnvFilter::try_from_env("SPOKEHUB_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+/// `--listen` of `emulate`, in the forms `SPOKEHUB_LISTEN` takes.
+fn listen_arg(s: &str) -> Result<SocketAddr, String> {
+    spokehub::config::parse_listen(s).map_err(|e| e.to_string())
+}
+
+/// octocrab logs every 5xx and transport failure at ERROR before the hub's own retry policy has
+/// had its say; the hub reports what stays failed itself, so octocrab is quiet by default.
+const QUIET_OCTOCRAB: &str = "octocrab=off";
+
+/// Logs go to stderr, filtered by `SPOKEHUB_LOG`, else `RUST_LOG`, else `default`; coloured
+/// only on a terminal (and never with `NO_COLOR` set).
+fn init_tracing(default: &str) -> anyhow::Result<()> {
+    let chosen = ["SPOKEHUB_LOG", "RUST_LOG"].into_iter().find_map(|var| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (var, v))
+    });
+    let filter = match chosen {
+        Some((var, value)) => EnvFilter::try_new(&value).map_err(|e| {
+            anyhow::anyhow!("setting {var}: {value:?} is not a log filter ({e}); e.g. info, warn,spokehub=debug")
+        })?,
+        None => EnvFilter::new(format!("{default},{QUIET_OCTOCRAB}")),
+    };
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
+    Ok(())
 }
 
+/// Ordinary errors are printed as one line of causes, without a backtrace (even with
+/// `RUST_BACKTRACE` set: that is for panics); the exit status is 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_tracing("info");
+            init_tracing("info")?;
             let config = Config::resolve(&args)?;
             spokehub::server::serve(config).await
         }
@@ -94,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
             out,
             webhook_url,
         } => {
-            init_tracing("info");
+            init_tracing("info")?;
             spokehub::emulator::run(spokehub::emulator::EmulateArgs {
                 listen,
                 scenario,
@@ -104,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Command::Demo(args) => {
-            init_tracing("warn");
+            init_tracing("warn")?;
             spokehub::demo::run(args).await
         }
         Command::Cancel {
@@ -135,27 +181,114 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::App(cmd) => {
-            init_tracing("warn");
+            init_tracing("warn")?;
             spokehub::setup::run(cmd).await
         }
         Command::Status {
             run_id,
             json,
+            config,
             database_url,
-        } => {
-            let id = run_id
-                .parse()
-                .with_context(|| format!("{run_id:?} is not a hub run id"))?;
-            let store = spokehub::store::Store::open(&database_url).await?;
-            let report = spokehub::report::run_report(&store, &id)
-                .await?
-                .with_context(|| format!("no run {run_id} in {database_url}"))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.to_text());
+        } => status(&run_id, json, config.as_deref(), &database_url).await,
+    }
+}
+
+/// `spokehub status`: reads the database `serve` would use, without creating or changing it.
+async fn status(
+    run_id: &str,
+    json: bool,
+    config: Option<&std::path::Path>,
+    database_url: &Option<String>,
+) -> anyhow::Result<()> {
+    let id = run_id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{run_id:?} is not a hub run id (a UUID)"))?;
+    let file = spokehub::config::load_file_config(config)?;
+    let (url, setting) = spokehub::config::database_url(database_url, &file)?;
+    let store = spokehub::store::Store::open_read_only(&url)
+        .await
+        .map_err(|e| match setting {
+            Some(setting) => anyhow::anyhow!("{e} (from {setting})"),
+            None => anyhow::anyhow!(
+                "{e} (the default; set SPOKEHUB_DATABASE_URL, --database-url or database.url in the configuration file to the database `spokehub serve` uses)"
+            ),
+        })?;
+    let report = spokehub::report::run_report(&store, &id)
+        .await?
+        .with_context(|| format!("no run {run_id} in {url}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every argument and subcommand of `cmd` (and below) without a help line.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if arg.is_hide_set() || id == "help" || id == "version" {
+                continue;
             }
-            Ok(())
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.trim().is_empty() {
+                out.push(format!("{path} {id}"));
+            }
         }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_name() == "help" {
+                continue;
+            }
+            if sub.get_about().is_none() {
+                out.push(format!("{name} (the command itself)"));
+            }
+            undocumented(sub, &name, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_and_command_has_a_help_line() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "spokehub", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
+        // The walk finds what lacks help, however deep.
+        let bare = clap::Command::new("x").subcommand(
+            clap::Command::new("y")
+                .about("documented")
+                .arg(clap::Arg::new("quiet").long("quiet")),
+        );
+        let mut found = Vec::new();
+        undocumented(&bare, "x", &mut found);
+        assert_eq!(found, ["x y quiet"]);
+        // And it sees a known argument deep down.
+        let app = cmd.find_subcommand("app").unwrap();
+        let create = app.find_subcommand("create").unwrap();
+        assert!(create.get_arguments().any(|a| a.get_id() == "name"));
+    }
+
+    #[test]
+    fn emulate_listens_on_a_host_name() {
+        let cli =
+            Cli::try_parse_from(["spokehub", "emulate", "--listen", "localhost:3101"]).unwrap();
+        match cli.command {
+            Command::Emulate { listen, .. } => {
+                assert!(listen.ip().is_loopback() && listen.port() == 3101)
+            }
+            _ => panic!("not emulate"),
+        }
+        let e = Cli::try_parse_from(["spokehub", "emulate", "--listen", "nowhere"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("HOST:PORT"), "{e}");
     }
 }

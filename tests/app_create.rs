@@ -127,6 +127,7 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
         ])
         .args(["--github-url", &emu.base_url, "--api-url", &emu.base_url])
         .args(["--hub-repo", emu.hub_repo.split_once('/').unwrap().1])
+        .args(["--name", "acme fan-out"])
         .args(["--listen", "127.0.0.1:0", "--out"])
         .arg(&out)
         .stdin(Stdio::null())
@@ -167,6 +168,10 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
     );
     assert_eq!(manifest["redirect_url"], format!("{local}callback"));
     assert_eq!(manifest["public"], false);
+    assert_eq!(
+        manifest["name"], "acme fan-out",
+        "--name reaches the manifest"
+    );
 
     // GitHub (the emulator) redirects back with a code and the state.
     let resp = http
@@ -222,6 +227,10 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
     assert!(
         all.contains(&format!("{}/apps/spokehub/installations/new", emu.base_url)),
         "no install link: {all}"
+    );
+    assert!(
+        printed.contains("README.md, \"Set up on GitHub\"") && !all.contains("README-install"),
+        "next steps point at the README: {printed}"
     );
     assert!(!all.contains(&emu.webhook_secret), "webhook secret printed");
     assert!(!all.contains("PRIVATE KEY"), "key printed");

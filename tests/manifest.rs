@@ -170,7 +170,7 @@ fn manifest_grants_exactly_the_least_permissions() {
     .collect();
     assert_eq!(
         perms, want,
-        "a new permission must be justified in README-install.md"
+        "a new permission must be justified in README.md (Security model, \"What the App can do\")"
     );
     // Every granted permission is used by some API or event above: no leftovers.
     for perm in perms.keys() {

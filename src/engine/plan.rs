@@ -119,11 +119,14 @@ pub enum PlanError {
 }
 
 impl From<ApiError> for PlanError {
+    /// GitHub's refusals and answers the hub cannot read (an invalid repository name in the
+    /// listing: asking again returns the same) end the run; trouble that passes is retried.
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::NotFound { .. }
             | ApiError::Unprocessable { .. }
-            | ApiError::Forbidden { .. } => PlanError::Fatal(e.to_string()),
+            | ApiError::Forbidden { .. }
+            | ApiError::Decode { .. } => PlanError::Fatal(e.to_string()),
             other => PlanError::Retry(other.into()),
         }
     }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::client::InstallationClient;
-use super::error::{describe, from_status, ApiError};
+use super::error::{describe, from_status, github_message, ApiError};
 use super::governor::GovernorConfig;
 use super::send::{next_page_path, Conn, Resend};
 use crate::hub::InstallationId;
@@ -120,6 +120,8 @@ pub(crate) struct Settings {
 }
 
 struct Inner {
+    /// Where the API is (named in start-up errors).
+    api_url: Url,
     crab: Octocrab,
     /// App-authenticated (JWT) requests, under the same policy as installation requests.
     conn: Conn,
@@ -180,6 +182,7 @@ impl GitHubApp {
         });
         Ok(Self {
             inner: Arc::new(Inner {
+                api_url: cfg.api_url.clone(),
                 conn: Conn::new(crab.clone(), settings.clone(), false),
                 crab,
                 settings,
@@ -231,6 +234,67 @@ impl GitHubApp {
             })
     }
 
+    /// Confirms, before anything is served, that the API answers and accepts the App's id and
+    /// key together (`GET /app` with the App's JWT); returns the App's slug. Server errors are
+    /// tried again for a while (the API may be having a bad minute); a refusal or no answer at
+    /// all is reported at once.
+    pub async fn check_credentials(&self) -> Result<String, CredentialsError> {
+        const ROUNDS: u32 = 4;
+        let url = self.inner.api_url.as_str().trim_end_matches('/').to_owned();
+        let mut round = 0;
+        let reply = loop {
+            round += 1;
+            match self
+                .inner
+                .conn
+                .send(http::Method::GET, "/app", None, Resend::Safe)
+                .await
+            {
+                Ok(reply) => break reply,
+                Err(f) => match f.error {
+                    ApiError::Transport { detail } => {
+                        return Err(CredentialsError::Unreachable { url, detail })
+                    }
+                    e @ (ApiError::Server { .. } | ApiError::RateLimited { .. }) => {
+                        if round >= ROUNDS {
+                            return Err(CredentialsError::Unavailable {
+                                url,
+                                detail: e.to_string(),
+                            });
+                        }
+                        tokio::time::sleep(self.inner.settings.retry_base_delay * 4 * round).await;
+                    }
+                    other => {
+                        return Err(CredentialsError::NotGitHub {
+                            url,
+                            detail: other.to_string(),
+                        })
+                    }
+                },
+            }
+        };
+        #[derive(Deserialize)]
+        struct App {
+            slug: String,
+        }
+        match reply.status {
+            200..=299 => serde_json::from_str::<App>(&reply.body)
+                .map(|a| a.slug)
+                .map_err(|_| CredentialsError::NotGitHub {
+                    url,
+                    detail: format!("{} without an App in its body", reply.status),
+                }),
+            status @ (401 | 403) => Err(CredentialsError::Refused {
+                status,
+                message: github_message(&reply.body),
+            }),
+            status => Err(CredentialsError::NotGitHub {
+                url,
+                detail: format!("{status} {}", github_message(&reply.body)),
+            }),
+        }
+    }
+
     /// Webhook deliveries of the App since `since`, newest first (`GET /app/hook/deliveries`,
     /// pages followed until older than `since`). GitHub keeps them 30 days and never
     /// redelivers on its own: failed ones (`status_code` not 2xx) can be sent again with
@@ -272,6 +336,28 @@ impl GitHubApp {
             s => Err(from_status(s, &path, &reply.body)),
         }
     }
+}
+
+/// Why [`GitHubApp::check_credentials`] could not confirm the App. Each names what to check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// The API answered 401 or 403: the App id and the private key do not belong together (or
+    /// to this GitHub), or the App was suspended.
+    #[error(
+        "GitHub refused the App's credentials ({status} {message}): check SPOKEHUB_APP_ID and the private key (SPOKEHUB_PRIVATE_KEY_FILE or SPOKEHUB_PRIVATE_KEY)"
+    )]
+    Refused { status: u16, message: String },
+    /// No HTTP answer at all.
+    #[error("cannot reach GitHub at {url} ({detail}): check SPOKEHUB_GITHUB_API_URL")]
+    Unreachable { url: String, detail: String },
+    /// Something answered, but not as GitHub's REST API does.
+    #[error(
+        "{url} does not answer like GitHub's REST API (GET /app: {detail}): check SPOKEHUB_GITHUB_API_URL (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server)"
+    )]
+    NotGitHub { url: String, detail: String },
+    /// Server errors or rate limits, still after several tries.
+    #[error("GitHub at {url} is not answering GET /app ({detail}); try again later")]
+    Unavailable { url: String, detail: String },
 }
 
 /// One webhook delivery as listed by `GET /app/hook/deliveries`.

@@ -19,7 +19,9 @@ mod send;
 pub mod types;
 pub mod webhook;
 
-pub use app::{ApiVersion, GitHubApp, GitHubConfig, HookDelivery, UnknownApiVersion};
+pub use app::{
+    ApiVersion, CredentialsError, GitHubApp, GitHubConfig, HookDelivery, UnknownApiVersion,
+};
 pub use client::{DispatchOutcome, InstallationClient};
 pub use error::ApiError;
 pub use governor::GovernorConfig;

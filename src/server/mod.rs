@@ -55,9 +55,9 @@ impl HubHandle {
     }
 }
 
-/// Opens the store, connects to GitHub, resumes unfinished runs and serves on `listener`.
+/// Checks the App's credentials with GitHub, opens the store, resumes unfinished runs and
+/// serves on `listener`.
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubHandle> {
-    let store = Store::open(&config.database_url).await?;
     let mut github = GitHubConfig::new(
         config.app_id,
         config.private_key.clone(),
@@ -65,6 +65,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
     );
     github.api_version = config.api_version;
     let github = GitHubApp::new(github).context("cannot set up the GitHub App client")?;
+    // Wrong credentials or API URL stop the hub here, not at the first webhook.
+    let slug = github.check_credentials().await?;
+    tracing::info!(app = slug, "GitHub accepted the App's credentials");
+    let store = Store::open(&config.database_url).await?;
     let engine = Engine::new(store, github, config).await?;
     engine.start().await?;
     let addr = listener.local_addr()?;

@@ -229,7 +229,7 @@ pub async fn run(
     };
     let local = Url::parse(&format!("http://{host}:{}/", addr.port()))?;
     let redirect = local.join("callback")?;
-    let manifest = super::render_manifest(&args.public_url, &redirect)?;
+    let manifest = super::render_manifest(&args.public_url, &redirect, args.name.as_deref())?;
     let state = hex::encode(rand::random::<[u8; 32]>());
     let mut action = super::join(
         &args.github_url,

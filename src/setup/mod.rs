@@ -53,6 +53,22 @@ pub struct AppCreateArgs {
     /// The hub repository: a name in ORG, or owner/name. Only its hub workflow starts runs.
     #[arg(long, default_value = "spokehub")]
     pub hub_repo: String,
+    /// The App's name on GitHub (unique on GitHub, at most 34 characters; default: the
+    /// manifest's, "spokehub").
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// GitHub's longest App name.
+const MAX_APP_NAME: usize = 34;
+
+/// `--name`: what GitHub accepts as an App name.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > MAX_APP_NAME || n.chars().any(char::is_control) {
+        bail!("--name: {name:?} is not an App name: GitHub wants 1 to {MAX_APP_NAME} characters");
+    }
+    Ok(())
 }
 
 impl AppCreateArgs {
@@ -115,8 +131,12 @@ fn check_http(flag: &str, u: &Url) -> anyhow::Result<()> {
 }
 
 /// The manifest to post: the template with `{{PUBLIC_URL}}` (no trailing slash) and
-/// `{{REDIRECT_URL}}` replaced inside its string values.
-pub fn render_manifest(public_url: &Url, redirect_url: &Url) -> anyhow::Result<Value> {
+/// `{{REDIRECT_URL}}` replaced inside its string values, and `name` when one is given.
+pub fn render_manifest(
+    public_url: &Url,
+    redirect_url: &Url,
+    name: Option<&str>,
+) -> anyhow::Result<Value> {
     let mut v: Value =
         serde_json::from_str(MANIFEST_TEMPLATE).context("app-manifest.json is not JSON")?;
     let public = public_url.as_str().trim_end_matches('/').to_owned();
@@ -133,6 +153,9 @@ pub fn render_manifest(public_url: &Url, redirect_url: &Url) -> anyhow::Result<V
         }
     }
     walk(&mut v, &public, redirect_url.as_str());
+    if let (Some(name), Some(obj)) = (name, v.as_object_mut()) {
+        obj.insert("name".into(), Value::String(name.trim().to_owned()));
+    }
     Ok(v)
 }
 
@@ -145,29 +168,50 @@ async fn create(args: AppCreateArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| api_url_for(&args.github_url));
     check_http("--api-url", &api_url)?;
-    args.hub_repository()?;
+    let hub_repo = args.hub_repository()?;
+    if let Some(name) = &args.name {
+        check_name(name)?;
+    }
     files::check_free(&args.out)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen: cannot listen on {}", args.listen))?;
     let created = flow::run(listener, &args, api_url).await?;
     println!(
-        "\nCreated the GitHub App {:?} (id {}).\nWrote {} and {} (mode 0600; they hold the App's secrets).\n\nNext steps:\n  1. Install the App on {}: {}\n  2. Add the hub and spoke workflows (README-install.md, steps 3 to 5).\n  3. Run the hub where {} reaches it: cd {} && spokehub serve",
+        "{}",
+        next_steps(&created, &args.org, &hub_repo, &args.public_url)
+    );
+    Ok(())
+}
+
+/// What the command prints once the App exists: where the secrets are and what to do next,
+/// pointing at the README's sections.
+fn next_steps(
+    created: &flow::Created,
+    org: &str,
+    hub_repo: &crate::hub::RepoName,
+    public_url: &Url,
+) -> String {
+    let dir = created
+        .written
+        .config
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| ".".into());
+    format!(
+        "\nCreated the GitHub App {:?} (id {}).\n\
+         Wrote {} and {} (mode 0600; they hold the App's secrets).\n\n\
+         Next steps (README.md, \"Set up on GitHub\"):\n  \
+         1. Install the App on {org}: {} (step 2).\n  \
+         2. Add workflows-templates/hub.yml to {hub_repo} and a spoke workflow to every target \
+         repository (steps 3 to 5).\n  \
+         3. Run the hub where {public_url} reaches it: cd {dir} && spokehub serve (step 6).",
         created.name,
         created.app_id,
         created.written.config.display(),
         created.written.key.display(),
-        args.org,
         created.install_url,
-        args.public_url,
-        created
-            .written
-            .config
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| ".".into()),
-    );
-    Ok(())
+    )
 }
 
 #[cfg(test)]
@@ -188,12 +232,65 @@ mod tests {
         let m = render_manifest(
             &Url::parse("https://hub.example/").unwrap(),
             &Url::parse("http://127.0.0.1:3080/callback").unwrap(),
+            None,
         )
         .unwrap();
         assert_eq!(m["url"], "https://hub.example");
         assert_eq!(m["hook_attributes"]["url"], "https://hub.example/webhook");
         assert_eq!(m["redirect_url"], "http://127.0.0.1:3080/callback");
         assert!(!m.to_string().contains("{{"), "{m}");
+        assert_eq!(m["name"], "spokehub");
+    }
+
+    #[test]
+    fn name_reaches_the_manifest_and_is_checked() {
+        let m = render_manifest(
+            &Url::parse("https://hub.example/").unwrap(),
+            &Url::parse("http://127.0.0.1:3080/callback").unwrap(),
+            Some("acme fan-out"),
+        )
+        .unwrap();
+        assert_eq!(m["name"], "acme fan-out");
+        assert!(check_name("acme fan-out").is_ok());
+        for bad in ["", "  ", &"x".repeat(35), "a\nb"] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.contains("--name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn next_steps_point_at_readme_sections_that_exist() {
+        let readme = include_str!("../../README.md");
+        let created = flow::Created {
+            app_id: 7,
+            name: "spokehub".into(),
+            install_url: "https://github.com/apps/spokehub/installations/new".into(),
+            written: Written {
+                config: "/srv/hub/spokehub.toml".into(),
+                key: "/srv/hub/spokehub-app.private-key.pem".into(),
+            },
+        };
+        let text = next_steps(
+            &created,
+            "acme",
+            &"acme/hub".parse().unwrap(),
+            &Url::parse("https://hub.example").unwrap(),
+        );
+        assert!(!text.contains("README-install"), "{text}");
+        assert!(text.contains("README.md, \"Set up on GitHub\""), "{text}");
+        assert!(readme.contains("\n## Set up on GitHub\n"));
+        for step in [
+            "### 2. Install the App",
+            "### 3. Add the hub workflow",
+            "### 5. ",
+            "### 6. Run the hub",
+        ] {
+            assert!(readme.contains(step), "README lost {step:?}");
+        }
+        assert!(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("workflows-templates/hub.yml")
+            .exists());
+        assert!(text.contains("cd /srv/hub && spokehub serve"), "{text}");
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub enum StoreError {
     FileGone(String),
 }
 
+/// Why [`Store::open_read_only`] did not open a database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenReadOnlyError {
+    /// No file at that path (nothing is created).
+    #[error("no database at {0}")]
+    Missing(String),
+    #[error("invalid database URL {0}")]
+    Invalid(String),
+    #[error("cannot read the database {0}")]
+    Unreadable(String),
+}
+
 /// When a commit counts as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -157,6 +169,49 @@ impl Store {
             writer,
             changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
             file,
+        })
+    }
+
+    /// Opens an existing database for reading only (`spokehub status`): never creates a file,
+    /// never migrates, and every write fails. A missing file is [`OpenReadOnlyError::Missing`].
+    pub async fn open_read_only(url: &str) -> Result<Store, OpenReadOnlyError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| OpenReadOnlyError::Invalid(format!("{url:?}: {e}")))?
+            .create_if_missing(false)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(OpenReadOnlyError::Invalid(format!(
+                "{url:?} is a memory database: it holds nothing once its process ends"
+            )));
+        }
+        let path = options.get_filename().to_path_buf();
+        let identity = match DbFile::identity(&path) {
+            Ok(id) => id,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenReadOnlyError::Missing(path.display().to_string()))
+            }
+            Err(e) => {
+                return Err(OpenReadOnlyError::Unreadable(format!(
+                    "{}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let read = SqlitePoolOptions::new()
+            .max_connections(2)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| OpenReadOnlyError::Unreadable(format!("{}: {e}", path.display())))?;
+        let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = batch::spawn_writer(read.clone(), changes_tx);
+        Ok(Store {
+            write: read.clone(),
+            read,
+            writer,
+            changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
+            file: Some(std::sync::Arc::new(DbFile { path, identity })),
         })
     }
 
