@@ -37,7 +37,7 @@ pub struct ServeArgs {
     /// GitHub's REST API (default https://api.github.com; GHES: https://HOST/api/v3).
     #[arg(long, env = "SPOKEHUB_GITHUB_API_URL")]
     pub github_api_url: Option<String>,
-    /// Database URL (default sqlite://spokehub.db).
+    /// Database URL: sqlite://PATH (default sqlite://spokehub.db) or postgres://USER@HOST/DB.
     #[arg(long, env = "SPOKEHUB_DATABASE_URL")]
     pub database_url: Option<String>,
     /// Address to listen on (default 127.0.0.1:3000).
@@ -331,9 +331,14 @@ pub fn database_url(
         .clone()
         .or(file.database.url.clone())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    if !url.starts_with("sqlite:") {
+    if !url.starts_with("sqlite:") && !crate::store::is_postgres_url(&url) {
+        let shown = match url.split_once("://") {
+            Some((scheme, _)) => format!("a {scheme}:// URL"),
+            None => format!("{url:?}"),
+        };
         bail!(
-            "setting {}: only sqlite: URLs are supported so far, got {url:?}",
+            "setting {}: the database must be sqlite://PATH or postgres://USER@HOST/DB \
+             (postgresql:// also works), got {shown}",
             setting.as_deref().unwrap_or("SPOKEHUB_DATABASE_URL")
         );
     }
@@ -514,6 +519,34 @@ mod tests {
         assert_eq!(secrets, ["new", "old"]);
         assert!(c.api_token.is_none());
         assert_eq!(c.spoke_workflow, "spokehub-spoke.yml");
+    }
+
+    #[test]
+    fn the_database_is_sqlite_or_postgres_and_anything_else_is_named() {
+        for url in [
+            "sqlite://hub.db",
+            "sqlite::memory:",
+            "postgres://spokehub@db.internal/spokehub",
+            "postgresql://spokehub:secret@db.internal:5433/spokehub?sslmode=require",
+        ] {
+            let args = ServeArgs {
+                database_url: Some(url.into()),
+                ..args()
+            };
+            let c = Config::from_parts(&args, FileConfig::default()).unwrap();
+            assert_eq!(c.database_url, url);
+        }
+        let args = ServeArgs {
+            database_url: Some("mysql://root:hunter2@db/spokehub".into()),
+            ..args()
+        };
+        let e = Config::from_parts(&args, FileConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("SPOKEHUB_DATABASE_URL"), "{e}");
+        assert!(e.contains("postgres://") && e.contains("sqlite://"), "{e}");
+        assert!(e.contains("mysql://") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -7,16 +7,17 @@
 //! A job is answered only after the transaction holding it committed, so "recorded" still
 //! means durable. If anything in a batch fails, the batch is rolled back and every job is
 //! applied again alone, so one bad job fails only itself.
+//!
+//! The writer is the same for both databases; each backend says how a batch is applied
+//! ([`Backend`]). One writer per process also keeps the spoke changes it publishes in commit
+//! order.
 
-use std::collections::HashSet;
+use std::future::Future;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::spokes::{apply_transition, Decide, EventRow};
 use super::{now_ms, StoreError, StoreResult, TransitionRecord};
-use crate::hub::{HubRunId, RepoName};
+use crate::hub::{HubRunId, RepoName, Spoke, Transition};
 
 /// Most jobs in one transaction.
 const MAX_BATCH: usize = 512;
@@ -47,18 +48,93 @@ pub(super) struct OwnedDelivery {
     pub payload: bytes::Bytes,
 }
 
+/// How a transition is decided: by the domain, from the spoke as stored. `Fn`, so a batch that
+/// failed can be applied again job by job.
+pub(super) type Decide = Box<dyn Fn(&Spoke) -> Transition + Send + Sync>;
+
 /// What one job produced, held until the commit.
-enum Outcome {
+pub(super) enum Outcome {
     Transition(Box<StoreResult<TransitionRecord>>),
     Recorded(StoreResult<bool>),
     Finished(StoreResult<()>),
 }
 
+/// An event-log row, written with the others of its batch in one statement.
+pub(super) struct EventRow {
+    pub run_id: String,
+    pub repo: String,
+    pub kind: &'static str,
+    pub detail: String,
+    pub at: i64,
+}
+
 /// A committed change of a spoke, published in commit order.
 pub type SpokeChange = (HubRunId, crate::hub::Spoke);
 
-pub(super) fn spawn_writer(
-    pool: SqlitePool,
+/// How one database applies a batch.
+pub(super) trait Backend: Send + Sync + 'static {
+    type Conn: Send;
+    fn acquire(&self) -> impl Future<Output = StoreResult<Self::Conn>> + Send;
+    /// Applies every job in one transaction and commits; any error rolls it all back.
+    fn apply(
+        conn: &mut Self::Conn,
+        jobs: &[Job],
+    ) -> impl Future<Output = StoreResult<Vec<Outcome>>> + Send;
+    /// Told whether each batch committed (Postgres keeps it for `check_writable`).
+    fn committed(&self, _result: Result<(), &StoreError>) {}
+}
+
+/// The spoke before the event, the domain's verdict, the spoke to write (if any) and the
+/// event-log row: the part of a transition that is the same on every database.
+pub(super) fn judge(
+    run_id: &str,
+    repo: &RepoName,
+    before: Spoke,
+    decide: &Decide,
+    events: &mut Vec<EventRow>,
+) -> TransitionRecord {
+    let transition = decide(&before);
+    let (kind, detail) = match &transition {
+        Transition::Changed(s) => {
+            let detail = format!(
+                "{} -> {} (attempt {}){}",
+                before.status.as_str(),
+                s.status.as_str(),
+                s.attempt,
+                s.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            ("transition", Some(detail))
+        }
+        Transition::Conflict { detail, .. } => ("conflict", Some(detail.clone())),
+        Transition::Stale { detail } => ("stale", Some(detail.clone())),
+        Transition::Invalid { detail } => ("invalid", Some(detail.clone())),
+        Transition::Unchanged => ("unchanged", None),
+    };
+    if let Some(detail) = detail {
+        events.push(EventRow {
+            run_id: run_id.to_owned(),
+            repo: repo.to_string(),
+            kind,
+            detail,
+            at: now_ms(),
+        });
+    }
+    TransitionRecord { before, transition }
+}
+
+/// The spoke a transition writes, if it changed one.
+pub(super) fn written(record: &TransitionRecord) -> Option<&Spoke> {
+    match &record.transition {
+        Transition::Changed(s) | Transition::Conflict { spoke: s, .. } => Some(s),
+        _ => None,
+    }
+}
+
+pub(super) fn spawn_writer<B: Backend>(
+    db: B,
     changes: mpsc::UnboundedSender<SpokeChange>,
 ) -> mpsc::UnboundedSender<Job> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
@@ -71,135 +147,49 @@ pub(super) fn spawn_writer(
                     Err(_) => break,
                 }
             }
-            write_batch(&pool, jobs, &changes).await;
+            write_batch(&db, jobs, &changes).await;
         }
     });
     tx
 }
 
-async fn write_batch(
-    pool: &SqlitePool,
+async fn write_batch<B: Backend>(
+    db: &B,
     jobs: Vec<Job>,
     changes: &mpsc::UnboundedSender<SpokeChange>,
 ) {
-    let mut conn = match pool.acquire().await {
+    let mut conn = match db.acquire().await {
         Ok(conn) => conn,
-        Err(e) => return fail_all(jobs, &e),
+        Err(e) => {
+            db.committed(Err(&e));
+            return fail_all(jobs, &e);
+        }
     };
-    match run_in_transaction(&mut conn, &jobs).await {
-        Ok(outcomes) => answer(jobs, outcomes, changes),
-        Err(e) if jobs.len() == 1 => fail_all(jobs, &e),
+    match B::apply(&mut conn, &jobs).await {
+        Ok(outcomes) => {
+            db.committed(Ok(()));
+            answer(jobs, outcomes, changes)
+        }
+        Err(e) if jobs.len() == 1 => {
+            db.committed(Err(&e));
+            fail_all(jobs, &e)
+        }
         Err(e) => {
             tracing::warn!(error = %e, jobs = jobs.len(), "batched write failed; applying jobs one by one");
             for job in jobs {
-                match run_in_transaction(&mut conn, std::slice::from_ref(&job)).await {
-                    Ok(outcomes) => answer(vec![job], outcomes, changes),
-                    Err(e) => fail_all(vec![job], &e),
+                match B::apply(&mut conn, std::slice::from_ref(&job)).await {
+                    Ok(outcomes) => {
+                        db.committed(Ok(()));
+                        answer(vec![job], outcomes, changes)
+                    }
+                    Err(e) => {
+                        db.committed(Err(&e));
+                        fail_all(vec![job], &e)
+                    }
                 }
             }
         }
     }
-}
-
-/// Applies every job in one transaction; any error rolls it all back.
-async fn run_in_transaction(
-    conn: &mut PoolConnection<Sqlite>,
-    jobs: &[Job],
-) -> StoreResult<Vec<Outcome>> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut events: Vec<EventRow> = Vec::new();
-    let mut newly_recorded: HashSet<String> = match record_deliveries(conn, jobs).await {
-        Ok(guids) => guids,
-        Err(e) => return rollback(conn, e).await,
-    };
-    for job in jobs {
-        let outcome = match job {
-            Job::Transition {
-                run, repo, decide, ..
-            } => match apply_transition(&mut *conn, run, repo, decide, &mut events).await {
-                Ok(record) => Outcome::Transition(Box::new(Ok(record))),
-                Err(StoreError::NotFound { what, id }) => {
-                    Outcome::Transition(Box::new(Err(StoreError::NotFound { what, id })))
-                }
-                Err(e) => return rollback(conn, e).await,
-            },
-            // Inserted above, all at once; the first job naming a new GUID recorded it.
-            Job::RecordDelivery { delivery: d, .. } => {
-                Outcome::Recorded(Ok(newly_recorded.remove(&d.guid)))
-            }
-            Job::FinishDelivery { guid, outcome, .. } => {
-                let done = sqlx::query(
-                    "UPDATE deliveries SET processed_at = ?, outcome = ? WHERE guid = ?",
-                )
-                .bind(now_ms())
-                .bind(outcome)
-                .bind(guid)
-                .execute(&mut **conn)
-                .await;
-                match done {
-                    Ok(_) => Outcome::Finished(Ok(())),
-                    Err(e) => return rollback(conn, e.into()).await,
-                }
-            }
-        };
-        outcomes.push(outcome);
-    }
-    for chunk in events.chunks(100) {
-        let mut q = sqlx::QueryBuilder::new("INSERT INTO events (run_id, repo, kind, detail, at) ");
-        q.push_values(chunk, |mut b, e| {
-            b.push_bind(&e.run_id)
-                .push_bind(&e.repo)
-                .push_bind(e.kind)
-                .push_bind(&e.detail)
-                .push_bind(e.at);
-        });
-        if let Err(e) = q.build().execute(&mut **conn).await {
-            return rollback(conn, e.into()).await;
-        }
-    }
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut **conn).await {
-        return rollback(conn, e.into()).await;
-    }
-    Ok(outcomes)
-}
-
-/// Inserts the batch's deliveries in few statements; returns the GUIDs that were new.
-async fn record_deliveries(
-    conn: &mut PoolConnection<Sqlite>,
-    jobs: &[Job],
-) -> StoreResult<HashSet<String>> {
-    let deliveries: Vec<&OwnedDelivery> = jobs
-        .iter()
-        .filter_map(|j| match j {
-            Job::RecordDelivery { delivery, .. } => Some(delivery),
-            _ => None,
-        })
-        .collect();
-    let mut new = HashSet::new();
-    let at = now_ms();
-    for chunk in deliveries.chunks(100) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO deliveries (guid, event, action, installation_id, payload, received_at) ",
-        );
-        q.push_values(chunk, |mut b, d| {
-            b.push_bind(&d.guid)
-                .push_bind(&d.event)
-                .push_bind(&d.action)
-                .push_bind(d.installation_id.map(|i| i as i64))
-                .push_bind(&d.payload[..])
-                .push_bind(at);
-        });
-        q.push(" ON CONFLICT (guid) DO NOTHING RETURNING guid");
-        let guids: Vec<String> = q.build_query_scalar().fetch_all(&mut **conn).await?;
-        new.extend(guids);
-    }
-    Ok(new)
-}
-
-async fn rollback<T>(conn: &mut PoolConnection<Sqlite>, e: StoreError) -> StoreResult<T> {
-    let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
-    Err(e)
 }
 
 /// Answers every job of a committed batch, and publishes its spoke changes in commit order

@@ -1,28 +1,26 @@
 //! The durable ledger: deliveries (the persisted intake queue), runs, spokes, the event log and
-//! settings. SQLite by default; the SQL is kept portable so a Postgres backend can follow behind
-//! the same interface.
+//! settings, on SQLite (`sqlite://path`, the embedded default) or PostgreSQL
+//! (`postgres://...`). One interface, [`Store`], over both: the engine does not know which.
 //!
-//! Writes go through one connection (SQLite has one writer anyway), so a read-modify-write
-//! transaction such as [`Store::transition`] is serialized without busy retries; reads use a
-//! separate small pool and never block writers (WAL).
+//! The hot writes (spoke transitions, recorded and finished deliveries) go through one
+//! group-commit writer per process (`batch`), which also publishes committed spoke changes in
+//! commit order ([`Store::take_changes`]).
 
 mod batch;
-mod deliveries;
-mod runs;
-mod spokes;
+mod model;
+mod postgres;
+mod sqlite;
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use anyhow::Context as _;
 use rand::RngCore as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use tokio::sync::mpsc;
 
 pub use batch::SpokeChange;
-pub use deliveries::{NewDelivery, StoredDelivery};
-pub use runs::{NewRun, RunRecord};
-pub use spokes::{NewSpoke, SpokeRecord, TransitionRecord};
+pub use model::{
+    NewDelivery, NewRun, NewSpoke, RunRecord, SpokeRecord, StoredDelivery, TransitionRecord,
+};
+
+use crate::hub::{HubRunId, InstallationId, RepoName, Sha, Spoke, Transition};
+use batch::{Job, OwnedDelivery};
 
 /// Errors a caller may branch on; everything else is an internal database error.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +35,14 @@ pub enum StoreError {
     Batch(String),
     #[error("the database file {0} was removed or replaced under the hub")]
     FileGone(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why [`Store::open_read_only`] did not open a database.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenReadOnlyError {
-    /// No file at that path (nothing is created).
+    /// No database there (nothing is created).
     #[error("no database at {0}")]
     Missing(String),
     #[error("invalid database URL {0}")]
@@ -55,50 +55,61 @@ pub enum OpenReadOnlyError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// On disk before it is acknowledged: survives a power loss or a kernel crash
-    /// (`synchronous = FULL`). The default, and what the hub uses.
+    /// (SQLite `synchronous = FULL`; Postgres `synchronous_commit = on`). The default, and
+    /// what the hub uses.
     #[default]
     Full,
-    /// Survives a crash of the process only (`synchronous = NORMAL`); for benchmarks.
+    /// Survives a crash of the hub process only (SQLite `synchronous = NORMAL`; Postgres
+    /// `synchronous_commit = off`); for benchmarks.
     ProcessCrash,
-}
-
-/// The database file as opened: if the path later names another file (or none), whatever is
-/// written is not where the next start will look.
-#[derive(Debug)]
-struct DbFile {
-    path: std::path::PathBuf,
-    identity: (u64, u64),
-}
-
-impl DbFile {
-    fn identity(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt as _;
-        let m = std::fs::metadata(path)?;
-        Ok((m.dev(), m.ino()))
-    }
-
-    fn check(&self) -> StoreResult<()> {
-        match Self::identity(&self.path) {
-            Ok(id) if id == self.identity => Ok(()),
-            _ => Err(StoreError::FileGone(self.path.display().to_string())),
-        }
-    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The most payload bytes [`Store::pending_deliveries`] reads at once.
+const PENDING_BATCH_BYTES: i64 = 8 * 1024 * 1024;
+
+/// How many of the oldest pending deliveries (by payload size) to read at once: at most
+/// [`PENDING_BATCH_BYTES`] of payloads, but always one, so a queue of large deliveries is
+/// never read into memory whole.
+fn within_budget(sizes: &[i64]) -> usize {
+    let mut total = 0i64;
+    sizes
+        .iter()
+        .take_while(|size| {
+            total += **size;
+            total <= PENDING_BATCH_BYTES
+        })
+        .count()
+        .max(1)
+        .min(sizes.len())
+}
+
+/// The database behind a [`Store`].
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Db),
+    Postgres(postgres::Db),
+}
+
+/// Calls the same method on whichever database the store uses.
+macro_rules! on_db {
+    ($self:ident, $db:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
+        }
+    };
+}
+
 /// The hub's ledger. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
+    backend: Backend,
     /// The group-commit writer for the hot writes (see `batch`).
-    writer: tokio::sync::mpsc::UnboundedSender<batch::Job>,
+    writer: mpsc::UnboundedSender<Job>,
     /// Committed spoke changes in commit order, for the one consumer that takes them.
-    changes:
-        std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<SpokeChange>>>>,
-    /// The file behind the database (none in memory).
-    file: Option<std::sync::Arc<DbFile>>,
+    changes: std::sync::Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<SpokeChange>>>>,
 }
 
 /// Current time in unix milliseconds, the unit every stored time uses.
@@ -106,147 +117,74 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl Store {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path` or `sqlite::memory:`)
-    /// and applies migrations.
+    /// Opens the database at `url` and applies migrations: `sqlite://path` (created if
+    /// missing) or `sqlite::memory:`, or `postgres://user@host/db` (the database must exist;
+    /// migrations run under an advisory lock, so replicas starting together do not race).
     pub async fn open(url: &str) -> anyhow::Result<Store> {
         Self::open_with(url, Durability::Full).await
     }
 
     /// [`Store::open`] with a chosen durability (benchmarks compare them).
     pub async fn open_with(url: &str, durability: Durability) -> anyhow::Result<Store> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid database URL {url:?}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::ProcessCrash => SqliteSynchronous::Normal,
-            })
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let db_path = options.get_filename().to_path_buf();
-        // No liveness ping per acquire: the connections are in-process, and the ping is a round
-        // trip to SQLite's worker thread on every single statement.
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot open database {url:?}"))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&write)
-            .await
-            .context("cannot apply database migrations")?;
-        // An in-memory database exists once per connection: share the writer for reads.
-        let read = if memory {
-            write.clone()
+        if is_postgres_url(url) {
+            let (db, writer) = postgres::Db::open(url, durability).await?;
+            Ok(Self::with_writer(Backend::Postgres(db), writer))
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .test_before_acquire(false)
-                .connect_with(options.read_only(true))
-                .await
-                .with_context(|| format!("cannot open database {url:?} for reading"))?
-        };
-        let file = if memory {
-            None
-        } else {
-            let path = db_path.clone();
-            let identity = DbFile::identity(&path)
-                .with_context(|| format!("cannot read the database file {}", path.display()))?;
-            Some(std::sync::Arc::new(DbFile { path, identity }))
-        };
-        let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
-        let writer = batch::spawn_writer(write.clone(), changes_tx);
-        Ok(Store {
-            write,
-            read,
-            writer,
-            changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
-            file,
-        })
+            let (db, writer) = sqlite::Db::open(url, durability).await?;
+            Ok(Self::with_writer(Backend::Sqlite(db), writer))
+        }
     }
 
-    /// Opens an existing database for reading only (`spokehub status`): never creates a file,
-    /// never migrates, and every write fails. A missing file is [`OpenReadOnlyError::Missing`].
+    /// Opens an existing database for reading only (`spokehub status`): never creates a file
+    /// or a database, never migrates, and every write fails. A missing one is
+    /// [`OpenReadOnlyError::Missing`].
     pub async fn open_read_only(url: &str) -> Result<Store, OpenReadOnlyError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| OpenReadOnlyError::Invalid(format!("{url:?}: {e}")))?
-            .create_if_missing(false)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(10));
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(OpenReadOnlyError::Invalid(format!(
-                "{url:?} is a memory database: it holds nothing once its process ends"
-            )));
+        if is_postgres_url(url) {
+            let (db, writer) = postgres::Db::open_read_only(url).await?;
+            Ok(Self::with_writer(Backend::Postgres(db), writer))
+        } else {
+            let (db, writer) = sqlite::Db::open_read_only(url).await?;
+            Ok(Self::with_writer(Backend::Sqlite(db), writer))
         }
-        let path = options.get_filename().to_path_buf();
-        let identity = match DbFile::identity(&path) {
-            Ok(id) => id,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(OpenReadOnlyError::Missing(path.display().to_string()))
-            }
-            Err(e) => {
-                return Err(OpenReadOnlyError::Unreadable(format!(
-                    "{}: {e}",
-                    path.display()
-                )))
-            }
-        };
-        let read = SqlitePoolOptions::new()
-            .max_connections(2)
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(|e| OpenReadOnlyError::Unreadable(format!("{}: {e}", path.display())))?;
-        let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
-        let writer = batch::spawn_writer(read.clone(), changes_tx);
-        Ok(Store {
-            write: read.clone(),
-            read,
-            writer,
+    }
+
+    fn with_writer(backend: Backend, writer: impl batch::Backend) -> Store {
+        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        Store {
+            backend,
+            writer: batch::spawn_writer(writer, changes_tx),
             changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
-            file: Some(std::sync::Arc::new(DbFile { path, identity })),
-        })
-    }
-
-    /// Whether the database file is still the one opened (cheap: one `stat`). Intake checks
-    /// it before acknowledging a delivery.
-    pub fn check_writable(&self) -> StoreResult<()> {
-        match &self.file {
-            Some(f) => f.check(),
-            None => Ok(()),
         }
     }
 
-    /// The file is the one opened and a write commits (`/healthz`).
+    /// Whether a write can be expected to land where the next start will look (cheap: no round
+    /// trip). SQLite: the database file is still the one opened. Postgres: the last write and
+    /// the last health probe did not fail. Intake checks it before acknowledging a delivery.
+    pub fn check_writable(&self) -> StoreResult<()> {
+        on_db!(self, db => db.check_writable())
+    }
+
+    /// A write commits (`/healthz`); on SQLite also: the file is the one opened.
     pub async fn health(&self) -> StoreResult<()> {
-        self.check_writable()?;
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ('health_probe', ?) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(now_ms().to_string())
-        .execute(&self.write)
-        .await?;
-        self.check_writable()
+        on_db!(self, db => db.health().await)
     }
 
     /// Every committed spoke change, in commit order (the engine routes them to run drivers,
     /// so a driver never sees an older state after a newer one). One taker only.
-    pub fn take_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<SpokeChange>> {
+    pub fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<SpokeChange>> {
         self.changes.lock().expect("changes lock").take()
     }
 
     /// Hands a job to the group-commit writer and waits for its answer.
     async fn submit<T>(
         &self,
-        job: impl FnOnce(tokio::sync::oneshot::Sender<StoreResult<T>>) -> batch::Job,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<StoreResult<T>>) -> Job,
     ) -> StoreResult<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.writer
@@ -262,15 +200,8 @@ impl Store {
         const KEY: &str = "callback_signing_key";
         let mut fresh = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut fresh);
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(KEY)
-            .bind(hex::encode(fresh))
-            .execute(&self.write)
-            .await?;
-        let value: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-            .bind(KEY)
-            .fetch_one(&self.write)
-            .await?;
+        let fresh = hex::encode(fresh);
+        let value = on_db!(self, db => db.setting_once(KEY, &fresh).await)?;
         hex::decode(value).map_err(|e| StoreError::Corrupt {
             table: "settings",
             detail: format!("{KEY}: {e}"),
@@ -285,35 +216,181 @@ impl Store {
         kind: &str,
         detail: &str,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO events (run_id, repo, kind, detail, at) VALUES (?, ?, ?, ?, ?)")
-            .bind(run_id)
-            .bind(repo)
-            .bind(kind)
-            .bind(detail)
-            .bind(now_ms())
-            .execute(&self.write)
-            .await?;
-        Ok(())
+        on_db!(self, db => db.log_event(run_id, repo, kind, detail).await)
     }
 
     /// The logged events of one kind, oldest first: (repository, detail).
     pub async fn events(&self, kind: &str) -> StoreResult<Vec<(Option<String>, String)>> {
-        Ok(
-            sqlx::query_as("SELECT repo, detail FROM events WHERE kind = ? ORDER BY id")
-                .bind(kind)
-                .fetch_all(&self.read)
-                .await?,
-        )
+        on_db!(self, db => db.events(kind).await)
     }
 
     /// Number of logged events of one kind (for tests, status and metrics).
     pub async fn count_events(&self, kind: &str) -> StoreResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = ?")
-                .bind(kind)
-                .fetch_one(&self.read)
-                .await?,
-        )
+        on_db!(self, db => db.count_events(kind).await)
+    }
+
+    // ---- deliveries: the persisted intake queue
+
+    /// Records a delivery once: returns false when its GUID was already recorded (a duplicate
+    /// or a redelivery), in which case nothing changes.
+    pub async fn record_delivery(&self, d: &NewDelivery<'_>) -> StoreResult<bool> {
+        let delivery = OwnedDelivery {
+            guid: d.guid.to_owned(),
+            event: d.event.to_owned(),
+            action: d.action.map(str::to_owned),
+            installation_id: d.installation_id,
+            payload: d.payload.clone(),
+        };
+        self.submit(|reply| Job::RecordDelivery { delivery, reply })
+            .await
+    }
+
+    /// The oldest unprocessed deliveries, in the order they were received.
+    pub async fn pending_deliveries(&self, limit: i64) -> StoreResult<Vec<StoredDelivery>> {
+        on_db!(self, db => db.pending_deliveries(limit).await)
+    }
+
+    /// Marks a delivery processed with a short outcome ("started run ...", "rejected: ...").
+    pub async fn finish_delivery(&self, guid: &str, outcome: &str) -> StoreResult<()> {
+        let (guid, outcome) = (guid.to_owned(), outcome.to_owned());
+        self.submit(|reply| Job::FinishDelivery {
+            guid,
+            outcome,
+            reply,
+        })
+        .await
+    }
+
+    /// Forgets processed deliveries received before `before` (unix ms): their payloads (which
+    /// hold callback tokens) are not kept forever. Unprocessed ones are never forgotten.
+    /// Returns how many were removed.
+    pub async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
+        on_db!(self, db => db.prune_deliveries(before).await)
+    }
+
+    /// Number of recorded deliveries (for tests and status).
+    pub async fn count_deliveries(&self) -> StoreResult<i64> {
+        on_db!(self, db => db.count_deliveries().await)
+    }
+
+    // ---- runs
+
+    /// Records a new run in `planning`. Returns false (and records nothing) when a run was
+    /// already started by the same delivery.
+    pub async fn insert_run(&self, run: &NewRun<'_>) -> StoreResult<bool> {
+        on_db!(self, db => db.insert_run(run).await)
+    }
+
+    pub async fn run(&self, id: &HubRunId) -> StoreResult<Option<RunRecord>> {
+        on_db!(self, db => db.run(id).await)
+    }
+
+    /// The most recently created run.
+    pub async fn latest_run_id(&self) -> StoreResult<Option<HubRunId>> {
+        on_db!(self, db => db.latest_run_id().await)
+    }
+
+    /// Runs that have not completed (to resume after a restart).
+    pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        on_db!(self, db => db.unfinished_runs().await)
+    }
+
+    /// The active run (not a dry run) of this task over these targets in this hub repository,
+    /// if any: the concurrency rule.
+    pub async fn active_run_for(
+        &self,
+        installation_id: InstallationId,
+        hub_repo: &RepoName,
+        task: &str,
+        targets: &str,
+    ) -> StoreResult<Option<HubRunId>> {
+        on_db!(self, db => db.active_run_for(installation_id, hub_repo, task, targets).await)
+    }
+
+    /// Makes a completed run active again (operator re-run), with a new deadline.
+    pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
+        on_db!(self, db => db.reopen_run(id, deadline_at).await)
+    }
+
+    /// Ends planning: stores the head sha and every spoke, and makes the run active, in one
+    /// transaction (a restart during planning simply plans again).
+    pub async fn activate_run(
+        &self,
+        id: &HubRunId,
+        head_sha: &Sha,
+        spokes: &[NewSpoke],
+    ) -> StoreResult<()> {
+        on_db!(self, db => db.activate_run(id, head_sha, spokes).await)
+    }
+
+    pub async fn set_head_sha(&self, id: &HubRunId, head_sha: &Sha) -> StoreResult<()> {
+        on_db!(self, db => db.set_head_sha(id, head_sha).await)
+    }
+
+    pub async fn set_check_run(&self, id: &HubRunId, check_run_id: u64) -> StoreResult<()> {
+        on_db!(self, db => db.set_check_run(id, check_run_id).await)
+    }
+
+    /// Completes a run with its conclusion (and why, when it did not run normally).
+    pub async fn complete_run(
+        &self,
+        id: &HubRunId,
+        conclusion: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        on_db!(self, db => db.complete_run(id, conclusion, reason).await)
+    }
+
+    /// Completes a run only when every spoke is terminal (an operator's re-run may have
+    /// reopened spokes a moment ago); false when it is not settled, and nothing changed.
+    pub async fn complete_settled_run(&self, id: &HubRunId, conclusion: &str) -> StoreResult<bool> {
+        on_db!(self, db => db.complete_settled_run(id, conclusion).await)
+    }
+
+    /// Records why a run ends the way it does (e.g. cancelled by an operator).
+    pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
+        on_db!(self, db => db.set_run_reason(id, reason).await)
+    }
+
+    // ---- spokes
+
+    /// Every spoke of a run, ordered by repository name.
+    pub async fn spokes(&self, run: &HubRunId) -> StoreResult<Vec<SpokeRecord>> {
+        on_db!(self, db => db.spokes(run).await)
+    }
+
+    /// One spoke of a run.
+    pub async fn spoke(&self, run: &HubRunId, repo: &RepoName) -> StoreResult<Option<SpokeRecord>> {
+        on_db!(self, db => db.spoke(run, repo).await)
+    }
+
+    /// The spoke whose current attempt owns a GitHub workflow run.
+    pub async fn spoke_by_workflow_run(
+        &self,
+        workflow_run_id: u64,
+    ) -> StoreResult<Option<(HubRunId, RepoName)>> {
+        on_db!(self, db => db.spoke_by_workflow_run(workflow_run_id).await)
+    }
+
+    /// Applies one event to one spoke atomically: reads the spoke (on Postgres with a row lock,
+    /// `FOR UPDATE`), asks the domain (`decide`), persists a change or a conflict together
+    /// with its event-log entry, and returns what happened. Committed in a group with the
+    /// other writes waiting at the same moment, so concurrent reports for one spoke cannot
+    /// lose an update.
+    pub async fn transition(
+        &self,
+        run: &HubRunId,
+        repo: &RepoName,
+        decide: impl Fn(&Spoke) -> Transition + Send + Sync + 'static,
+    ) -> StoreResult<TransitionRecord> {
+        let (run, repo) = (*run, repo.clone());
+        self.submit(|reply| Job::Transition {
+            run,
+            repo,
+            decide: Box::new(decide),
+            reply,
+        })
+        .await
     }
 }
 
@@ -321,236 +398,5 @@ fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         table,
         detail: detail.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::{
-        apply, HubRunId, InstallationId, Policy, RepoName, SpokeEvent, SpokeStatus, Transition,
-        TransitionContext,
-    };
-
-    async fn temp_store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (Store::open(&url).await.unwrap(), dir)
-    }
-
-    #[tokio::test]
-    async fn deliveries_are_recorded_once_and_queued_in_order() {
-        let (store, _dir) = temp_store().await;
-        let d = |guid| NewDelivery {
-            guid,
-            event: "workflow_run",
-            action: Some("completed"),
-            installation_id: Some(1),
-            payload: bytes::Bytes::from_static(b"{}"),
-        };
-        assert!(store.record_delivery(&d("a")).await.unwrap());
-        assert!(store.record_delivery(&d("b")).await.unwrap());
-        assert!(!store.record_delivery(&d("a")).await.unwrap());
-        let pending = store.pending_deliveries(10).await.unwrap();
-        assert_eq!(
-            pending.iter().map(|p| p.guid.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        store.finish_delivery("a", "done").await.unwrap();
-        assert_eq!(store.pending_deliveries(10).await.unwrap().len(), 1);
-        assert_eq!(store.count_deliveries().await.unwrap(), 2);
-        // Pruning forgets what was processed before the cut, never what waits.
-        assert_eq!(store.prune_deliveries(now_ms() - 60_000).await.unwrap(), 0);
-        assert_eq!(store.prune_deliveries(now_ms() + 1).await.unwrap(), 1);
-        assert_eq!(store.count_deliveries().await.unwrap(), 1);
-        assert_eq!(store.pending_deliveries(10).await.unwrap()[0].guid, "b");
-    }
-
-    #[tokio::test]
-    async fn the_signing_key_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let first = Store::open(&url)
-            .await
-            .unwrap()
-            .signing_key()
-            .await
-            .unwrap();
-        let again = Store::open(&url)
-            .await
-            .unwrap()
-            .signing_key()
-            .await
-            .unwrap();
-        assert_eq!(first.len(), 32);
-        assert_eq!(first, again);
-    }
-
-    #[tokio::test]
-    async fn a_run_and_its_spokes_round_trip_and_transitions_persist() {
-        let (store, _dir) = temp_store().await;
-        let id = HubRunId::new_random();
-        let hub: RepoName = "acme/hub".parse().unwrap();
-        let run = NewRun {
-            id,
-            installation_id: InstallationId(9),
-            hub_repo: &hub,
-            task: "scan",
-            targets: "",
-            params: "{}",
-            dry_run: false,
-            git_ref: "main",
-            sender: "octocat",
-            trigger_delivery: Some("guid-1"),
-            deadline_at: now_ms() + 60_000,
-        };
-        assert!(store.insert_run(&run).await.unwrap());
-        let again = NewRun {
-            id: HubRunId::new_random(),
-            ..run
-        };
-        assert!(
-            !store.insert_run(&again).await.unwrap(),
-            "same trigger twice"
-        );
-        let repo: RepoName = "acme/svc".parse().unwrap();
-        let sha = "a".repeat(40).parse().unwrap();
-        let spokes = vec![
-            NewSpoke {
-                repo: repo.clone(),
-                default_branch: "main".into(),
-                status: SpokeStatus::Planned,
-                reason: None,
-            },
-            NewSpoke {
-                repo: "acme/old".parse().unwrap(),
-                default_branch: "main".into(),
-                status: SpokeStatus::Skipped,
-                reason: Some("archived".into()),
-            },
-        ];
-        store.activate_run(&id, &sha, &spokes).await.unwrap();
-        let loaded = store.run(&id).await.unwrap().unwrap();
-        assert_eq!(loaded.status.as_str(), "active");
-        assert_eq!(loaded.head_sha, Some(sha));
-        let decide = |event: SpokeEvent| {
-            move |s: &crate::hub::Spoke| {
-                let policy = Policy::default();
-                let ctx = TransitionContext {
-                    now: now_ms(),
-                    policy: &policy,
-                };
-                apply(s, event.clone(), &ctx)
-            }
-        };
-        let rec = store
-            .transition(&id, &repo, decide(SpokeEvent::DispatchStarted))
-            .await
-            .unwrap();
-        assert!(matches!(rec.transition, Transition::Changed(_)));
-        let rec = store
-            .transition(
-                &id,
-                &repo,
-                decide(SpokeEvent::DispatchAccepted {
-                    run_id: Some(77),
-                    run_url: Some("u".into()),
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(rec.current().status, SpokeStatus::Dispatched);
-        let stored = store.spoke(&id, &repo).await.unwrap().unwrap().spoke;
-        assert_eq!(stored.status, SpokeStatus::Dispatched);
-        assert_eq!((stored.attempt, stored.workflow_run_id), (1, Some(77)));
-        assert_eq!(
-            store.spoke_by_workflow_run(77).await.unwrap(),
-            Some((id, repo.clone()))
-        );
-        assert_eq!(store.count_events("transition").await.unwrap(), 2);
-        let all = store.spokes(&id).await.unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].spoke.reason.as_deref(), Some("archived"));
-    }
-
-    #[tokio::test]
-    async fn concurrent_transitions_of_one_spoke_are_serialized_and_none_is_lost() {
-        let (store, _dir) = temp_store().await;
-        let id = HubRunId::new_random();
-        let hub: RepoName = "acme/hub".parse().unwrap();
-        store
-            .insert_run(&NewRun {
-                id,
-                installation_id: InstallationId(1),
-                hub_repo: &hub,
-                task: "t",
-                targets: "",
-                params: "{}",
-                dry_run: false,
-                git_ref: "main",
-                sender: "s",
-                trigger_delivery: None,
-                deadline_at: now_ms() + 60_000,
-            })
-            .await
-            .unwrap();
-        let repos: Vec<RepoName> = (0..50)
-            .map(|i| format!("acme/r{i}").parse().unwrap())
-            .collect();
-        let spokes: Vec<NewSpoke> = repos
-            .iter()
-            .map(|r| NewSpoke {
-                repo: r.clone(),
-                default_branch: "main".into(),
-                status: SpokeStatus::Planned,
-                reason: None,
-            })
-            .collect();
-        store
-            .activate_run(&id, &"b".repeat(40).parse().unwrap(), &spokes)
-            .await
-            .unwrap();
-        // Every spoke gets two conflicting-order events from many tasks at once; the writer
-        // batches them, and each spoke must end dispatched exactly once (attempt 1).
-        let mut tasks = Vec::new();
-        for repo in &repos {
-            for event in [SpokeEvent::DispatchStarted, SpokeEvent::DispatchStarted] {
-                let store = store.clone();
-                let repo = repo.clone();
-                tasks.push(tokio::spawn(async move {
-                    store
-                        .transition(&id, &repo, move |s| {
-                            let policy = Policy::default();
-                            apply(
-                                s,
-                                event.clone(),
-                                &TransitionContext {
-                                    now: now_ms(),
-                                    policy: &policy,
-                                },
-                            )
-                        })
-                        .await
-                        .unwrap()
-                }));
-            }
-        }
-        let mut changed = 0;
-        for t in tasks {
-            if matches!(t.await.unwrap().transition, Transition::Changed(_)) {
-                changed += 1;
-            }
-        }
-        assert_eq!(changed, 50, "each spoke started exactly once");
-        for s in store.spokes(&id).await.unwrap() {
-            assert_eq!(s.spoke.status, SpokeStatus::Dispatching);
-            assert_eq!(s.spoke.attempt, 1);
-        }
-        let missing = store
-            .transition(&id, &"acme/nope".parse().unwrap(), |_| {
-                Transition::Unchanged
-            })
-            .await;
-        assert!(matches!(missing, Err(StoreError::NotFound { .. })));
     }
 }

@@ -1,84 +1,18 @@
-//! Hub runs.
+//! Hub runs (Postgres).
 
-use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row as _;
-
-use super::{corrupt, now_ms, NewSpoke, Store, StoreResult};
+use super::super::model::{RunRow, RUN_COLUMNS};
+use super::super::{corrupt, now_ms, NewRun, NewSpoke, RunRecord, StoreResult};
+use super::Db;
 use crate::hub::{HubRunId, InstallationId, RepoName, RunStatus, Sha};
 
-/// A run about to be recorded (status `planning`).
-pub struct NewRun<'a> {
-    pub id: HubRunId,
-    pub installation_id: InstallationId,
-    pub hub_repo: &'a RepoName,
-    pub task: &'a str,
-    pub targets: &'a str,
-    pub params: &'a str,
-    pub dry_run: bool,
-    pub git_ref: &'a str,
-    pub sender: &'a str,
-    pub trigger_delivery: Option<&'a str>,
-    pub deadline_at: i64,
-}
-
-/// A stored run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub id: HubRunId,
-    pub installation_id: InstallationId,
-    pub hub_repo: RepoName,
-    pub task: String,
-    pub targets: String,
-    pub params: String,
-    pub dry_run: bool,
-    pub git_ref: String,
-    pub head_sha: Option<Sha>,
-    pub sender: String,
-    pub status: RunStatus,
-    pub conclusion: Option<String>,
-    pub reason: Option<String>,
-    pub check_run_id: Option<u64>,
-    pub created_at: i64,
-    pub deadline_at: i64,
-    pub completed_at: Option<i64>,
-}
-
-fn run_from_row(r: &SqliteRow) -> StoreResult<RunRecord> {
-    let parse = |col: &str| -> String { r.get(col) };
-    Ok(RunRecord {
-        id: parse("id").parse().map_err(|e| corrupt("runs", e))?,
-        installation_id: InstallationId(r.get::<i64, _>("installation_id") as u64),
-        hub_repo: parse("hub_repo").parse().map_err(|e| corrupt("runs", e))?,
-        task: parse("task"),
-        targets: parse("targets"),
-        params: parse("params"),
-        dry_run: r.get("dry_run"),
-        git_ref: parse("git_ref"),
-        head_sha: r
-            .get::<Option<String>, _>("head_sha")
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(|e| corrupt("runs", e))?,
-        sender: parse("sender"),
-        status: parse("status").parse().map_err(|e| corrupt("runs", e))?,
-        conclusion: r.get("conclusion"),
-        reason: r.get("reason"),
-        check_run_id: r.get::<Option<i64>, _>("check_run_id").map(|i| i as u64),
-        created_at: r.get("created_at"),
-        deadline_at: r.get("deadline_at"),
-        completed_at: r.get("completed_at"),
-    })
-}
-
-impl Store {
+impl Db {
     /// Records a new run in `planning`. Returns false (and records nothing) when a run was
     /// already started by the same delivery.
     pub async fn insert_run(&self, run: &NewRun<'_>) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO runs (id, installation_id, hub_repo, task, targets, params, dry_run, git_ref,
                                sender, trigger_delivery, status, created_at, deadline_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (trigger_delivery) DO NOTHING",
         )
         .bind(run.id.to_string())
@@ -94,18 +28,17 @@ impl Store {
         .bind(RunStatus::Planning.as_str())
         .bind(now_ms())
         .bind(run.deadline_at)
-        .execute(&self.write)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn run(&self, id: &HubRunId) -> StoreResult<Option<RunRecord>> {
-        sqlx::query("SELECT * FROM runs WHERE id = ?")
+        sqlx::query_as::<_, RunRow>(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
             .bind(id.to_string())
-            .fetch_optional(&self.read)
+            .fetch_optional(&self.pool)
             .await?
-            .as_ref()
-            .map(run_from_row)
+            .map(RunRow::into_record)
             .transpose()
     }
 
@@ -113,7 +46,7 @@ impl Store {
     pub async fn latest_run_id(&self) -> StoreResult<Option<HubRunId>> {
         let id: Option<String> =
             sqlx::query_scalar("SELECT id FROM runs ORDER BY created_at DESC, id LIMIT 1")
-                .fetch_optional(&self.read)
+                .fetch_optional(&self.pool)
                 .await?;
         id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
             .transpose()
@@ -121,12 +54,14 @@ impl Store {
 
     /// Runs that have not completed (to resume after a restart).
     pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
-        sqlx::query("SELECT * FROM runs WHERE status <> 'completed' ORDER BY created_at")
-            .fetch_all(&self.read)
-            .await?
-            .iter()
-            .map(run_from_row)
-            .collect()
+        sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status <> 'completed' ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(RunRow::into_record)
+        .collect()
     }
 
     /// The active run (not a dry run) of this task over these targets in this hub repository,
@@ -139,8 +74,8 @@ impl Store {
         targets: &str,
     ) -> StoreResult<Option<HubRunId>> {
         let id: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE status <> 'completed' AND dry_run = ? AND installation_id = ?
-               AND hub_repo = ? AND task = ? AND targets = ?
+            "SELECT id FROM runs WHERE status <> 'completed' AND dry_run = $1 AND installation_id = $2
+               AND hub_repo = $3 AND task = $4 AND targets = $5
              ORDER BY created_at LIMIT 1",
         )
         .bind(false)
@@ -148,7 +83,7 @@ impl Store {
         .bind(hub_repo.as_str())
         .bind(task)
         .bind(targets)
-        .fetch_optional(&self.read)
+        .fetch_optional(&self.pool)
         .await?;
         id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
             .transpose()
@@ -157,14 +92,14 @@ impl Store {
     /// Makes a completed run active again (operator re-run), with a new deadline.
     pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE runs SET status = ?, conclusion = NULL, reason = NULL, completed_at = NULL,
-                             deadline_at = ?
-             WHERE id = ?",
+            "UPDATE runs SET status = $1, conclusion = NULL, reason = NULL, completed_at = NULL,
+                             deadline_at = $2
+             WHERE id = $3",
         )
         .bind(RunStatus::Active.as_str())
         .bind(deadline_at)
         .bind(id.to_string())
-        .execute(&self.write)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -177,9 +112,9 @@ impl Store {
         head_sha: &Sha,
         spokes: &[NewSpoke],
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let run_id = id.to_string();
-        sqlx::query("DELETE FROM spokes WHERE run_id = ?")
+        sqlx::query("DELETE FROM spokes WHERE run_id = $1")
             .bind(&run_id)
             .execute(&mut *tx)
             .await?;
@@ -197,7 +132,7 @@ impl Store {
             });
             q.build().execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE runs SET head_sha = ?, status = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET head_sha = $1, status = $2 WHERE id = $3")
             .bind(head_sha.as_str())
             .bind(RunStatus::Active.as_str())
             .bind(&run_id)
@@ -208,19 +143,19 @@ impl Store {
     }
 
     pub async fn set_head_sha(&self, id: &HubRunId, head_sha: &Sha) -> StoreResult<()> {
-        sqlx::query("UPDATE runs SET head_sha = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET head_sha = $1 WHERE id = $2")
             .bind(head_sha.as_str())
             .bind(id.to_string())
-            .execute(&self.write)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
 
     pub async fn set_check_run(&self, id: &HubRunId, check_run_id: u64) -> StoreResult<()> {
-        sqlx::query("UPDATE runs SET check_run_id = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET check_run_id = $1 WHERE id = $2")
             .bind(check_run_id as i64)
             .bind(id.to_string())
-            .execute(&self.write)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -233,15 +168,15 @@ impl Store {
         reason: Option<&str>,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE runs SET status = ?, conclusion = ?, reason = COALESCE(?, reason), completed_at = ?
-             WHERE id = ?",
+            "UPDATE runs SET status = $1, conclusion = $2, reason = COALESCE($3, reason), completed_at = $4
+             WHERE id = $5",
         )
         .bind(RunStatus::Completed.as_str())
         .bind(conclusion)
         .bind(reason)
         .bind(now_ms())
         .bind(id.to_string())
-        .execute(&self.write)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -250,9 +185,9 @@ impl Store {
     /// reopened spokes a moment ago); false when it is not settled, and nothing changed.
     pub async fn complete_settled_run(&self, id: &HubRunId, conclusion: &str) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, conclusion = ?, completed_at = ?
-             WHERE id = ? AND status <> ?
-               AND NOT EXISTS (SELECT 1 FROM spokes WHERE run_id = ? AND status NOT IN
+            "UPDATE runs SET status = $1, conclusion = $2, completed_at = $3
+             WHERE id = $4 AND status <> $5
+               AND NOT EXISTS (SELECT 1 FROM spokes WHERE run_id = $6 AND status NOT IN
                    ('skipped', 'succeeded', 'failed', 'cancelled', 'timed_out', 'dispatch_failed'))",
         )
         .bind(RunStatus::Completed.as_str())
@@ -261,17 +196,17 @@ impl Store {
         .bind(id.to_string())
         .bind(RunStatus::Completed.as_str())
         .bind(id.to_string())
-        .execute(&self.write)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Records why a run ends the way it does (e.g. cancelled by an operator).
     pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE runs SET reason = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET reason = $1 WHERE id = $2")
             .bind(reason)
             .bind(id.to_string())
-            .execute(&self.write)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }

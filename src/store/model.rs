@@ -1,0 +1,209 @@
+//! What the ledger holds, as both backends read and write it: the public records and the rows
+//! they are decoded from (the same column names and types on SQLite and Postgres).
+
+use serde::Serialize;
+
+use super::{corrupt, StoreResult};
+use crate::hub::{
+    HubRunId, InstallationId, RepoName, RunStatus, Sha, Spoke, SpokeStatus, Transition,
+};
+
+/// A verified delivery about to be recorded.
+pub struct NewDelivery<'a> {
+    pub guid: &'a str,
+    pub event: &'a str,
+    pub action: Option<&'a str>,
+    pub installation_id: Option<u64>,
+    /// Shared, not copied, on its way to the database.
+    pub payload: bytes::Bytes,
+}
+
+/// A recorded delivery waiting to be processed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredDelivery {
+    pub guid: String,
+    pub event: String,
+    pub payload: Vec<u8>,
+    pub received_at: i64,
+}
+
+/// A run about to be recorded (status `planning`).
+pub struct NewRun<'a> {
+    pub id: HubRunId,
+    pub installation_id: InstallationId,
+    pub hub_repo: &'a RepoName,
+    pub task: &'a str,
+    pub targets: &'a str,
+    pub params: &'a str,
+    pub dry_run: bool,
+    pub git_ref: &'a str,
+    pub sender: &'a str,
+    pub trigger_delivery: Option<&'a str>,
+    pub deadline_at: i64,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: HubRunId,
+    pub installation_id: InstallationId,
+    pub hub_repo: RepoName,
+    pub task: String,
+    pub targets: String,
+    pub params: String,
+    pub dry_run: bool,
+    pub git_ref: String,
+    pub head_sha: Option<Sha>,
+    pub sender: String,
+    pub status: RunStatus,
+    pub conclusion: Option<String>,
+    pub reason: Option<String>,
+    pub check_run_id: Option<u64>,
+    pub created_at: i64,
+    pub deadline_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+/// A spoke as planned: a target (`planned`) or a repository skipped with a reason.
+#[derive(Debug, Clone)]
+pub struct NewSpoke {
+    pub repo: RepoName,
+    pub default_branch: String,
+    pub status: SpokeStatus,
+    pub reason: Option<String>,
+}
+
+/// A stored spoke with what the dispatcher needs besides its state.
+#[derive(Debug, Clone)]
+pub struct SpokeRecord {
+    pub spoke: Spoke,
+    pub default_branch: String,
+}
+
+/// What a transition did, as persisted.
+#[derive(Debug, Clone)]
+pub struct TransitionRecord {
+    /// The spoke before the event.
+    pub before: Spoke,
+    /// The domain's verdict.
+    pub transition: Transition,
+}
+
+impl TransitionRecord {
+    /// The spoke as it is now.
+    pub fn current(&self) -> &Spoke {
+        match &self.transition {
+            Transition::Changed(s) | Transition::Conflict { spoke: s, .. } => s,
+            _ => &self.before,
+        }
+    }
+}
+
+/// The columns of a run row (`SELECT {RUN_COLUMNS}`).
+pub(super) const RUN_COLUMNS: &str =
+    "id, installation_id, hub_repo, task, targets, params, dry_run, git_ref, head_sha, sender,
+     status, conclusion, reason, check_run_id, created_at, deadline_at, completed_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RunRow {
+    id: String,
+    installation_id: i64,
+    hub_repo: String,
+    task: String,
+    targets: String,
+    params: String,
+    dry_run: bool,
+    git_ref: String,
+    head_sha: Option<String>,
+    sender: String,
+    status: String,
+    conclusion: Option<String>,
+    reason: Option<String>,
+    check_run_id: Option<i64>,
+    created_at: i64,
+    deadline_at: i64,
+    completed_at: Option<i64>,
+}
+
+impl RunRow {
+    pub(super) fn into_record(self) -> StoreResult<RunRecord> {
+        Ok(RunRecord {
+            id: self.id.parse().map_err(|e| corrupt("runs", e))?,
+            installation_id: InstallationId(self.installation_id as u64),
+            hub_repo: self.hub_repo.parse().map_err(|e| corrupt("runs", e))?,
+            task: self.task,
+            targets: self.targets,
+            params: self.params,
+            dry_run: self.dry_run,
+            git_ref: self.git_ref,
+            head_sha: self
+                .head_sha
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|e| corrupt("runs", e))?,
+            sender: self.sender,
+            status: self.status.parse().map_err(|e| corrupt("runs", e))?,
+            conclusion: self.conclusion,
+            reason: self.reason,
+            check_run_id: self.check_run_id.map(|i| i as u64),
+            created_at: self.created_at,
+            deadline_at: self.deadline_at,
+            completed_at: self.completed_at,
+        })
+    }
+}
+
+/// The columns of a spoke row (`SELECT {SPOKE_COLUMNS}`).
+pub(super) const SPOKE_COLUMNS: &str =
+    "repo, default_branch, status, reason, attempt, workflow_run_id, run_url,
+     dispatched_at, started_at, finished_at, due_at, conflicts, summary";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SpokeRow {
+    repo: String,
+    default_branch: String,
+    status: String,
+    reason: Option<String>,
+    attempt: i64,
+    workflow_run_id: Option<i64>,
+    run_url: Option<String>,
+    dispatched_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    due_at: Option<i64>,
+    conflicts: i64,
+    summary: Option<String>,
+}
+
+impl SpokeRow {
+    pub(super) fn into_record(self) -> StoreResult<SpokeRecord> {
+        Ok(SpokeRecord {
+            spoke: Spoke {
+                repo: self.repo.parse().map_err(|e| corrupt("spokes", e))?,
+                status: self
+                    .status
+                    .parse()
+                    .map_err(|_| corrupt("spokes", &self.status))?,
+                reason: self.reason,
+                attempt: self.attempt as u32,
+                workflow_run_id: self.workflow_run_id.map(|v| v as u64),
+                run_url: self.run_url,
+                dispatched_at: self.dispatched_at,
+                started_at: self.started_at,
+                finished_at: self.finished_at,
+                due_at: self.due_at,
+                conflicts: self.conflicts as u32,
+                summary: self.summary,
+            },
+            default_branch: self.default_branch,
+        })
+    }
+}
+
+/// A (run id, repository) pair as stored.
+pub(super) fn run_and_repo((run, repo): (String, String)) -> StoreResult<(HubRunId, RepoName)> {
+    Ok((
+        run.parse().map_err(|e| corrupt("spokes", e))?,
+        repo.parse().map_err(|e| corrupt("spokes", e))?,
+    ))
+}

@@ -1,0 +1,213 @@
+//! Hub runs.
+
+use super::super::model::{RunRow, RUN_COLUMNS};
+use super::super::{corrupt, now_ms, NewRun, NewSpoke, RunRecord, StoreResult};
+use super::Db;
+use crate::hub::{HubRunId, InstallationId, RepoName, RunStatus, Sha};
+
+impl Db {
+    /// Records a new run in `planning`. Returns false (and records nothing) when a run was
+    /// already started by the same delivery.
+    pub async fn insert_run(&self, run: &NewRun<'_>) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO runs (id, installation_id, hub_repo, task, targets, params, dry_run, git_ref,
+                               sender, trigger_delivery, status, created_at, deadline_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (trigger_delivery) DO NOTHING",
+        )
+        .bind(run.id.to_string())
+        .bind(run.installation_id.0 as i64)
+        .bind(run.hub_repo.as_str())
+        .bind(run.task)
+        .bind(run.targets)
+        .bind(run.params)
+        .bind(run.dry_run)
+        .bind(run.git_ref)
+        .bind(run.sender)
+        .bind(run.trigger_delivery)
+        .bind(RunStatus::Planning.as_str())
+        .bind(now_ms())
+        .bind(run.deadline_at)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn run(&self, id: &HubRunId) -> StoreResult<Option<RunRecord>> {
+        sqlx::query_as::<_, RunRow>(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .map(RunRow::into_record)
+            .transpose()
+    }
+
+    /// The most recently created run.
+    pub async fn latest_run_id(&self) -> StoreResult<Option<HubRunId>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM runs ORDER BY created_at DESC, id LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
+            .transpose()
+    }
+
+    /// Runs that have not completed (to resume after a restart).
+    pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status <> 'completed' ORDER BY created_at"
+        ))
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(RunRow::into_record)
+        .collect()
+    }
+
+    /// The active run (not a dry run) of this task over these targets in this hub repository,
+    /// if any: the concurrency rule.
+    pub async fn active_run_for(
+        &self,
+        installation_id: InstallationId,
+        hub_repo: &RepoName,
+        task: &str,
+        targets: &str,
+    ) -> StoreResult<Option<HubRunId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status <> 'completed' AND dry_run = ? AND installation_id = ?
+               AND hub_repo = ? AND task = ? AND targets = ?
+             ORDER BY created_at LIMIT 1",
+        )
+        .bind(false)
+        .bind(installation_id.0 as i64)
+        .bind(hub_repo.as_str())
+        .bind(task)
+        .bind(targets)
+        .fetch_optional(&self.read)
+        .await?;
+        id.map(|s| s.parse().map_err(|e| corrupt("runs", e)))
+            .transpose()
+    }
+
+    /// Makes a completed run active again (operator re-run), with a new deadline.
+    pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE runs SET status = ?, conclusion = NULL, reason = NULL, completed_at = NULL,
+                             deadline_at = ?
+             WHERE id = ?",
+        )
+        .bind(RunStatus::Active.as_str())
+        .bind(deadline_at)
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends planning: stores the head sha and every spoke, and makes the run active, in one
+    /// transaction (a restart during planning simply plans again).
+    pub async fn activate_run(
+        &self,
+        id: &HubRunId,
+        head_sha: &Sha,
+        spokes: &[NewSpoke],
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let run_id = id.to_string();
+        sqlx::query("DELETE FROM spokes WHERE run_id = ?")
+            .bind(&run_id)
+            .execute(&mut *tx)
+            .await?;
+        for chunk in spokes.chunks(500) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO spokes (run_id, repo, default_branch, status, reason, attempt) ",
+            );
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(&run_id)
+                    .push_bind(s.repo.as_str())
+                    .push_bind(&s.default_branch)
+                    .push_bind(s.status.as_str())
+                    .push_bind(&s.reason)
+                    .push_bind(0i64);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE runs SET head_sha = ?, status = ? WHERE id = ?")
+            .bind(head_sha.as_str())
+            .bind(RunStatus::Active.as_str())
+            .bind(&run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_head_sha(&self, id: &HubRunId, head_sha: &Sha) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET head_sha = ? WHERE id = ?")
+            .bind(head_sha.as_str())
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_check_run(&self, id: &HubRunId, check_run_id: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET check_run_id = ? WHERE id = ?")
+            .bind(check_run_id as i64)
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Completes a run with its conclusion (and why, when it did not run normally).
+    pub async fn complete_run(
+        &self,
+        id: &HubRunId,
+        conclusion: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE runs SET status = ?, conclusion = ?, reason = COALESCE(?, reason), completed_at = ?
+             WHERE id = ?",
+        )
+        .bind(RunStatus::Completed.as_str())
+        .bind(conclusion)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Completes a run only when every spoke is terminal (an operator's re-run may have
+    /// reopened spokes a moment ago); false when it is not settled, and nothing changed.
+    pub async fn complete_settled_run(&self, id: &HubRunId, conclusion: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, conclusion = ?, completed_at = ?
+             WHERE id = ? AND status <> ?
+               AND NOT EXISTS (SELECT 1 FROM spokes WHERE run_id = ? AND status NOT IN
+                   ('skipped', 'succeeded', 'failed', 'cancelled', 'timed_out', 'dispatch_failed'))",
+        )
+        .bind(RunStatus::Completed.as_str())
+        .bind(conclusion)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(RunStatus::Completed.as_str())
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records why a run ends the way it does (e.g. cancelled by an operator).
+    pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE runs SET reason = ? WHERE id = ?")
+            .bind(reason)
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

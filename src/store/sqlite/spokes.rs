@@ -1,0 +1,44 @@
+//! Spokes, read (transitions are written by the writer, see `writer`).
+
+use super::super::model::{run_and_repo, SpokeRow, SPOKE_COLUMNS};
+use super::super::{SpokeRecord, StoreResult};
+use super::Db;
+use crate::hub::{HubRunId, RepoName};
+
+impl Db {
+    pub async fn spokes(&self, run: &HubRunId) -> StoreResult<Vec<SpokeRecord>> {
+        sqlx::query_as::<_, SpokeRow>(&format!(
+            "SELECT {SPOKE_COLUMNS} FROM spokes WHERE run_id = ? ORDER BY repo"
+        ))
+        .bind(run.to_string())
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(SpokeRow::into_record)
+        .collect()
+    }
+
+    pub async fn spoke(&self, run: &HubRunId, repo: &RepoName) -> StoreResult<Option<SpokeRecord>> {
+        sqlx::query_as::<_, SpokeRow>(&format!(
+            "SELECT {SPOKE_COLUMNS} FROM spokes WHERE run_id = ? AND repo = ?"
+        ))
+        .bind(run.to_string())
+        .bind(repo.as_str())
+        .fetch_optional(&self.read)
+        .await?
+        .map(SpokeRow::into_record)
+        .transpose()
+    }
+
+    pub async fn spoke_by_workflow_run(
+        &self,
+        workflow_run_id: u64,
+    ) -> StoreResult<Option<(HubRunId, RepoName)>> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT run_id, repo FROM spokes WHERE workflow_run_id = ? LIMIT 1")
+                .bind(workflow_run_id as i64)
+                .fetch_optional(&self.read)
+                .await?;
+        row.map(run_and_repo).transpose()
+    }
+}

@@ -1,0 +1,549 @@
+//! The ledger's contract, on both databases: every test here runs on SQLite and on PostgreSQL
+//! (a real server; see tests/common/postgres.rs), through the public `Store` interface.
+
+#[path = "common/postgres.rs"]
+mod postgres_harness;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use spokehub::hub::{
+    apply, HubRunId, InstallationId, Policy, RepoName, Spoke, SpokeEvent, SpokeStatus, Transition,
+    TransitionContext,
+};
+use spokehub::store::{
+    now_ms, NewDelivery, NewRun, NewSpoke, OpenReadOnlyError, Store, StoreError,
+};
+
+/// A database for one test: its URL (and the directory holding it, for SQLite).
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    async fn sqlite() -> Option<Db> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        Some(Db {
+            url,
+            _dir: Some(dir),
+        })
+    }
+
+    async fn postgres() -> Option<Db> {
+        let url = postgres_harness::fresh_database().await?;
+        Some(Db { url, _dir: None })
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url).await.unwrap()
+    }
+}
+
+/// Each named test, once per database.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::Db::sqlite().await.unwrap();
+                    super::$name(db).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = super::Db::postgres().await {
+                        super::$name(db).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    deliveries_are_recorded_once_and_queued_in_order,
+    the_signing_key_survives_reopening,
+    a_run_and_its_spokes_round_trip_and_transitions_persist,
+    concurrent_transitions_of_one_spoke_are_serialized_and_none_is_lost,
+    two_stores_on_one_database_never_lose_or_repeat_a_transition,
+    committed_changes_reach_the_taker_in_commit_order,
+    a_read_only_store_reads_and_refuses_writes,
+);
+
+fn decide(event: SpokeEvent) -> impl Fn(&Spoke) -> Transition + Send + Sync + 'static {
+    move |s: &Spoke| {
+        let policy = Policy::default();
+        apply(
+            s,
+            event.clone(),
+            &TransitionContext {
+                now: now_ms(),
+                policy: &policy,
+            },
+        )
+    }
+}
+
+/// A run with `n` planned spokes `acme/r0`.. (activated).
+async fn run_with_spokes(store: &Store, n: usize) -> (HubRunId, Vec<RepoName>) {
+    let id = HubRunId::new_random();
+    let hub: RepoName = "acme/hub".parse().unwrap();
+    store
+        .insert_run(&NewRun {
+            id,
+            installation_id: InstallationId(1),
+            hub_repo: &hub,
+            task: "t",
+            targets: "",
+            params: "{}",
+            dry_run: false,
+            git_ref: "main",
+            sender: "s",
+            trigger_delivery: None,
+            deadline_at: now_ms() + 60_000,
+        })
+        .await
+        .unwrap();
+    let repos: Vec<RepoName> = (0..n)
+        .map(|i| format!("acme/r{i}").parse().unwrap())
+        .collect();
+    let spokes: Vec<NewSpoke> = repos
+        .iter()
+        .map(|r| NewSpoke {
+            repo: r.clone(),
+            default_branch: "main".into(),
+            status: SpokeStatus::Planned,
+            reason: None,
+        })
+        .collect();
+    store
+        .activate_run(&id, &"b".repeat(40).parse().unwrap(), &spokes)
+        .await
+        .unwrap();
+    (id, repos)
+}
+
+/// Two stores on one database, as two hub processes would have: every spoke gets the same
+/// event from both at once, and each is started exactly once (the other sees it started).
+async fn two_stores_on_one_database_never_lose_or_repeat_a_transition(db: Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let (id, repos) = run_with_spokes(&a, 40).await;
+    let mut tasks = Vec::new();
+    for repo in &repos {
+        for store in [&a, &b, &a, &b] {
+            let (store, repo) = (store.clone(), repo.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .transition(&id, &repo, decide(SpokeEvent::DispatchStarted))
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut changed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap().transition, Transition::Changed(_)) {
+            changed += 1;
+        }
+    }
+    assert_eq!(
+        changed, 40,
+        "each spoke started exactly once over both stores"
+    );
+    for s in b.spokes(&id).await.unwrap() {
+        assert_eq!(
+            (s.spoke.status, s.spoke.attempt),
+            (SpokeStatus::Dispatching, 1)
+        );
+    }
+    assert_eq!(a.count_events("transition").await.unwrap(), 40);
+}
+
+/// What the taker of `take_changes` sees is what was committed, in the order it committed:
+/// per spoke, the same sequence as the event log.
+async fn committed_changes_reach_the_taker_in_commit_order(db: Db) {
+    let store = db.open().await;
+    let mut changes = store.take_changes().expect("first taker");
+    assert!(store.take_changes().is_none(), "one taker only");
+    let (id, repos) = run_with_spokes(&store, 30).await;
+    let mut tasks = Vec::new();
+    for repo in &repos {
+        for event in [
+            SpokeEvent::DispatchStarted,
+            SpokeEvent::DispatchAccepted {
+                run_id: None,
+                run_url: None,
+            },
+            SpokeEvent::DispatchStarted,
+        ] {
+            let (store, repo) = (store.clone(), repo.clone());
+            tasks.push(tokio::spawn(async move {
+                store.transition(&id, &repo, decide(event)).await.unwrap()
+            }));
+        }
+    }
+    let mut published = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        if matches!(
+            r.transition,
+            Transition::Changed(_) | Transition::Conflict { .. }
+        ) {
+            published += 1;
+        }
+    }
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for _ in 0..published {
+        let (run, spoke) = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("a published change")
+            .expect("channel open");
+        assert_eq!(run, id);
+        seen.entry(spoke.repo.to_string())
+            .or_default()
+            .push(spoke.status.as_str().to_owned());
+    }
+    assert!(changes.try_recv().is_err(), "nothing published twice");
+    // The event log says, per spoke, "a -> b (attempt n)" in commit order.
+    let mut logged: HashMap<String, Vec<String>> = HashMap::new();
+    for (repo, detail) in store.events("transition").await.unwrap() {
+        let to = detail
+            .split(" -> ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        logged.entry(repo.unwrap()).or_default().push(to.to_owned());
+    }
+    assert_eq!(seen, logged);
+}
+
+/// `spokehub status` reads through a read-only store: it sees what serve wrote, and cannot
+/// write.
+async fn a_read_only_store_reads_and_refuses_writes(db: Db) {
+    let store = db.open().await;
+    let (id, _) = run_with_spokes(&store, 3).await;
+    let ro = Store::open_read_only(&db.url).await.unwrap();
+    assert_eq!(ro.spokes(&id).await.unwrap().len(), 3);
+    assert_eq!(ro.latest_run_id().await.unwrap(), Some(id));
+    assert!(ro.set_run_reason(&id, "nope").await.is_err());
+    assert!(ro
+        .record_delivery(&NewDelivery {
+            guid: "g",
+            event: "e",
+            action: None,
+            installation_id: None,
+            payload: bytes::Bytes::from_static(b"{}"),
+        })
+        .await
+        .is_err());
+    assert_eq!(store.run(&id).await.unwrap().unwrap().reason, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_starting_together_migrate_once() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    // Four processes' starts at once (concurrent on one runtime: the same race).
+    let opens = (0..4).map(|_| Store::open(&db.url));
+    for opened in futures::future::join_all(opens).await {
+        opened.expect("every replica starts");
+    }
+    let store = db.open().await;
+    assert!(store.latest_run_id().await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_status_on_a_missing_database_creates_nothing() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let missing = format!("{}_missing", db.url);
+    match Store::open_read_only(&missing).await {
+        Err(OpenReadOnlyError::Missing(what)) => assert!(what.contains("_missing"), "{what}"),
+        Err(e) => panic!("expected Missing, got {e}"),
+        Ok(_) => panic!("opened a database that does not exist"),
+    }
+    // An empty database is not a ledger either (and stays empty).
+    match Store::open_read_only(&db.url).await {
+        Err(OpenReadOnlyError::Missing(what)) => assert!(what.contains("no spokehub ledger")),
+        Err(e) => panic!("expected Missing, got {e}"),
+        Ok(_) => panic!("an empty database read as a ledger"),
+    }
+}
+
+/// Health on Postgres is a write round trip; `check_writable` answers from the last one, and
+/// heals by itself once the database takes writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_health_follows_whether_writes_commit() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let store = db.open().await;
+    store.health().await.unwrap();
+    store.check_writable().unwrap();
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let admin = db.url.rsplit_once('/').unwrap().0.to_owned() + "/postgres";
+    let set = |read_only: bool| {
+        let (admin, name) = (admin.clone(), name.clone());
+        async move {
+            use sqlx::Connection as _;
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            let verb = if read_only {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            };
+            sqlx::query(&format!("ALTER DATABASE {name} {verb}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            // Existing sessions keep their settings: end them, so the pool reconnects.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&name)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+    };
+    set(true).await;
+    // The database refuses writes (as a standby would): health says so, and so does the cheap
+    // check afterwards, without a round trip of its own.
+    let mut refused = None;
+    for _ in 0..20 {
+        match store.health().await {
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+            Ok(()) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let refused = refused.expect("health fails while the database is read-only");
+    eprintln!("health while read-only: {refused}");
+    assert!(matches!(
+        store.check_writable(),
+        Err(StoreError::Unavailable(_))
+    ));
+    set(false).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.check_writable().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "check_writable never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.health().await.unwrap();
+}
+
+async fn deliveries_are_recorded_once_and_queued_in_order(db: Db) {
+    let store = db.open().await;
+    let d = |guid| NewDelivery {
+        guid,
+        event: "workflow_run",
+        action: Some("completed"),
+        installation_id: Some(1),
+        payload: bytes::Bytes::from_static(b"{}"),
+    };
+    assert!(store.record_delivery(&d("a")).await.unwrap());
+    assert!(store.record_delivery(&d("b")).await.unwrap());
+    assert!(!store.record_delivery(&d("a")).await.unwrap());
+    let pending = store.pending_deliveries(10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|p| p.guid.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    store.finish_delivery("a", "done").await.unwrap();
+    assert_eq!(store.pending_deliveries(10).await.unwrap().len(), 1);
+    assert_eq!(store.count_deliveries().await.unwrap(), 2);
+    // Pruning forgets what was processed before the cut, never what waits.
+    assert_eq!(store.prune_deliveries(now_ms() - 60_000).await.unwrap(), 0);
+    assert_eq!(store.prune_deliveries(now_ms() + 1).await.unwrap(), 1);
+    assert_eq!(store.count_deliveries().await.unwrap(), 1);
+    assert_eq!(store.pending_deliveries(10).await.unwrap()[0].guid, "b");
+}
+
+async fn the_signing_key_survives_reopening(db: Db) {
+    let first = db.open().await.signing_key().await.unwrap();
+    let again = db.open().await.signing_key().await.unwrap();
+    assert_eq!(first.len(), 32);
+    assert_eq!(first, again);
+}
+
+async fn a_run_and_its_spokes_round_trip_and_transitions_persist(db: Db) {
+    let store = db.open().await;
+    let id = HubRunId::new_random();
+    let hub: RepoName = "acme/hub".parse().unwrap();
+    let run = NewRun {
+        id,
+        installation_id: InstallationId(9),
+        hub_repo: &hub,
+        task: "scan",
+        targets: "",
+        params: "{}",
+        dry_run: false,
+        git_ref: "main",
+        sender: "octocat",
+        trigger_delivery: Some("guid-1"),
+        deadline_at: now_ms() + 60_000,
+    };
+    assert!(store.insert_run(&run).await.unwrap());
+    let again = NewRun {
+        id: HubRunId::new_random(),
+        ..run
+    };
+    assert!(
+        !store.insert_run(&again).await.unwrap(),
+        "same trigger twice"
+    );
+    let repo: RepoName = "acme/svc".parse().unwrap();
+    let sha = "a".repeat(40).parse().unwrap();
+    let spokes = vec![
+        NewSpoke {
+            repo: repo.clone(),
+            default_branch: "main".into(),
+            status: SpokeStatus::Planned,
+            reason: None,
+        },
+        NewSpoke {
+            repo: "acme/old".parse().unwrap(),
+            default_branch: "main".into(),
+            status: SpokeStatus::Skipped,
+            reason: Some("archived".into()),
+        },
+    ];
+    store.activate_run(&id, &sha, &spokes).await.unwrap();
+    let loaded = store.run(&id).await.unwrap().unwrap();
+    assert_eq!(loaded.status.as_str(), "active");
+    assert_eq!(loaded.head_sha, Some(sha));
+    let decide = |event: SpokeEvent| {
+        move |s: &spokehub::hub::Spoke| {
+            let policy = Policy::default();
+            let ctx = TransitionContext {
+                now: now_ms(),
+                policy: &policy,
+            };
+            apply(s, event.clone(), &ctx)
+        }
+    };
+    let rec = store
+        .transition(&id, &repo, decide(SpokeEvent::DispatchStarted))
+        .await
+        .unwrap();
+    assert!(matches!(rec.transition, Transition::Changed(_)));
+    let rec = store
+        .transition(
+            &id,
+            &repo,
+            decide(SpokeEvent::DispatchAccepted {
+                run_id: Some(77),
+                run_url: Some("u".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.current().status, SpokeStatus::Dispatched);
+    let stored = store.spoke(&id, &repo).await.unwrap().unwrap().spoke;
+    assert_eq!(stored.status, SpokeStatus::Dispatched);
+    assert_eq!((stored.attempt, stored.workflow_run_id), (1, Some(77)));
+    assert_eq!(
+        store.spoke_by_workflow_run(77).await.unwrap(),
+        Some((id, repo.clone()))
+    );
+    assert_eq!(store.count_events("transition").await.unwrap(), 2);
+    let all = store.spokes(&id).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].spoke.reason.as_deref(), Some("archived"));
+}
+
+async fn concurrent_transitions_of_one_spoke_are_serialized_and_none_is_lost(db: Db) {
+    let store = db.open().await;
+    let id = HubRunId::new_random();
+    let hub: RepoName = "acme/hub".parse().unwrap();
+    store
+        .insert_run(&NewRun {
+            id,
+            installation_id: InstallationId(1),
+            hub_repo: &hub,
+            task: "t",
+            targets: "",
+            params: "{}",
+            dry_run: false,
+            git_ref: "main",
+            sender: "s",
+            trigger_delivery: None,
+            deadline_at: now_ms() + 60_000,
+        })
+        .await
+        .unwrap();
+    let repos: Vec<RepoName> = (0..50)
+        .map(|i| format!("acme/r{i}").parse().unwrap())
+        .collect();
+    let spokes: Vec<NewSpoke> = repos
+        .iter()
+        .map(|r| NewSpoke {
+            repo: r.clone(),
+            default_branch: "main".into(),
+            status: SpokeStatus::Planned,
+            reason: None,
+        })
+        .collect();
+    store
+        .activate_run(&id, &"b".repeat(40).parse().unwrap(), &spokes)
+        .await
+        .unwrap();
+    // Every spoke gets two conflicting-order events from many tasks at once; the writer
+    // batches them, and each spoke must end dispatched exactly once (attempt 1).
+    let mut tasks = Vec::new();
+    for repo in &repos {
+        for event in [SpokeEvent::DispatchStarted, SpokeEvent::DispatchStarted] {
+            let store = store.clone();
+            let repo = repo.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .transition(&id, &repo, move |s| {
+                        let policy = Policy::default();
+                        apply(
+                            s,
+                            event.clone(),
+                            &TransitionContext {
+                                now: now_ms(),
+                                policy: &policy,
+                            },
+                        )
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut changed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap().transition, Transition::Changed(_)) {
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 50, "each spoke started exactly once");
+    for s in store.spokes(&id).await.unwrap() {
+        assert_eq!(s.spoke.status, SpokeStatus::Dispatching);
+        assert_eq!(s.spoke.attempt, 1);
+    }
+    let missing = store
+        .transition(&id, &"acme/nope".parse().unwrap(), |_| {
+            Transition::Unchanged
+        })
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
