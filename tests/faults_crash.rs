@@ -4,6 +4,8 @@
 
 #[path = "common/hub_process.rs"]
 mod hub_process;
+#[path = "common/postgres.rs"]
+mod postgres_harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use spokehub::hub::SpokeStatus;
 
-use hub_process::{kill_and_restart, spoke_runs};
+use hub_process::{kill_and_restart_on, spoke_runs};
 
 const HUB: &str = r#"
 [hub]
@@ -28,6 +30,18 @@ limit = 0
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_or_more_sigkills_at_random_moments_during_a_thousand_spoke_run_lose_and_duplicate_nothing(
 ) {
+    ten_sigkills(None).await;
+}
+
+/// The same, with the hub's ledger on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_sigkills_during_a_thousand_spoke_run_on_postgres_lose_and_duplicate_nothing() {
+    if let Some(url) = postgres_harness::fresh_database().await {
+        ten_sigkills(Some(&url)).await;
+    }
+}
+
+async fn ten_sigkills(database_url: Option<&str>) {
     let scenario = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/faults/crash.toml"),
     )
@@ -47,7 +61,15 @@ async fn ten_or_more_sigkills_at_random_moments_during_a_thousand_spoke_run_lose
         .into_iter()
         .map(|p| (p, rng.gen_range(0..100)))
         .collect();
-    let out = kill_and_restart(&scenario, HUB, "crash", &kills, Duration::from_secs(300)).await;
+    let out = kill_and_restart_on(
+        database_url,
+        &scenario,
+        HUB,
+        "crash",
+        &kills,
+        Duration::from_secs(300),
+    )
+    .await;
     assert_eq!(
         out.kills_during_run, 10,
         "every kill landed while the run was going"

@@ -18,6 +18,18 @@ fn failing_repos(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_repositories_with_ten_percent_failing_give_an_exact_failure_summary() {
     let world = World::start(&scenario(180, &failing_repos(20)), FAST_HUB).await;
+    two_hundred_repositories(world).await;
+}
+
+/// The same run with the hub's ledger on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_repositories_on_postgres_give_the_same_exact_summary() {
+    if let Some(world) = World::start_postgres(&scenario(180, &failing_repos(20)), FAST_HUB).await {
+        two_hundred_repositories(world).await;
+    }
+}
+
+async fn two_hundred_repositories(world: World) {
     let report = world
         .run_to_completion(
             json!({"task": "bump-deps", "targets": "", "params": "{\"to\":\"1.2\"}"}),

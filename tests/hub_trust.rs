@@ -42,7 +42,20 @@ fn statuses(report: &RunReport) -> Vec<(String, SpokeStatus, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_callbacks_are_rejected_and_change_nothing() {
-    let world = World::start(&scenario(4, ""), FAST_HUB).await;
+    forged_callbacks_are_rejected_and_change_nothing_on(
+        World::start(&scenario(4, ""), FAST_HUB).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_callbacks_are_rejected_and_change_nothing_on_postgres() {
+    if let Some(world) = World::start_postgres(&scenario(4, ""), FAST_HUB).await {
+        forged_callbacks_are_rejected_and_change_nothing_on(world).await;
+    }
+}
+
+async fn forged_callbacks_are_rejected_and_change_nothing_on(world: World) {
     let report = world.run_to_completion(json!({"task": "t"})).await;
     assert_eq!(report.run.conclusion.as_deref(), Some("success"));
     let before = statuses(&report);
@@ -143,7 +156,18 @@ async fn forged_callbacks_are_rejected_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_sent_twice_is_processed_once() {
-    let world = World::start(&scenario(1, ""), FAST_HUB).await;
+    a_delivery_sent_twice_is_processed_once_on(World::start(&scenario(1, ""), FAST_HUB).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_sent_twice_is_processed_once_on_postgres() {
+    if let Some(world) = World::start_postgres(&scenario(1, ""), FAST_HUB).await {
+        a_delivery_sent_twice_is_processed_once_on(world).await;
+    }
+}
+
+async fn a_delivery_sent_twice_is_processed_once_on(world: World) {
     let inputs = json!({"task": "twice"});
     let mut payload: Value = serde_json::from_slice(
         &std::fs::read(

@@ -21,6 +21,16 @@ impl HubProcess {
         Self::start_with_open_files(emulator, dir, listen, None)
     }
 
+    /// [`HubProcess::start`] on the database at `database_url` (default: SQLite in `dir`).
+    pub fn start_on(
+        emulator: &EmulatorHandle,
+        dir: &std::path::Path,
+        listen: &str,
+        database_url: Option<&str>,
+    ) -> HubProcess {
+        Self::spawn(emulator, dir, listen, None, database_url)
+    }
+
     /// [`HubProcess::start`] with a hard limit on open files (as a small container would have).
     pub fn start_with_open_files(
         emulator: &EmulatorHandle,
@@ -28,6 +38,19 @@ impl HubProcess {
         listen: &str,
         open_files: Option<u64>,
     ) -> HubProcess {
+        Self::spawn(emulator, dir, listen, open_files, None)
+    }
+
+    fn spawn(
+        emulator: &EmulatorHandle,
+        dir: &std::path::Path,
+        listen: &str,
+        open_files: Option<u64>,
+        database_url: Option<&str>,
+    ) -> HubProcess {
+        let database_url = database_url
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("hub.db").display()));
         let key = dir.join("app.pem");
         std::fs::write(&key, &emulator.private_key_pem).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_spokehub"));
@@ -55,10 +78,7 @@ impl HubProcess {
             .env("SPOKEHUB_PRIVATE_KEY_FILE", &key)
             .env("SPOKEHUB_WEBHOOK_SECRET", &emulator.webhook_secret)
             .env("SPOKEHUB_GITHUB_API_URL", &emulator.base_url)
-            .env(
-                "SPOKEHUB_DATABASE_URL",
-                format!("sqlite://{}", dir.join("hub.db").display()),
-            )
+            .env("SPOKEHUB_DATABASE_URL", &database_url)
             .env("SPOKEHUB_LISTEN", listen)
             .env("SPOKEHUB_HUB_REPOSITORY", &emulator.hub_repo)
             .env("SPOKEHUB_CONFIG", dir.join("spokehub.toml"))
@@ -154,6 +174,18 @@ pub async fn kill_and_restart(
     kills: &[(usize, u64)],
     within: Duration,
 ) -> CrashOutcome {
+    kill_and_restart_on(None, scenario, hub_toml, task, kills, within).await
+}
+
+/// [`kill_and_restart`] with the hub's ledger at `database_url` (default: SQLite).
+pub async fn kill_and_restart_on(
+    database_url: Option<&str>,
+    scenario: &str,
+    hub_toml: &str,
+    task: &str,
+    kills: &[(usize, u64)],
+    within: Duration,
+) -> CrashOutcome {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("spokehub.toml"), hub_toml).unwrap();
     let port = {
@@ -173,7 +205,7 @@ pub async fn kill_and_restart(
     .unwrap();
     let http = reqwest::Client::new();
 
-    let mut hub = HubProcess::start(&emulator, dir.path(), &listen);
+    let mut hub = HubProcess::start_on(&emulator, dir.path(), &listen, database_url);
     wait_until_listening(&http, &listen).await;
     let pressed = http
         .post(format!("{}/_emulator/hub/dispatch", emulator.base_url))
@@ -211,7 +243,7 @@ pub async fn kill_and_restart(
             kills_during_run += 1;
         }
         hub.kill();
-        hub = HubProcess::start(&emulator, dir.path(), &listen);
+        hub = HubProcess::start_on(&emulator, dir.path(), &listen, database_url);
         wait_until_listening(&http, &listen).await;
     }
 
@@ -235,10 +267,10 @@ pub async fn kill_and_restart(
         .filter(|c| c["name"] == format!("spokehub: {task}"))
         .count();
     assert_eq!(checks, 1, "a restart created a second check run");
-    let store =
-        spokehub::store::Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
-            .await
-            .unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let store = spokehub::store::Store::open(database_url.unwrap_or(&sqlite))
+        .await
+        .unwrap();
     let id = store.latest_run_id().await.unwrap().expect("a run exists");
     let report = run_report(&store, &id).await.unwrap().expect("run exists");
     emulator.shutdown().await;

@@ -2,6 +2,8 @@
 //! with helpers to act as a person and to read what GitHub (the emulator) ends up showing.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -33,6 +35,18 @@ pub struct World {
 impl World {
     /// Starts an emulator playing `scenario` and a hub configured by `hub_toml`.
     pub async fn start(scenario: &str, hub_toml: &str) -> World {
+        Self::start_on(None, scenario, hub_toml).await
+    }
+
+    /// [`World::start`] with the hub's ledger on a fresh PostgreSQL database; `None` (after
+    /// saying so) when the Postgres tests are skipped.
+    pub async fn start_postgres(scenario: &str, hub_toml: &str) -> Option<World> {
+        let url = postgres::fresh_database().await?;
+        Some(Self::start_on(Some(url), scenario, hub_toml).await)
+    }
+
+    /// Starts a world whose hub uses `database_url` (default: SQLite in the world's directory).
+    pub async fn start_on(database_url: Option<String>, scenario: &str, hub_toml: &str) -> World {
         let scenario = Scenario::from_toml(scenario).expect("valid scenario");
         let dir = tempfile::tempdir().unwrap();
         let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -41,7 +55,8 @@ impl World {
         let emulator = Emulator::start(emu_listener, scenario, webhook_url, None)
             .await
             .expect("emulator starts");
-        let config = hub_config(&emulator, &dir, hub_toml, Some("test-api-token"));
+        let database_url = database_url.unwrap_or_else(|| sqlite_url(&dir));
+        let config = hub_config_on(&emulator, &database_url, hub_toml, Some("test-api-token"));
         let hub = spokehub::server::start(config, hub_listener)
             .await
             .expect("hub starts");
@@ -182,10 +197,25 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The SQLite database a hub keeps in `dir`.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("hub.db").display())
+}
+
 /// The hub's configuration for an emulator, with a database in `dir`.
 pub fn hub_config(
     emulator: &EmulatorHandle,
     dir: &tempfile::TempDir,
+    hub_toml: &str,
+    api_token: Option<&str>,
+) -> Config {
+    hub_config_on(emulator, &sqlite_url(dir), hub_toml, api_token)
+}
+
+/// The hub's configuration for an emulator, with the database at `database_url`.
+pub fn hub_config_on(
+    emulator: &EmulatorHandle,
+    database_url: &str,
     hub_toml: &str,
     api_token: Option<&str>,
 ) -> Config {
@@ -195,7 +225,7 @@ pub fn hub_config(
             private_key: Some(emulator.private_key_pem.clone()),
             webhook_secret: Some(emulator.webhook_secret.clone()),
             github_api_url: Some(emulator.base_url.clone()),
-            database_url: Some(format!("sqlite://{}", dir.path().join("hub.db").display())),
+            database_url: Some(database_url.to_owned()),
             api_token: api_token.map(str::to_owned),
             hub_repository: Some(emulator.hub_repo.clone()),
             ..ServeArgs::default()
