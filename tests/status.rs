@@ -181,3 +181,44 @@ fn status_never_creates_a_database() {
         out(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_a_postgres_ledger_and_names_a_missing_database() {
+    let Some(world) = World::start_postgres(
+        &scenario(
+            2,
+            "[[org.repo]]\nname = \"broken\"\nconclusion = \"failure\"\n",
+        ),
+        FAST_HUB,
+    )
+    .await
+    else {
+        return;
+    };
+    let report = world.run_to_completion(json!({"task": "scan"})).await;
+    assert_eq!((report.totals.succeeded, report.totals.failed), (2, 1));
+    let id = report.run.id.to_string();
+    let url = world.database_url.clone();
+    let o = status(
+        world.dir.path(),
+        &[&id, "--json"],
+        &[("SPOKEHUB_DATABASE_URL", &url)],
+    );
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["totals"]["failed"], 1, "{text}");
+    assert_eq!(json["totals"]["succeeded"], 2, "{text}");
+    let missing = format!("{url}_missing");
+    let o = status(
+        world.dir.path(),
+        &[&id],
+        &[("SPOKEHUB_DATABASE_URL", &missing)],
+    );
+    let text = out(&o);
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("no database at") && text.contains("SPOKEHUB_DATABASE_URL"),
+        "{text}"
+    );
+}

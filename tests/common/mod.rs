@@ -30,6 +30,8 @@ pub struct World {
     pub hub: HubHandle,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The hub's ledger.
+    pub database_url: String,
 }
 
 impl World {
@@ -65,6 +67,7 @@ impl World {
             hub,
             http: reqwest::Client::new(),
             dir,
+            database_url,
         }
     }
 
