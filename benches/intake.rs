@@ -1,8 +1,10 @@
 //! Intake benchmark: what "acknowledged means on disk" costs, and the memory of large bodies.
 //!
 //! 1. The ledger's ingest rate (deliveries recorded per second by 64 concurrent writers, 4 KB
-//!    payloads, group commit) with `synchronous = FULL` (what the hub runs) and `NORMAL`
-//!    (survives a process crash only), on a file in the target directory.
+//!    payloads, group commit): SQLite with `synchronous = FULL` (what the hub runs) and
+//!    `NORMAL` (survives a process crash only), on a file in the target directory; and
+//!    PostgreSQL with `synchronous_commit = on` (what the hub runs) and `off`, on a throwaway
+//!    cluster on this machine (fsync on; see tests/common/postgres.rs).
 //! 2. The real `spokehub serve` process taking 16 concurrent signed 20 MB deliveries: how many
 //!    got 202 (the others 503, for GitHub to record as failed and the redelivery sweep to ask
 //!    for again), and the hub's peak resident memory.
@@ -21,12 +23,12 @@ use spokehub::store::{Durability, NewDelivery, Store};
 
 #[path = "../tests/common/hub_process.rs"]
 mod hub_process;
+#[path = "../tests/common/postgres.rs"]
+mod postgres_harness;
 use hub_process::{wait_until_listening, HubProcess};
 
-async fn ingest(durability: Durability, n: usize) -> f64 {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = Store::open_with(&url, durability).await.unwrap();
+async fn ingest(url: &str, durability: Durability, n: usize) -> f64 {
+    let store = Store::open_with(url, durability).await.unwrap();
     let payload = bytes::Bytes::from(vec![b'x'; 4096]);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -144,11 +146,34 @@ async fn main() {
     }
     let n = 20_000;
     for (name, durability) in [
-        ("synchronous = FULL  ", Durability::Full),
-        ("synchronous = NORMAL", Durability::ProcessCrash),
+        ("SQLite synchronous = FULL        ", Durability::Full),
+        (
+            "SQLite synchronous = NORMAL      ",
+            Durability::ProcessCrash,
+        ),
     ] {
-        let rate = ingest(durability, n).await;
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let rate = ingest(&url, durability, n).await;
         println!("intake bench: {name}: {n} deliveries recorded at {rate:>7.0}/s");
+    }
+    // Postgres: a throwaway cluster on this machine (loopback, fsync on), one database per
+    // measurement.
+    postgres_harness::durable_cluster();
+    for (name, durability) in [
+        ("Postgres synchronous_commit = on ", Durability::Full),
+        (
+            "Postgres synchronous_commit = off",
+            Durability::ProcessCrash,
+        ),
+    ] {
+        match postgres_harness::fresh_database().await {
+            Some(url) => {
+                let rate = ingest(&url, durability, n).await;
+                println!("intake bench: {name}: {n} deliveries recorded at {rate:>7.0}/s");
+            }
+            None => println!("intake bench: {name}: skipped (no PostgreSQL server)"),
+        }
     }
     large_deliveries().await;
 }

@@ -23,6 +23,17 @@ struct Server {
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 
+/// Whether the throwaway cluster syncs to disk. Tests run it with `fsync = off` (they kill the
+/// hub, never the server, so what reaches the disk does not change what they check, and it
+/// saves a shared 2-core machine its fsyncs); benchmarks measure the real cost.
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the throwaway cluster fsync as a production server does (call before the first
+/// [`fresh_database`]).
+pub fn durable_cluster() {
+    DURABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Where the throwaway cluster lives, for the stop at exit.
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
@@ -121,10 +132,13 @@ fn start_server() -> Result<Server, String> {
     )?;
     // Loopback only, no Unix socket, enough connections for parallel tests, and a watchdog
     // below that stops the server if this process dies without running its exit handler.
-    let options = format!(
+    let mut options = format!(
         "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' \
-         -c max_connections=300 -c fsync=off -c full_page_writes=off"
+         -c max_connections=300"
     );
+    if !DURABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        options.push_str(" -c fsync=off -c full_page_writes=off");
+    }
     let log = root.join("server.log");
     run(
         &cluster,
