@@ -197,7 +197,20 @@ limit = 0
 async fn lost_duplicated_and_late_webhooks_still_give_the_exact_result_before_any_timeout() {
     // Timeouts far beyond the test's patience: only reconciliation can finish the run.
     let hub = &recovering_hub("1s");
-    let world = World::start(&scenario("webhooks.toml"), hub).await;
+    lost_duplicated_and_late_webhooks(World::start(&scenario("webhooks.toml"), hub).await).await;
+}
+
+/// The same with the hub's ledger on PostgreSQL (duplicates deduplicated by its unique key,
+/// late reports judged against rows read `FOR UPDATE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_duplicated_and_late_webhooks_on_postgres_still_give_the_exact_result() {
+    let hub = &recovering_hub("1s");
+    if let Some(world) = World::start_postgres(&scenario("webhooks.toml"), hub).await {
+        lost_duplicated_and_late_webhooks(world).await;
+    }
+}
+
+async fn lost_duplicated_and_late_webhooks(world: World) {
     let report = run(&world, "webhook-faults", Duration::from_secs(120)).await;
     let t = report.totals;
     assert_eq!((t.succeeded, t.failed, t.skipped), (190, 10, 0), "{t:?}");
@@ -386,16 +399,28 @@ fn late_callback(world: &World, run: &HubRunId, old: &Value, status: &str) -> Va
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flaky_spokes_are_retried_as_new_attempts_and_late_reports_never_change_the_newer() {
-    let hub = r#"
+const FLAKY_HUB: &str = r#"
 [policy]
 unknown_search_delay = "300ms"
 [policy.retry]
 limit = 2
 backoff = "100ms"
 "#;
-    let world = World::start(&scenario("flaky.toml"), hub).await;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_spokes_are_retried_as_new_attempts_and_late_reports_never_change_the_newer() {
+    flaky_spokes(World::start(&scenario("flaky.toml"), FLAKY_HUB).await).await;
+}
+
+/// The same with the hub's ledger on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_spokes_on_postgres_are_retried_and_late_reports_never_change_the_newer() {
+    if let Some(world) = World::start_postgres(&scenario("flaky.toml"), FLAKY_HUB).await {
+        flaky_spokes(world).await;
+    }
+}
+
+async fn flaky_spokes(world: World) {
     let report = run(&world, "flaky", Duration::from_secs(120)).await;
     let runs = world.spoke_runs().await;
     assert_exactly_once_and_exact(&report, &runs);
