@@ -441,3 +441,89 @@ async fn a_database_file_removed_under_the_hub_fails_health_and_intake() {
         .await;
     assert_eq!(again.status(), 503);
 }
+
+/// The Postgres counterpart: a database that stops taking writes (here: made read-only, as a
+/// demoted primary would be) fails `/healthz` and intake answers 503, never 202; once it takes
+/// writes again both recover without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_that_refuses_writes_fails_health_and_intake_until_it_recovers() {
+    let Some(world) = World::start_postgres(&scenario(1, ""), FAST_HUB).await else {
+        return;
+    };
+    let health = || async {
+        world
+            .http
+            .get(format!("{}/healthz", world.hub_url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(health().await, 200);
+    let body = dispatch_payload(
+        world.emulator.installation_id,
+        &world.emulator.hub_repo,
+        json!({"hub_run_id": "x"}),
+    );
+    let before = world
+        .send_webhook("repository_dispatch", "before", &body)
+        .await;
+    assert_eq!(before.status(), 202);
+    let (admin, name) = world.database_url.rsplit_once('/').unwrap();
+    let set_read_only = |on: bool| {
+        let (admin, name) = (format!("{admin}/postgres"), name.to_owned());
+        async move {
+            use sqlx::Connection as _;
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            let verb = if on {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            };
+            sqlx::query(&format!("ALTER DATABASE {name} {verb}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            // Sessions keep what they started with: end them, so the hub reconnects.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&name)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+    };
+    set_read_only(true).await;
+    // The first probe after the cut may meet a dropped connection or the read-only refusal;
+    // either way it is 503, and so is every one after it.
+    assert_eq!(health().await, 503);
+    let after = world
+        .send_webhook("repository_dispatch", "after", &body)
+        .await;
+    assert_eq!(
+        after.status(),
+        503,
+        "a delivery was acknowledged into a database that refuses writes"
+    );
+    set_read_only(false).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let again = world
+            .send_webhook("repository_dispatch", "after", &body)
+            .await;
+        if again.status() == 202 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(health().await, 200);
+    assert_eq!(
+        world.hub.engine.store().count_deliveries().await.unwrap(),
+        2
+    );
+}
