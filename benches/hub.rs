@@ -5,6 +5,10 @@
 //! time to all dispatched and to completion, hub CPU time, GitHub API requests per spoke and
 //! the hub's peak resident memory.
 //!
+//! Each size runs with the ledger on SQLite, then on PostgreSQL (one replica; a throwaway
+//! cluster on this machine with fsync on, see tests/common/postgres.rs; its server's CPU is not
+//! in "hub CPU").
+//!
 //! `cargo bench --bench hub` (add `-- 1000` to run one size).
 
 use std::time::{Duration, Instant};
@@ -16,6 +20,8 @@ use spokehub::emulator::{Emulator, EmulatorHandle, Scenario};
 
 #[path = "../tests/common/hub_process.rs"]
 mod hub_process;
+#[path = "../tests/common/postgres.rs"]
+mod postgres_harness;
 use hub_process::HubProcess;
 
 fn proc_cpu_s(pid: u32) -> f64 {
@@ -49,7 +55,7 @@ async fn summary(http: &reqwest::Client, emulator: &EmulatorHandle) -> Value {
         .unwrap()
 }
 
-async fn bench(n: usize) {
+async fn bench(n: usize, database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -77,7 +83,7 @@ async fn bench(n: usize) {
         "[policy]\napi_concurrency = 32\n[policy.retry]\nlimit = 0\n",
     )
     .unwrap();
-    let hub = HubProcess::start(&emulator, dir.path(), &listen);
+    let hub = HubProcess::start_on(&emulator, dir.path(), &listen, database_url);
     let pid = hub.id();
     let up = Instant::now();
     while http
@@ -123,7 +129,12 @@ async fn bench(n: usize) {
     let requests = s["requests_total"].as_u64().unwrap_or(0) - requests_before;
     hub.kill();
     println!(
-        "hub bench: {n:>6} spokes | all dispatched in {:>6.2} s | completed in {:>6.2} s | hub CPU {:>6.2} s | {:>5.3} API requests/spoke | hub peak RSS {:>6.1} MB",
+        "hub bench: {:<8} | {n:>6} spokes | all dispatched in {:>6.2} s | completed in {:>6.2} s | hub CPU {:>6.2} s | {:>5.3} API requests/spoke | hub peak RSS {:>6.1} MB",
+        if database_url.is_some() {
+            "Postgres"
+        } else {
+            "SQLite"
+        },
         dispatched_at.unwrap().as_secs_f64(),
         wall.as_secs_f64(),
         cpu,
@@ -147,7 +158,14 @@ async fn main() {
     } else {
         sizes
     };
+    postgres_harness::durable_cluster();
     for n in sizes {
-        bench(n).await;
+        bench(n, None).await;
+        match postgres_harness::fresh_database().await {
+            Some(url) => bench(n, Some(&url)).await,
+            None => {
+                println!("hub bench: Postgres | {n:>6} spokes | skipped (no PostgreSQL server)")
+            }
+        }
     }
 }
