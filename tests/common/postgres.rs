@@ -116,6 +116,8 @@ fn start_server() -> Result<Server, String> {
         pg_ctl: pg_ctl.clone(),
         as_postgres,
     };
+    // Before anything starts: whenever this process ends, the cluster is stopped.
+    spawn_watchdog(&cluster);
     run(
         &cluster,
         &initdb,
@@ -130,8 +132,7 @@ fn start_server() -> Result<Server, String> {
             "UTF8",
         ],
     )?;
-    // Loopback only, no Unix socket, enough connections for parallel tests, and a watchdog
-    // below that stops the server if this process dies without running its exit handler.
+    // Loopback only, no Unix socket, enough connections for parallel tests.
     let mut options = format!(
         "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories='' \
          -c max_connections=300"
@@ -179,13 +180,13 @@ fn start_server() -> Result<Server, String> {
     }
     // SAFETY: registering a plain extern "C" function.
     unsafe { libc::atexit(stop_at_exit) };
-    spawn_watchdog(CLUSTER.get().expect("set above"));
     let admin = format!("postgres://postgres@127.0.0.1:{port}");
     wait_ready(&admin)?;
     Ok(Server { admin })
 }
 
-/// A shell that stops the cluster once this process is gone (killed, or aborted).
+/// A shell that stops the cluster once this process is gone (killed, or aborted), for when the
+/// exit handler never runs.
 fn spawn_watchdog(c: &Cluster) {
     let me = std::process::id();
     let script = format!(
