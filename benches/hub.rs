@@ -9,7 +9,8 @@
 //! cluster on this machine with fsync on, see tests/common/postgres.rs; its server's CPU is not
 //! in "hub CPU").
 //!
-//! `cargo bench --bench hub` (add `-- 1000` to run one size).
+//! `cargo bench --bench hub` (add `-- 1000` to run one size, `-- sqlite` or `-- postgres` to run
+//! one database).
 
 use std::time::{Duration, Instant};
 
@@ -149,10 +150,11 @@ async fn main() {
     if std::env::var_os("SPOKEHUB_LOG").is_none() {
         std::env::set_var("SPOKEHUB_LOG", "error");
     }
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    // `sqlite` or `postgres` picks one database (default: both).
+    let sqlite = !args.iter().any(|a| a == "postgres") || args.iter().any(|a| a == "sqlite");
+    let postgres = !args.iter().any(|a| a == "sqlite") || args.iter().any(|a| a == "postgres");
     let sizes = if sizes.is_empty() {
         vec![1_000, 10_000]
     } else {
@@ -160,7 +162,12 @@ async fn main() {
     };
     postgres_harness::durable_cluster();
     for n in sizes {
-        bench(n, None).await;
+        if sqlite {
+            bench(n, None).await;
+        }
+        if !postgres {
+            continue;
+        }
         match postgres_harness::fresh_database().await {
             Some(url) => bench(n, Some(&url)).await,
             None => {
