@@ -596,11 +596,7 @@ impl Engine {
     ) -> anyhow::Result<bool> {
         let totals = view.totals();
         let policy = self.config().policy_for(&run.task);
-        let cancelled = self
-            .load_run(&run.id)
-            .await?
-            .reason
-            .is_some_and(|r| r.starts_with(super::operator::CANCELLED_PREFIX));
+        let cancelled = self.load_run(&run.id).await?.cancel_requested;
         let conclusion = if cancelled {
             Conclusion::Cancelled
         } else {

@@ -17,9 +17,6 @@ use crate::store::{now_ms, RunRecord};
 /// The identifier of the check run's "Re-run failed" button.
 pub const RERUN_FAILED: &str = "rerun_failed";
 
-/// Why a run was cancelled, as recorded (the driver concludes `cancelled` from it).
-pub(super) const CANCELLED_PREFIX: &str = "cancelled";
-
 /// What a cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -185,8 +182,13 @@ impl Engine {
         if run.status == RunStatus::Completed {
             return Ok(CancelOutcome::AlreadyCompleted);
         }
-        let reason = format!("{CANCELLED_PREFIX} by {by}");
-        self.store().set_run_reason(id, &reason).await?;
+        if !self
+            .store()
+            .request_cancel(id, &format!("cancelled by {by}"))
+            .await?
+        {
+            return Ok(CancelOutcome::AlreadyCompleted);
+        }
         let run = self.store().run(id).await?.context("run vanished")?;
         let client = self.inner.github.installation(run.installation_id).await?;
         // First every spoke (fast, so the driver dispatches nothing more), then the remote

@@ -38,6 +38,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub conclusion: Option<String>,
     pub reason: Option<String>,
+    /// An operator asked to cancel the run: nothing more is dispatched and it concludes
+    /// `cancelled`.
+    pub cancel_requested: bool,
     pub check_run_id: Option<u64>,
     pub created_at: i64,
     pub deadline_at: i64,
@@ -64,6 +67,7 @@ fn run_from_row(r: &SqliteRow) -> StoreResult<RunRecord> {
         status: parse("status").parse().map_err(|e| corrupt("runs", e))?,
         conclusion: r.get("conclusion"),
         reason: r.get("reason"),
+        cancel_requested: r.get("cancel_requested"),
         check_run_id: r.get::<Option<i64>, _>("check_run_id").map(|i| i as u64),
         created_at: r.get("created_at"),
         deadline_at: r.get("deadline_at"),
@@ -158,7 +162,7 @@ impl Store {
     pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
         sqlx::query(
             "UPDATE runs SET status = ?, conclusion = NULL, reason = NULL, completed_at = NULL,
-                             deadline_at = ?
+                             cancel_requested = FALSE, deadline_at = ?
              WHERE id = ?",
         )
         .bind(RunStatus::Active.as_str())
@@ -266,13 +270,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records why a run ends the way it does (e.g. cancelled by an operator).
-    pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE runs SET reason = ? WHERE id = ?")
-            .bind(reason)
-            .bind(id.to_string())
-            .execute(&self.write)
-            .await?;
-        Ok(())
+    /// Records an operator's request to cancel a run that has not completed, and why;
+    /// false when the run has completed (or does not exist).
+    pub async fn request_cancel(&self, id: &HubRunId, reason: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE, reason = ? WHERE id = ? AND status <> ?",
+        )
+        .bind(reason)
+        .bind(id.to_string())
+        .bind(RunStatus::Completed.as_str())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
