@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::plan::{check_run_name, PlanError};
-use super::Engine;
+use super::{DriveEnd, Engine};
 use crate::github::{CheckRunAction, CheckRunOutput, CheckRunRequest, InstallationClient};
 use crate::hub::{
     conclude, render, Conclusion, HubRunId, RepoName, RunStatus, Spoke, SpokeEvent, SpokeStatus,
@@ -260,44 +260,60 @@ impl Engine {
         &self,
         id: HubRunId,
         mut updates: UnboundedReceiver<Spoke>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<DriveEnd> {
         let mut run = self.load_run(&id).await?;
         let resumed = run.status == RunStatus::Active;
         while run.status == RunStatus::Planning {
+            if self.is_stopping() {
+                return Ok(DriveEnd::Stopped);
+            }
             match self.plan(&run).await {
                 Ok(()) => {}
                 Err(PlanError::Fatal(reason)) => {
                     tracing::warn!(reason, "run cannot be planned");
-                    return self.fail_run(&run, &reason).await;
+                    self.fail_run(&run, &reason).await?;
+                    return Ok(DriveEnd::Completed);
                 }
                 Err(PlanError::Retry(e)) => {
                     tracing::warn!(error = format!("{e:#}"), "planning failed; retrying");
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    self.pause(RETRY_DELAY).await;
                 }
             }
             run = self.load_run(&id).await?;
         }
         if run.status == RunStatus::Completed {
-            return Ok(());
+            return Ok(DriveEnd::Completed);
         }
         let client = loop {
+            if self.is_stopping() {
+                return Ok(DriveEnd::Stopped);
+            }
             match self.inner.github.installation(run.installation_id).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the installation; retrying");
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    self.pause(RETRY_DELAY).await;
                 }
             }
         };
         let reconcile_after = self.config().policy_for(&run.task).reconcile_after;
         let mut view = RunView::new(self.store().spokes(&id).await?, reconcile_after);
         if run.dry_run {
-            return self.complete_dry_run(&run, &client, &view).await;
+            self.complete_dry_run(&run, &client, &view).await?;
+            return Ok(DriveEnd::Completed);
         }
         if resumed {
             self.recover(&run, &mut view).await?;
         }
         self.run_loop(&run, &client, &mut view, &mut updates).await
+    }
+
+    /// Waits `d`, or less when the hub is stopping.
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.stopped() => {}
+        }
     }
 
     async fn load_run(&self, id: &HubRunId) -> anyhow::Result<RunRecord> {
@@ -340,7 +356,7 @@ impl Engine {
         client: &InstallationClient,
         view: &mut RunView,
         updates: &mut UnboundedReceiver<Spoke>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<DriveEnd> {
         let policy = self.config().policy_for(&run.task).clone();
         let mut tasks: JoinSet<(RepoName, Launch)> = JoinSet::new();
         let mut dirty = true;
@@ -369,6 +385,15 @@ impl Engine {
                         break;
                     }
                 }
+            }
+            // Stopping: no new work; the requests in hand finish and are recorded.
+            if self.is_stopping() {
+                while let Some(done) = tasks.join_next().await {
+                    if let Ok((repo, _)) = done {
+                        view.busy.remove(&repo);
+                    }
+                }
+                return Ok(DriveEnd::Stopped);
             }
             // Work on a spoke that is already being worked on waits for that to finish.
             // Searches and read-backs first (their spokes are in flight already), then new
@@ -436,7 +461,7 @@ impl Engine {
                 && view.dispatches.is_empty();
             let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
             if finished && self.complete_run(run, client, view).await? {
-                return Ok(());
+                return Ok(DriveEnd::Completed);
             }
             if dirty && summary_due {
                 self.post_progress(run, client, view).await;
@@ -472,6 +497,7 @@ impl Engine {
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+                _ = self.stopped() => {}
             }
         }
     }

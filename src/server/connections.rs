@@ -51,15 +51,29 @@ pub fn connection_limit() -> usize {
     room.min(MAX_CONNECTIONS) as usize
 }
 
-/// Serves `app` on `listener` until the task is aborted. At most `max_connections` are open;
-/// further clients wait in the listen backlog until one closes.
-pub async fn serve(listener: TcpListener, app: Router, max_connections: usize) {
+/// Serves `app` on `listener` until `stop` is cancelled (then the listener closes; requests
+/// already being answered finish on their own connections). At most `max_connections` are
+/// open; further clients wait in the listen backlog until one closes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
         };
-        let (stream, _peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors or a connection reset before accept: not fatal.
