@@ -401,3 +401,27 @@ async fn a_hundred_stalled_uploads_hold_bounded_memory() {
     );
     assert!(peak < 300.0, "the hub's memory peaked at {peak:.0} MB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_small_uploads_hold_no_room_they_did_not_fill() {
+    // 200 clients declare 1 MiB each (together four times the room for small bodies), send a
+    // kilobyte and stall: room is taken as bytes arrive, so deliveries still get in.
+    let hub = start(None).await;
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(hub.addr).await.unwrap();
+        s.write_all(webhook_head(Some(&forged_signature()), 1024 * 1024).as_bytes())
+            .await
+            .unwrap();
+        s.write_all(&[b' '; 1024]).await.unwrap();
+        held.push(s);
+    }
+    let slowest = hub
+        .signed_deliveries_answered_in_time(20, "small-stall")
+        .await;
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    for mut s in held {
+        let (status, _) = answer_of(&mut s, Duration::from_secs(30)).await;
+        assert_eq!(status, 408, "a stalled small upload was not cut");
+    }
+}

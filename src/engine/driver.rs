@@ -221,7 +221,9 @@ impl RunView {
                 continue; // superseded by a later transition
             }
             let work = match spoke.status {
-                SpokeStatus::RetryWait => {
+                // A retry whose time has come, or a first dispatch that was put back after
+                // trouble.
+                SpokeStatus::RetryWait | SpokeStatus::Planned => {
                     self.dispatches.push_back(repo);
                     continue;
                 }
@@ -359,6 +361,7 @@ impl Engine {
     ) -> anyhow::Result<DriveEnd> {
         let policy = self.config().policy_for(&run.task).clone();
         let mut tasks: JoinSet<(RepoName, Launch)> = JoinSet::new();
+        let mut task_repos: HashMap<tokio::task::Id, RepoName> = HashMap::new();
         let mut dirty = true;
         let mut last_summary: Option<Instant> = None;
         loop {
@@ -388,11 +391,7 @@ impl Engine {
             }
             // Stopping: no new work; the requests in hand finish and are recorded.
             if self.is_stopping() {
-                while let Some(done) = tasks.join_next().await {
-                    if let Ok((repo, _)) = done {
-                        view.busy.remove(&repo);
-                    }
-                }
+                while tasks.join_next().await.is_some() {}
                 return Ok(DriveEnd::Stopped);
             }
             // Work on a spoke that is already being worked on waits for that to finish.
@@ -405,7 +404,17 @@ impl Engine {
                     item
                 } else if view.has_room(policy.concurrency) {
                     match view.dispatches.pop_front() {
-                        Some(repo) => (repo, Work::Dispatch),
+                        // Only a spoke still waiting for its dispatch (an entry may be stale:
+                        // the spoke moved on since it was queued).
+                        Some(repo)
+                            if matches!(
+                                view.spokes.get(&repo).map(|s| s.status),
+                                Some(SpokeStatus::Planned | SpokeStatus::RetryWait)
+                            ) =>
+                        {
+                            (repo, Work::Dispatch)
+                        }
+                        Some(_) => continue,
                         None => break,
                     }
                 } else {
@@ -424,7 +433,8 @@ impl Engine {
                 let engine = self.clone();
                 let (run, client) = (run.clone(), client.clone());
                 let branch = view.branches.get(&repo).cloned().unwrap_or_default();
-                tasks.spawn(async move {
+                let task_repo = repo.clone();
+                let handle = tasks.spawn(async move {
                     let result = match work {
                         Work::Dispatch => engine
                             .dispatch_spoke(&run, &client, &repo, &branch)
@@ -448,6 +458,7 @@ impl Engine {
                         }
                     }
                 });
+                task_repos.insert(handle.id(), task_repo);
             }
             for item in deferred.into_iter().rev() {
                 view.queue.push_front(item);
@@ -486,13 +497,25 @@ impl Engine {
                     view.update(spoke);
                     dirty = true;
                 }
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((repo, launch)) = done {
-                        view.busy.remove(&repo);
-                        // A dispatch that changed nothing (the spoke moved on meanwhile)
-                        // sends no update: it no longer counts as in flight.
-                        if launch != Launch::Started {
-                            view.launching.remove(&repo);
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    match done {
+                        Ok((id, (repo, launch))) => {
+                            task_repos.remove(&id);
+                            view.busy.remove(&repo);
+                            // A dispatch that changed nothing (the spoke moved on meanwhile)
+                            // sends no update: it no longer counts as in flight.
+                            if launch != Launch::Started {
+                                view.launching.remove(&repo);
+                            }
+                        }
+                        Err(e) => {
+                            // A task that panicked: its spoke is free again; what it committed
+                            // reached the view as updates.
+                            if let Some(repo) = task_repos.remove(&e.id()) {
+                                tracing::error!(%repo, error = %e, "spoke work panicked");
+                                view.busy.remove(&repo);
+                                view.launching.remove(&repo);
+                            }
                         }
                     }
                 }

@@ -36,6 +36,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel))
         .route("/runs/{id}", get(api::run_page))
+        .layer(axum::Extension(api::HealthProbe::default()))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .merge(webhook)
         .with_state(engine)

@@ -158,15 +158,23 @@ impl Store {
             .transpose()
     }
 
-    /// Makes a completed run active again (operator re-run), with a new deadline.
-    pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
+    /// Makes a completed run active again (operator re-run), with a new deadline and, when
+    /// given, its new check run, in one write.
+    pub async fn reopen_run(
+        &self,
+        id: &HubRunId,
+        deadline_at: i64,
+        check_run_id: Option<u64>,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE runs SET status = ?, conclusion = NULL, reason = NULL, completed_at = NULL,
-                             cancel_requested = FALSE, deadline_at = ?
+                             cancel_requested = FALSE, deadline_at = ?,
+                             check_run_id = COALESCE(?, check_run_id)
              WHERE id = ?",
         )
         .bind(RunStatus::Active.as_str())
         .bind(deadline_at)
+        .bind(check_run_id.map(|c| c as i64))
         .bind(id.to_string())
         .execute(&self.write)
         .await?;
