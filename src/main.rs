@@ -37,9 +37,10 @@ enum Command {
         /// Where app.pem and app.env are written.
         #[arg(long, default_value = ".emulator")]
         out: PathBuf,
-        /// Where webhooks are delivered.
-        #[arg(long, default_value = "http://127.0.0.1:3000/webhook")]
-        webhook_url: String,
+        /// Where webhooks are delivered; repeat it for several hub replicas (each delivery
+        /// goes to one, round-robin, as a load balancer would send it).
+        #[arg(long = "webhook-url", default_value = "http://127.0.0.1:3000/webhook")]
+        webhook_urls: Vec<String>,
     },
     /// Emulator and hub in one process: run a task over a simulated organization.
     Demo(spokehub::demo::DemoArgs),
@@ -138,14 +139,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             scenario,
             out,
-            webhook_url,
+            webhook_urls,
         } => {
             init_tracing("info")?;
             spokehub::emulator::run(spokehub::emulator::EmulateArgs {
                 listen,
                 scenario,
                 out,
-                webhook_url,
+                webhook_urls,
             })
             .await
         }

@@ -258,6 +258,7 @@ mod tests {
                 sender: "octocat".into(),
                 status: RunStatus::Completed,
                 conclusion: Some(if dry_run { "neutral" } else { "failure" }.into()),
+                cancel_requested: false,
                 reason: dry_run.then(|| "dry run".into()),
                 check_run_id: None,
                 created_at: 0,

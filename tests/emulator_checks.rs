@@ -207,7 +207,7 @@ async fn the_emulate_banner_names_the_person_endpoints() {
     let env = start(scenario("[org]\nrepos = 1\n")).await;
     let text = spokehub::emulator::banner(
         &env.emu,
-        "http://127.0.0.1:3000/webhook",
+        &["http://127.0.0.1:3000/webhook".to_owned()],
         std::path::Path::new(".emulator/app.env"),
     );
     let b = &env.emu.base_url;

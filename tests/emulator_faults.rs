@@ -466,3 +466,78 @@ async fn stuck_runs_start_and_hang_until_cancelled() {
     assert_eq!(run["conclusion"], "cancelled");
     env.emu.shutdown().await;
 }
+
+/// A receiver that counts deliveries and answers 200.
+async fn counting_receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let app = axum::Router::new().route(
+        "/webhook",
+        axum::routing::post(move || {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, count)
+}
+
+#[tokio::test]
+async fn several_webhook_urls_share_deliveries_round_robin_and_a_dead_one_fails_its_own() {
+    let (a, a_count) = counting_receiver().await;
+    let (b, b_count) = counting_receiver().await;
+    // A replica that is down: nothing listens there.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/webhook", l.local_addr().unwrap())
+    };
+    let emu = spokehub::emulator::Emulator::start_balanced(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        scenario("[org]\nrepos = 1\n"),
+        vec![a.clone(), b.clone(), dead.clone()],
+        None,
+    )
+    .await
+    .unwrap();
+    let env = Env {
+        emu,
+        hooks: Default::default(),
+        http: reqwest::Client::new(),
+    };
+    let t = env.token().await;
+    for i in 0..6 {
+        let r = env
+            .http
+            .post(env.url("/repos/acme/platform-hub/dispatches"))
+            .bearer_auth(&t)
+            .json(&json!({"event_type": format!("hello-{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let st = env
+        .wait_state("six deliveries", |s| s["webhooks_sent"] == 6)
+        .await;
+    let deliveries = st["webhook_deliveries"].as_array().unwrap();
+    let to = |url: &str| {
+        deliveries
+            .iter()
+            .filter(|d| d["url"] == url)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!((to(&a).len(), to(&b).len(), to(&dead).len()), (2, 2, 2));
+    for d in to(&dead) {
+        assert_eq!(d["status_code"], 0);
+        assert_eq!(d["status"], "failed to connect");
+    }
+    // Nothing was retried on another URL.
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!((a_count.load(SeqCst), b_count.load(SeqCst)), (2, 2));
+    env.emu.shutdown().await;
+}

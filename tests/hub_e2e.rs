@@ -311,6 +311,15 @@ async fn the_run_api_needs_the_bearer_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    // The scheme is case-insensitive (RFC 9110).
+    let lower = world
+        .http
+        .get(&url)
+        .header("authorization", "bearer test-api-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     let ok: Value = world
         .http
         .get(&url)

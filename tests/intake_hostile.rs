@@ -104,6 +104,12 @@ impl Hub {
         slowest
     }
 
+    /// The hub's memory stayed bounded through an attack (peak resident memory).
+    fn assert_memory_bounded(&self) {
+        let (_, peak) = self.memory_mb();
+        assert!(peak < 300.0, "the hub's memory peaked at {peak:.0} MB");
+    }
+
     /// The hub process's resident memory now and at its peak, in MB.
     fn memory_mb(&self) -> (f64, f64) {
         let status =
@@ -204,6 +210,7 @@ async fn slowloris_headers_are_cut_and_deliveries_go_on() {
         let held = c.await.unwrap();
         assert!(held < Duration::from_secs(12), "held {held:?}");
     }
+    hub.assert_memory_bounded();
     eprintln!("slowloris: 300 connections; slowest signed delivery {slowest:?}");
 }
 
@@ -247,6 +254,7 @@ async fn slow_bodies_are_cut_and_deliveries_go_on() {
             "a slow body was read for {took:?}"
         );
     }
+    hub.assert_memory_bounded();
     eprintln!("slow bodies: 50 connections; slowest signed delivery {slowest:?}");
 }
 
@@ -273,6 +281,7 @@ async fn a_declared_oversize_length_or_a_bad_signature_header_is_refused_before_
     }
     hub.signed_deliveries_answered_in_time(5, "after-oversize")
         .await;
+    hub.assert_memory_bounded();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,6 +335,7 @@ async fn idle_connections_past_the_open_file_limit_do_not_stop_deliveries() {
     for a in attackers {
         connections += a.await.unwrap();
     }
+    hub.assert_memory_bounded();
     eprintln!(
         "idle: 1,100 clients at a 1,024-file limit made {connections} connections in 15 s; \
          slowest signed delivery or health check {slowest:?}"
@@ -400,4 +410,29 @@ async fn a_hundred_stalled_uploads_hold_bounded_memory() {
          delivery {slowest:?}"
     );
     assert!(peak < 300.0, "the hub's memory peaked at {peak:.0} MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_small_uploads_hold_no_room_they_did_not_fill() {
+    // 200 clients declare 1 MiB each (together four times the room for small bodies), send a
+    // kilobyte and stall: room is taken as bytes arrive, so deliveries still get in.
+    let hub = start(None).await;
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(hub.addr).await.unwrap();
+        s.write_all(webhook_head(Some(&forged_signature()), 1024 * 1024).as_bytes())
+            .await
+            .unwrap();
+        s.write_all(&[b' '; 1024]).await.unwrap();
+        held.push(s);
+    }
+    let slowest = hub
+        .signed_deliveries_answered_in_time(20, "small-stall")
+        .await;
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    for mut s in held {
+        let (status, _) = answer_of(&mut s, Duration::from_secs(30)).await;
+        assert_eq!(status, 408, "a stalled small upload was not cut");
+    }
+    hub.assert_memory_bounded();
 }

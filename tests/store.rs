@@ -234,7 +234,7 @@ async fn a_read_only_store_reads_and_refuses_writes(db: Db) {
     let ro = Store::open_read_only(&db.url).await.unwrap();
     assert_eq!(ro.spokes(&id).await.unwrap().len(), 3);
     assert_eq!(ro.latest_run_id().await.unwrap(), Some(id));
-    assert!(ro.set_run_reason(&id, "nope").await.is_err());
+    assert!(ro.request_cancel(&id, "nope").await.is_err());
     assert!(ro
         .record_delivery(&NewDelivery {
             guid: "g",
@@ -245,7 +245,8 @@ async fn a_read_only_store_reads_and_refuses_writes(db: Db) {
         })
         .await
         .is_err());
-    assert_eq!(store.run(&id).await.unwrap().unwrap().reason, None);
+    let run = store.run(&id).await.unwrap().unwrap();
+    assert_eq!((run.reason, run.cancel_requested), (None, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,7 +341,7 @@ pub async fn state(State(sh): S, Query(q): Query<HashMap<String, String>>) -> im
         .map(|d| {
             json!({"id": d.id, "guid": d.guid, "event": d.event, "action": d.action,
                    "status_code": d.status_code, "status": d.status,
-                   "duration_ms": d.duration_ms, "redelivery": d.redelivery})
+                   "duration_ms": d.duration_ms, "redelivery": d.redelivery, "url": d.url})
         })
         .collect();
     m.insert("org".into(), json!(sh.ctx.org));

@@ -248,6 +248,22 @@ impl Emulator {
         webhook_url: String,
         out_dir: Option<PathBuf>,
     ) -> anyhow::Result<EmulatorHandle> {
+        let urls = if webhook_url.is_empty() {
+            Vec::new()
+        } else {
+            vec![webhook_url]
+        };
+        Self::start_balanced(listener, scenario, urls, out_dir).await
+    }
+
+    /// [`Emulator::start`] delivering to several webhook URLs, one delivery each, round-robin
+    /// (the way a load balancer in front of several hub replicas spreads them).
+    pub async fn start_balanced(
+        listener: tokio::net::TcpListener,
+        scenario: Scenario,
+        webhook_urls: Vec<String>,
+        out_dir: Option<PathBuf>,
+    ) -> anyhow::Result<EmulatorHandle> {
         let key = match load_key(&scenario)? {
             Some(k) => k,
             None => {
@@ -298,7 +314,8 @@ impl Emulator {
             jwt_key,
             webhook_secret: SecretString::from(webhook_secret.clone()),
             private_key_pem: SecretString::from(private_pem.clone()),
-            webhook_url,
+            webhook_urls,
+            next_webhook: std::sync::atomic::AtomicUsize::new(0),
             hooks: tx,
             manifests: app_manifest::PendingApps::default(),
             actions: action_callback::ActionRunner::new(&scenario)?,
@@ -340,11 +357,13 @@ pub struct EmulateArgs {
     pub listen: SocketAddr,
     pub scenario: Option<PathBuf>,
     pub out: PathBuf,
-    pub webhook_url: String,
+    /// One or more; several are served round-robin.
+    pub webhook_urls: Vec<String>,
 }
 
 /// What `spokehub emulate` prints at start: where it is, and how to act as a person.
-pub fn banner(h: &EmulatorHandle, webhook_url: &str, env_file: &Path) -> String {
+pub fn banner(h: &EmulatorHandle, webhook_urls: &[String], env_file: &Path) -> String {
+    let webhook_url = webhook_urls.join(", ");
     let b = &h.base_url;
     format!(
         "GitHub emulator on {b} (org {}, hub repo {}, app {}, installation {}); webhooks to {webhook_url}; credentials in {}\n\
@@ -371,16 +390,16 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let h = Emulator::start(
+    let h = Emulator::start_balanced(
         listener,
         scenario,
-        args.webhook_url.clone(),
+        args.webhook_urls.clone(),
         Some(args.out.clone()),
     )
     .await?;
     println!(
         "{}",
-        banner(&h, &args.webhook_url, &args.out.join("app.env"))
+        banner(&h, &args.webhook_urls, &args.out.join("app.env"))
     );
     tokio::signal::ctrl_c()
         .await

@@ -31,7 +31,9 @@ pub struct Shared {
     pub jwt_key: DecodingKey,
     pub webhook_secret: SecretString,
     pub private_key_pem: SecretString,
-    pub webhook_url: String,
+    /// Where webhooks go, round-robin (several: replicas behind a load balancer).
+    pub webhook_urls: Vec<String>,
+    pub next_webhook: std::sync::atomic::AtomicUsize,
     pub hooks: mpsc::UnboundedSender<Job>,
     /// Codes of the App-manifest flow.
     pub manifests: super::app_manifest::PendingApps,
@@ -42,6 +44,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The URL the next delivery goes to; `None` when there is none.
+    pub fn next_webhook_url(&self) -> Option<&str> {
+        if self.webhook_urls.is_empty() {
+            return None;
+        }
+        let n = self
+            .next_webhook
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(&self.webhook_urls[n % self.webhook_urls.len()])
+    }
+
     /// Milliseconds since the emulator started.
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64

@@ -134,6 +134,8 @@ pub struct Delivery {
     /// `pending`, `OK`, `dropped`, or the failure text.
     pub status: String,
     pub duration_ms: u64,
+    /// Where it was sent (one of the webhook URLs, round-robin); `None` while pending.
+    pub url: Option<String>,
     /// The payload, as shared fragments (see [`super::json::Pieces`]).
     pub body: Arc<super::json::Pieces>,
 }

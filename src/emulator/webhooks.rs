@@ -56,6 +56,7 @@ pub fn emit(
         status_code: 0,
         status: "pending".into(),
         duration_ms: 0,
+        url: None,
         body: Arc::new(body),
     });
     let _ = shared.hooks.send(Job {
@@ -76,6 +77,7 @@ pub fn redeliver(shared: &Shared, world: &mut World, original: u64) -> Option<u6
         status_code: 0,
         status: "pending".into(),
         duration_ms: 0,
+        url: None,
         ..orig
     });
     let _ = shared.hooks.send(Job {
@@ -155,18 +157,20 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
     }) else {
         return;
     };
-    if shared.webhook_url.is_empty() {
+    // Several URLs: one each, round-robin, as a load balancer spreads them; a URL that does
+    // not answer fails that delivery (GitHub does not retry elsewhere).
+    let Some(url) = shared.next_webhook_url() else {
         let mut w = shared.world();
         if let Some(d) = w.delivery_mut(id) {
             d.status = "no webhook url".into();
         }
         return;
-    }
+    };
     let body = concat(&body).into_bytes();
     let sig = signature(shared.webhook_secret.expose_secret().as_bytes(), &body);
     let started = Instant::now();
     let result = client
-        .post(&shared.webhook_url)
+        .post(url)
         .header("content-type", "application/json")
         .header("user-agent", "GitHub-Hookshot/emulated")
         .header("x-github-event", &event)
@@ -212,12 +216,14 @@ async fn deliver(shared: &Shared, client: &reqwest::Client, id: u64, duplicate: 
             status,
             duration_ms: elapsed,
             delivered_at: chrono::Utc::now(),
+            url: Some(url.to_owned()),
             ..orig
         });
     } else if let Some(d) = w.delivery_mut(id) {
         d.status_code = code;
         d.status = status;
         d.duration_ms = elapsed;
+        d.url = Some(url.to_owned());
     }
 }
 

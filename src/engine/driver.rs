@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::plan::{check_run_name, PlanError};
-use super::Engine;
+use super::{DriveEnd, Engine};
 use crate::github::{CheckRunAction, CheckRunOutput, CheckRunRequest, InstallationClient};
 use crate::hub::{
     conclude, render, Conclusion, HubRunId, RepoName, RunStatus, Spoke, SpokeEvent, SpokeStatus,
@@ -221,7 +221,9 @@ impl RunView {
                 continue; // superseded by a later transition
             }
             let work = match spoke.status {
-                SpokeStatus::RetryWait => {
+                // A retry whose time has come, or a first dispatch that was put back after
+                // trouble.
+                SpokeStatus::RetryWait | SpokeStatus::Planned => {
                     self.dispatches.push_back(repo);
                     continue;
                 }
@@ -260,44 +262,60 @@ impl Engine {
         &self,
         id: HubRunId,
         mut updates: UnboundedReceiver<Spoke>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<DriveEnd> {
         let mut run = self.load_run(&id).await?;
         let resumed = run.status == RunStatus::Active;
         while run.status == RunStatus::Planning {
+            if self.is_stopping() {
+                return Ok(DriveEnd::Stopped);
+            }
             match self.plan(&run).await {
                 Ok(()) => {}
                 Err(PlanError::Fatal(reason)) => {
                     tracing::warn!(reason, "run cannot be planned");
-                    return self.fail_run(&run, &reason).await;
+                    self.fail_run(&run, &reason).await?;
+                    return Ok(DriveEnd::Completed);
                 }
                 Err(PlanError::Retry(e)) => {
                     tracing::warn!(error = format!("{e:#}"), "planning failed; retrying");
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    self.pause(RETRY_DELAY).await;
                 }
             }
             run = self.load_run(&id).await?;
         }
         if run.status == RunStatus::Completed {
-            return Ok(());
+            return Ok(DriveEnd::Completed);
         }
         let client = loop {
+            if self.is_stopping() {
+                return Ok(DriveEnd::Stopped);
+            }
             match self.inner.github.installation(run.installation_id).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the installation; retrying");
-                    tokio::time::sleep(RETRY_DELAY).await;
+                    self.pause(RETRY_DELAY).await;
                 }
             }
         };
         let reconcile_after = self.config().policy_for(&run.task).reconcile_after;
         let mut view = RunView::new(self.store().spokes(&id).await?, reconcile_after);
         if run.dry_run {
-            return self.complete_dry_run(&run, &client, &view).await;
+            self.complete_dry_run(&run, &client, &view).await?;
+            return Ok(DriveEnd::Completed);
         }
         if resumed {
             self.recover(&run, &mut view).await?;
         }
         self.run_loop(&run, &client, &mut view, &mut updates).await
+    }
+
+    /// Waits `d`, or less when the hub is stopping.
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.stopped() => {}
+        }
     }
 
     async fn load_run(&self, id: &HubRunId) -> anyhow::Result<RunRecord> {
@@ -340,9 +358,10 @@ impl Engine {
         client: &InstallationClient,
         view: &mut RunView,
         updates: &mut UnboundedReceiver<Spoke>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<DriveEnd> {
         let policy = self.config().policy_for(&run.task).clone();
         let mut tasks: JoinSet<(RepoName, Launch)> = JoinSet::new();
+        let mut task_repos: HashMap<tokio::task::Id, RepoName> = HashMap::new();
         let mut dirty = true;
         let mut last_summary: Option<Instant> = None;
         loop {
@@ -370,6 +389,11 @@ impl Engine {
                     }
                 }
             }
+            // Stopping: no new work; the requests in hand finish and are recorded.
+            if self.is_stopping() {
+                while tasks.join_next().await.is_some() {}
+                return Ok(DriveEnd::Stopped);
+            }
             // Work on a spoke that is already being worked on waits for that to finish.
             // Searches and read-backs first (their spokes are in flight already), then new
             // dispatches while fewer than `concurrency` spokes are in flight.
@@ -380,7 +404,17 @@ impl Engine {
                     item
                 } else if view.has_room(policy.concurrency) {
                     match view.dispatches.pop_front() {
-                        Some(repo) => (repo, Work::Dispatch),
+                        // Only a spoke still waiting for its dispatch (an entry may be stale:
+                        // the spoke moved on since it was queued).
+                        Some(repo)
+                            if matches!(
+                                view.spokes.get(&repo).map(|s| s.status),
+                                Some(SpokeStatus::Planned | SpokeStatus::RetryWait)
+                            ) =>
+                        {
+                            (repo, Work::Dispatch)
+                        }
+                        Some(_) => continue,
                         None => break,
                     }
                 } else {
@@ -399,7 +433,8 @@ impl Engine {
                 let engine = self.clone();
                 let (run, client) = (run.clone(), client.clone());
                 let branch = view.branches.get(&repo).cloned().unwrap_or_default();
-                tasks.spawn(async move {
+                let task_repo = repo.clone();
+                let handle = tasks.spawn(async move {
                     let result = match work {
                         Work::Dispatch => engine
                             .dispatch_spoke(&run, &client, &repo, &branch)
@@ -423,6 +458,7 @@ impl Engine {
                         }
                     }
                 });
+                task_repos.insert(handle.id(), task_repo);
             }
             for item in deferred.into_iter().rev() {
                 view.queue.push_front(item);
@@ -436,7 +472,7 @@ impl Engine {
                 && view.dispatches.is_empty();
             let summary_due = last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_INTERVAL);
             if finished && self.complete_run(run, client, view).await? {
-                return Ok(());
+                return Ok(DriveEnd::Completed);
             }
             if dirty && summary_due {
                 self.post_progress(run, client, view).await;
@@ -461,17 +497,30 @@ impl Engine {
                     view.update(spoke);
                     dirty = true;
                 }
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((repo, launch)) = done {
-                        view.busy.remove(&repo);
-                        // A dispatch that changed nothing (the spoke moved on meanwhile)
-                        // sends no update: it no longer counts as in flight.
-                        if launch != Launch::Started {
-                            view.launching.remove(&repo);
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    match done {
+                        Ok((id, (repo, launch))) => {
+                            task_repos.remove(&id);
+                            view.busy.remove(&repo);
+                            // A dispatch that changed nothing (the spoke moved on meanwhile)
+                            // sends no update: it no longer counts as in flight.
+                            if launch != Launch::Started {
+                                view.launching.remove(&repo);
+                            }
+                        }
+                        Err(e) => {
+                            // A task that panicked: its spoke is free again; what it committed
+                            // reached the view as updates.
+                            if let Some(repo) = task_repos.remove(&e.id()) {
+                                tracing::error!(%repo, error = %e, "spoke work panicked");
+                                view.busy.remove(&repo);
+                                view.launching.remove(&repo);
+                            }
                         }
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+                _ = self.stopped() => {}
             }
         }
     }
@@ -596,11 +645,7 @@ impl Engine {
     ) -> anyhow::Result<bool> {
         let totals = view.totals();
         let policy = self.config().policy_for(&run.task);
-        let cancelled = self
-            .load_run(&run.id)
-            .await?
-            .reason
-            .is_some_and(|r| r.starts_with(super::operator::CANCELLED_PREFIX));
+        let cancelled = self.load_run(&run.id).await?.cancel_requested;
         let conclusion = if cancelled {
             Conclusion::Cancelled
         } else {

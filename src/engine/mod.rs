@@ -91,6 +91,20 @@ struct Inner {
     known_runs: Mutex<HashMap<HubRunId, Arc<RunRecord>>>,
     /// Bounds reconciliation read-backs per installation.
     pacer: pacer::Pacer,
+    /// Cancelled when the hub is told to stop (SIGTERM): nothing new is started.
+    stopping: tokio_util::sync::CancellationToken,
+    /// Every background task, so that a stop can wait for them.
+    tasks: tokio_util::task::TaskTracker,
+}
+
+/// How a run's driver ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DriveEnd {
+    /// The run completed.
+    Completed,
+    /// The hub is stopping: the work in hand was finished, the rest stays in the ledger for
+    /// the next start.
+    Stopped,
 }
 
 impl Engine {
@@ -108,6 +122,8 @@ impl Engine {
                 completed: broadcast::channel(64).0,
                 known_runs: Mutex::new(HashMap::new()),
                 pacer: pacer::Pacer::default(),
+                stopping: tokio_util::sync::CancellationToken::new(),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -139,6 +155,7 @@ impl Engine {
     pub async fn start(&self) -> anyhow::Result<()> {
         if let Some(mut changes) = self.inner.store.take_changes() {
             let engine = self.clone();
+            // Runs until the last driver is gone (drivers finish their work on a stop).
             tokio::spawn(async move {
                 while let Some((run, spoke)) = changes.recv().await {
                     engine.tell_driver(&run, spoke);
@@ -149,15 +166,54 @@ impl Engine {
             tracing::info!(hub_run_id = %run.id, status = run.status.as_str(), "resuming run");
             self.spawn_driver(run.id);
         }
+        // Loops whose work is all in the ledger: on a stop they simply end (a delivery being
+        // processed stays pending and is processed at the next start).
         let engine = self.clone();
-        tokio::spawn(async move { engine.process_deliveries().await });
+        self.spawn_until_stopped(async move { engine.process_deliveries().await });
         let engine = self.clone();
-        tokio::spawn(async move { engine.prune_old_deliveries().await });
+        self.spawn_until_stopped(async move { engine.prune_old_deliveries().await });
         if let Some(every) = self.inner.config.redeliver_every {
             let engine = self.clone();
-            tokio::spawn(async move { engine.redeliver_failed(every).await });
+            self.spawn_until_stopped(async move { engine.redeliver_failed(every).await });
         }
         Ok(())
+    }
+
+    /// Runs `work` as a background task that ends when the hub stops.
+    fn spawn_until_stopped(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stopping = self.inner.stopping.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = stopping.cancelled() => {}
+                _ = work => {}
+            }
+        });
+    }
+
+    /// Whether the hub is stopping.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.is_cancelled()
+    }
+
+    /// Resolves when the hub is told to stop.
+    pub(crate) async fn stopped(&self) {
+        self.inner.stopping.cancelled().await
+    }
+
+    /// A handle that is cancelled when the hub is told to stop (for the accept loop).
+    pub(crate) fn stop_signal(&self) -> tokio_util::sync::CancellationToken {
+        self.inner.stopping.clone()
+    }
+
+    /// Stops the engine: nothing new starts, run drivers finish the GitHub requests in hand,
+    /// and every background task ends. Returns false when `grace` passed first (what was left
+    /// is in the ledger and resumes at the next start).
+    pub async fn stop(&self, grace: std::time::Duration) -> bool {
+        self.inner.stopping.cancel();
+        self.inner.tasks.close();
+        tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// Forgets processed deliveries after `DELIVERY_RETENTION` (checked hourly): GitHub keeps
@@ -184,12 +240,16 @@ impl Engine {
             }
             drivers.insert(id, tx);
         }
+        if self.is_stopping() {
+            self.inner.drivers.lock().expect("drivers lock").remove(&id);
+            return;
+        }
         let engine = self.clone();
         let span = tracing::info_span!("hub_run", hub_run_id = %id);
-        tokio::spawn(
+        self.inner.tasks.spawn(
             async move {
                 let failed = match engine.drive(id, rx).await {
-                    Ok(()) => {
+                    Ok(DriveEnd::Completed) => {
                         engine
                             .inner
                             .known_runs
@@ -197,6 +257,12 @@ impl Engine {
                             .expect("runs lock")
                             .remove(&id);
                         let _ = engine.inner.completed.send(id);
+                        false
+                    }
+                    Ok(DriveEnd::Stopped) => {
+                        tracing::info!(
+                            "run driver stopped with the hub; the run resumes at the next start"
+                        );
                         false
                     }
                     Err(e) => {
@@ -212,7 +278,10 @@ impl Engine {
                     .remove(&id);
                 if failed {
                     // Not in a hot loop when the trouble persists.
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                        _ = engine.stopped() => {}
+                    }
                 }
                 // Re-opened (re-run) while this driver was finishing, or stopped by trouble:
                 // drive it again.

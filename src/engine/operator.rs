@@ -17,9 +17,6 @@ use crate::store::{now_ms, RunRecord};
 /// The identifier of the check run's "Re-run failed" button.
 pub const RERUN_FAILED: &str = "rerun_failed";
 
-/// Why a run was cancelled, as recorded (the driver concludes `cancelled` from it).
-pub(super) const CANCELLED_PREFIX: &str = "cancelled";
-
 /// What a cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -55,6 +52,20 @@ impl Engine {
             tracing::warn!("re-run request from another installation or repository ignored");
             return Ok("ignored: check run of another installation or repository".into());
         }
+        let access = &self.config().access;
+        if !access.is_hub(&run.hub_repo)
+            || !access.sender_allowed(e.sender.as_deref().unwrap_or(""))
+        {
+            self.inner
+                .metrics
+                .reruns_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                sender = e.sender.as_deref().unwrap_or(""),
+                "re-run request ignored: not a configured hub repository or sender"
+            );
+            return Ok("ignored: not a configured hub repository or sender".into());
+        }
         if e.app_id != Some(self.config().app_id) {
             self.inner
                 .metrics
@@ -81,68 +92,95 @@ impl Engine {
     }
 
     /// Re-opens a run and moves its failed and timed-out spokes to `retry_wait`, due now.
+    ///
+    /// Safe to repeat after a failure at any step (the delivery is processed again): the new
+    /// check run is found again by its `external_id` rather than created twice, the spokes
+    /// move before the run reopens, and the run reopens together with its new check run in one
+    /// write, so a retried click is never mistaken for an older check run's.
     async fn rerun_failed(&self, run: &RunRecord) -> anyhow::Result<usize> {
-        let failed: Vec<_> = self
+        let completed = run.status == RunStatus::Completed;
+        let to_rerun: Vec<_> = self
             .store()
             .spokes(&run.id)
             .await?
             .into_iter()
-            .filter(|r| matches!(r.spoke.status, SpokeStatus::Failed | SpokeStatus::TimedOut))
+            .filter(|r| match r.spoke.status {
+                SpokeStatus::Failed | SpokeStatus::TimedOut => true,
+                // Moved by an earlier try of this click that did not get to reopen the run.
+                SpokeStatus::RetryWait => completed,
+                _ => false,
+            })
             .map(|r| r.spoke.repo)
             .collect();
-        if failed.is_empty() {
+        if to_rerun.is_empty() {
             return Ok(0);
         }
-        let policy = self.config().policy_for(&run.task);
-        if run.status == RunStatus::Completed {
-            // A fresh check run in progress first (the completed one keeps its result), then
-            // the run reopens: a failure in between leaves the run completed, so the retried
-            // delivery starts over.
-            let client = self.inner.github.installation(run.installation_id).await?;
-            if let Some(sha) = &run.head_sha {
-                let id = client
-                    .create_check_run(
-                        &run.hub_repo,
-                        &CheckRunRequest {
-                            name: Some(check_run_name(&run.task)),
-                            head_sha: Some(sha.to_string()),
-                            status: Some("in_progress".into()),
-                            external_id: Some(run.id.to_string()),
-                            details_url: self.details_url(&run.id),
-                            started_at: Some(chrono::Utc::now()),
-                            output: Some(CheckRunOutput {
-                                title: format!("Re-running {} failed spokes", failed.len()),
-                                summary: format!(
-                                    "Hub run `{}`: the failed and timed-out spokes are dispatched again.",
-                                    run.id
-                                ),
-                                text: None,
-                            }),
-                            ..CheckRunRequest::default()
-                        },
-                    )
-                    .await
-                    .context("cannot create the re-run check run")?;
-                self.store().set_check_run(&run.id, id).await?;
-            }
-            let deadline = now_ms() + policy.timeouts.overall.as_millis() as i64;
-            self.store().reopen_run(&run.id, deadline).await?;
-        }
-        let run = self
-            .store()
-            .run(&run.id)
-            .await?
-            .context("run vanished during re-run")?;
+        let new_check_run = match (completed, &run.head_sha) {
+            (true, Some(sha)) => Some(self.rerun_check_run(run, sha, to_rerun.len()).await?),
+            _ => None,
+        };
         let mut moved = 0;
-        for repo in &failed {
-            let rec = self.transition(&run, repo, SpokeEvent::Rerun).await?;
+        for repo in &to_rerun {
+            let rec = self.transition(run, repo, SpokeEvent::Rerun).await?;
             if rec.current().status == SpokeStatus::RetryWait {
                 moved += 1;
             }
         }
+        if completed {
+            let policy = self.config().policy_for(&run.task);
+            let deadline = now_ms() + policy.timeouts.overall.as_millis() as i64;
+            self.store()
+                .reopen_run(&run.id, deadline, new_check_run)
+                .await?;
+        }
         self.spawn_driver(run.id);
         tracing::info!(spokes = moved, "re-running failed spokes");
         Ok(moved)
+    }
+
+    /// The check run of a re-run: one in progress that an earlier try created, else a new one
+    /// (the completed one keeps its result).
+    async fn rerun_check_run(
+        &self,
+        run: &RunRecord,
+        sha: &crate::hub::Sha,
+        spokes: usize,
+    ) -> anyhow::Result<u64> {
+        let client = self.inner.github.installation(run.installation_id).await?;
+        let name = check_run_name(&run.task);
+        let external_id = run.id.to_string();
+        let existing = client.check_runs_for_ref(&run.hub_repo, sha, &name).await?;
+        if let Some(found) = existing.iter().find(|c| {
+            c.external_id.as_deref() == Some(external_id.as_str())
+                && c.status != "completed"
+                && Some(c.id) != run.check_run_id
+        }) {
+            return Ok(found.id);
+        }
+        let id = client
+            .create_check_run(
+                &run.hub_repo,
+                &CheckRunRequest {
+                    name: Some(name),
+                    head_sha: Some(sha.to_string()),
+                    status: Some("in_progress".into()),
+                    external_id: Some(external_id),
+                    details_url: self.details_url(&run.id),
+                    started_at: Some(chrono::Utc::now()),
+                    output: Some(CheckRunOutput {
+                        title: format!("Re-running {spokes} failed spokes"),
+                        summary: format!(
+                            "Hub run `{}`: the failed and timed-out spokes are dispatched again.",
+                            run.id
+                        ),
+                        text: None,
+                    }),
+                    ..CheckRunRequest::default()
+                },
+            )
+            .await
+            .context("cannot create the re-run check run")?;
+        Ok(id)
     }
 
     /// The button of an older check run of a run was pressed: nothing is re-run; a completed
@@ -185,8 +223,13 @@ impl Engine {
         if run.status == RunStatus::Completed {
             return Ok(CancelOutcome::AlreadyCompleted);
         }
-        let reason = format!("{CANCELLED_PREFIX} by {by}");
-        self.store().set_run_reason(id, &reason).await?;
+        if !self
+            .store()
+            .request_cancel(id, &format!("cancelled by {by}"))
+            .await?
+        {
+            return Ok(CancelOutcome::AlreadyCompleted);
+        }
         let run = self.store().run(id).await?.context("run vanished")?;
         let client = self.inner.github.installation(run.installation_id).await?;
         // First every spoke (fast, so the driver dispatches nothing more), then the remote

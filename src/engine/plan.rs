@@ -350,8 +350,8 @@ impl Engine {
             .store()
             .run(&run.id)
             .await?
-            .and_then(|r| r.reason)
-            .filter(|r| r.starts_with(super::operator::CANCELLED_PREFIX));
+            .filter(|r| r.cancel_requested)
+            .map(|r| r.reason.unwrap_or_else(|| "cancelled".into()));
         if let Some(reason) = cancelled {
             for spoke in spokes
                 .iter_mut()

@@ -130,6 +130,8 @@ pub struct CheckRunEvent {
     pub external_id: Option<String>,
     /// `requested_action.identifier` for `requested_action` events.
     pub requested_action: Option<String>,
+    /// Who pressed the button or asked for the re-run.
+    pub sender: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +191,8 @@ struct RawCheckRun {
     check_run: RawCheckRunBody,
     #[serde(default)]
     requested_action: Option<RawRequestedAction>,
+    #[serde(default)]
+    sender: Option<Sender>,
 }
 #[derive(Deserialize)]
 struct RawCheckRunBody {
@@ -263,6 +267,7 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Option<WebhookEvent>, Web
                 head_sha: r.check_run.head_sha,
                 external_id: r.check_run.external_id.filter(|s| !s.is_empty()),
                 requested_action: r.requested_action.map(|a| a.identifier),
+                sender: r.sender.map(|s| s.login),
             })
         }
         _ => return Ok(None),

@@ -67,6 +67,16 @@ impl HubAccess {
         self.repositories.iter().any(|h| h.same_as(repo))
     }
 
+    /// Whether `sender` may act on runs (start them, press their buttons).
+    pub fn sender_allowed(&self, sender: &str) -> bool {
+        match &self.allowed_senders {
+            Some(allowed) => allowed
+                .iter()
+                .any(|login| login.eq_ignore_ascii_case(sender)),
+            None => true,
+        }
+    }
+
     /// Admits a run of the hub workflow from `repo` at `git_ref`, started by `sender`.
     pub fn admit(
         &self,
@@ -97,13 +107,8 @@ impl HubAccess {
                 None => Refusal::DefaultBranchUnknown(git_ref.to_owned()),
             });
         }
-        if let Some(allowed) = &self.allowed_senders {
-            if !allowed
-                .iter()
-                .any(|login| login.eq_ignore_ascii_case(sender))
-            {
-                return Err(Refusal::SenderNotAllowed(sender.to_owned()));
-            }
+        if !self.sender_allowed(sender) {
+            return Err(Refusal::SenderNotAllowed(sender.to_owned()));
         }
         Ok(())
     }

@@ -10,7 +10,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// How many spokes may be in flight (dispatching .. running: queued or running on GitHub)
-    /// at once; at least 1. Argo's `parallelism`: a rolling restart sets it to 1.
+    /// at once; at least 1; unlimited (`usize::MAX`) unless set. Argo's `parallelism`: a
+    /// rolling restart sets it to 1.
     pub concurrency: usize,
     /// How many GitHub requests (dispatches, searches, read-backs) one run has in flight at
     /// once; at least 1.
@@ -36,7 +37,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            concurrency: 1000,
+            concurrency: usize::MAX,
             api_concurrency: 20,
             success_threshold: SuccessThreshold::All,
             retry: RetryPolicy::default(),

@@ -61,7 +61,7 @@ fn formats_durations() {
 #[test]
 fn defaults_match_the_spec() {
     let p = Policy::default();
-    assert_eq!((p.concurrency, p.api_concurrency), (1000, 20));
+    assert_eq!((p.concurrency, p.api_concurrency), (usize::MAX, 20));
     assert_eq!(p.success_threshold, SuccessThreshold::All);
     assert_eq!(p.retry.limit, 2);
     assert_eq!(p.retry.backoff, Duration::from_secs(30));

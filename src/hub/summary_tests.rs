@@ -293,3 +293,23 @@ fn everything_fits_without_text_for_small_runs() {
     assert_eq!(out.title, "Succeeded: 10 succeeded");
     assert_eq!(check_limits(&out, 10), (10, 0, 0));
 }
+
+#[test]
+fn an_empty_selector_shows_as_all_targets() {
+    let id = HubRunId::new_random();
+    let mut c = ctx(&id, RunStatus::Active, None);
+    c.targets = "";
+    let out = render(&c, &[spoke("a", SpokeStatus::Running)]);
+    assert!(
+        out.summary.contains("**Targets:** all ·"),
+        "{}",
+        out.summary
+    );
+    let c = ctx(&id, RunStatus::Active, None);
+    let out = render(&c, &[spoke("a", SpokeStatus::Running)]);
+    assert!(
+        out.summary.contains("**Targets:** topic\\:go ·"),
+        "{}",
+        out.summary
+    );
+}

@@ -62,23 +62,19 @@ fn units(bytes: usize) -> u32 {
 }
 
 impl BodyBudget {
-    /// Reserves room for a body of `declared` bytes (unknown: the largest GitHub sends).
-    async fn reserve(&self, declared: Option<usize>) -> Result<OwnedSemaphorePermit, BodyError> {
-        let size = declared.unwrap_or(MAX_WEBHOOK_BODY);
-        let pool = if size <= SMALL_BODY {
+    /// The budget a body of `declared` bytes draws on (unknown: the largest GitHub sends).
+    fn pool(&self, declared: Option<usize>) -> &Arc<Semaphore> {
+        if declared.unwrap_or(MAX_WEBHOOK_BODY) <= SMALL_BODY {
             &self.small
         } else {
             &self.large
-        };
-        tokio::time::timeout(BUDGET_WAIT, pool.clone().acquire_many_owned(units(size)))
-            .await
-            .map_err(|_| BodyError::Busy)?
-            .map_err(|_| BodyError::Busy)
+        }
     }
 
-    /// Reads a body of `declared` bytes (from `Content-Length`), within the budget and the
-    /// deadline. The permit is returned with the bytes: room stays reserved until the caller
-    /// drops it.
+    /// Reads a body of `declared` bytes (from `Content-Length`) within the deadline. Room in
+    /// the budget is taken as bytes arrive, not for what a client declares, so a client that
+    /// declares much and sends little holds little. The permit is returned with the bytes:
+    /// the room stays taken until the caller drops it.
     pub async fn read(
         &self,
         body: Body,
@@ -88,9 +84,11 @@ impl BodyBudget {
             return Err(BodyError::TooLarge);
         }
         let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
-        let permit = self.reserve(declared).await?;
+        let pool = self.pool(declared).clone();
         let limit = declared.unwrap_or(MAX_WEBHOOK_BODY);
-        let mut buf = Vec::with_capacity(declared.unwrap_or(SMALL_BODY).min(limit));
+        let mut room = self.take(&pool, 1, deadline).await?;
+        let mut held = 1u32;
+        let mut buf = Vec::new();
         let mut body = body;
         loop {
             let frame = tokio::time::timeout_at(deadline, body.frame())
@@ -102,10 +100,32 @@ impl BodyBudget {
                 if buf.len() + data.len() > limit {
                     return Err(BodyError::TooLarge);
                 }
+                let need = units(buf.len() + data.len());
+                if need > held {
+                    room.merge(self.take(&pool, need - held, deadline).await?);
+                    held = need;
+                }
+                if buf.is_empty() {
+                    buf.reserve_exact(declared.unwrap_or(data.len()).min(limit));
+                }
                 buf.extend_from_slice(&data);
             }
         }
-        Ok((Bytes::from(buf), permit))
+        Ok((Bytes::from(buf), room))
+    }
+
+    /// `n` units of room, waiting at most [`BUDGET_WAIT`] (and not past `deadline`).
+    async fn take(
+        &self,
+        pool: &Arc<Semaphore>,
+        n: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, BodyError> {
+        let until = deadline.min(tokio::time::Instant::now() + BUDGET_WAIT);
+        tokio::time::timeout_at(until, pool.clone().acquire_many_owned(n))
+            .await
+            .map_err(|_| BodyError::Busy)?
+            .map_err(|_| BodyError::Busy)
     }
 }
 
@@ -138,14 +158,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_large_budget_refuses_with_busy_but_small_bodies_pass() {
         let budget = BodyBudget::default();
-        let _a = budget.reserve(Some(MAX_WEBHOOK_BODY)).await.unwrap();
-        let _b = budget.reserve(Some(MAX_WEBHOOK_BODY)).await.unwrap();
-        assert_eq!(
-            budget.reserve(Some(MAX_WEBHOOK_BODY)).await.unwrap_err(),
-            BodyError::Busy
-        );
+        let all = budget.large.available_permits() as u32;
+        let _taken = budget.large.clone().acquire_many_owned(all).await.unwrap();
+        let e = budget
+            .read(Body::from(vec![b' '; 2 * SMALL_BODY]), Some(2 * SMALL_BODY))
+            .await
+            .unwrap_err();
+        assert_eq!(e, BodyError::Busy);
         let (bytes, _p) = budget.read(Body::from("{}"), Some(2)).await.unwrap();
         assert_eq!(&bytes[..], b"{}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_is_taken_as_bytes_arrive_not_as_declared() {
+        let budget = BodyBudget::default();
+        let before = budget.small.available_permits();
+        let (mut tx, body) = {
+            let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            (tx, Body::from_stream(rx))
+        };
+        tx.try_send(Ok(Bytes::from_static(b"{"))).unwrap();
+        let reading = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.read(body, Some(SMALL_BODY)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // One byte arrived of a declared mebibyte: one unit is held.
+        assert_eq!(budget.small.available_permits(), before - 1);
+        drop(tx);
+        let _ = reading.await.unwrap();
+        assert_eq!(budget.small.available_permits(), before);
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,11 @@ use tokio::sync::Semaphore;
 /// kept-alive connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest a connection is kept, however busy.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// After that, how long the request in hand may take to finish.
+const LAST_REQUEST_GRACE: Duration = Duration::from_secs(10);
+
 /// File descriptors kept for everything but incoming connections (the database, GitHub,
 /// logs).
 const RESERVED_FDS: u64 = 128;
@@ -51,15 +56,29 @@ pub fn connection_limit() -> usize {
     room.min(MAX_CONNECTIONS) as usize
 }
 
-/// Serves `app` on `listener` until the task is aborted. At most `max_connections` are open;
-/// further clients wait in the listen backlog until one closes.
-pub async fn serve(listener: TcpListener, app: Router, max_connections: usize) {
+/// Serves `app` on `listener` until `stop` is cancelled (then the listener closes; requests
+/// already being answered finish on their own connections). At most `max_connections` are
+/// open; further clients wait in the listen backlog until one closes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
         };
-        let (stream, _peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors or a connection reset before accept: not fatal.
@@ -76,8 +95,20 @@ pub async fn serve(listener: TcpListener, app: Router, max_connections: usize) {
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::pin!(connection);
+            // A connection lives at most CONNECTION_LIFETIME (then it finishes the request in
+            // hand, for up to LAST_REQUEST_GRACE): a client that never reads its answers
+            // cannot hold a slot for ever.
+            tokio::select! {
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(LAST_REQUEST_GRACE, connection).await;
+                }
             }
             drop(slot);
         });

@@ -49,6 +49,14 @@ fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ()> {
     }
 }
 
+/// At most the first 100 characters (header values are ASCII).
+fn shorten(s: &str) -> &str {
+    match s.char_indices().nth(100) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 fn signature_refusal(e: &SignatureError) -> Response {
     let status = match e {
         SignatureError::Malformed => StatusCode::BAD_REQUEST,
@@ -64,8 +72,9 @@ pub async fn webhook(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let event = header(headers, "x-github-event").unwrap_or("");
-    let guid = header(headers, "x-github-delivery").unwrap_or("");
+    // Logged before they are validated: at most 100 characters of each.
+    let event = shorten(header(headers, "x-github-event").unwrap_or(""));
+    let guid = shorten(header(headers, "x-github-delivery").unwrap_or(""));
     // Everything that can be judged from the head is judged before a byte of the body is read.
     let signature = header(headers, "x-hub-signature-256");
     if let Err(e) = signature_digest(signature) {
@@ -75,7 +84,7 @@ pub async fn webhook(
     if event.is_empty() {
         return answer(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
     }
-    if guid.is_empty() || guid.len() > 100 {
+    if guid.is_empty() || header(headers, "x-github-delivery").is_some_and(|g| g.len() > 100) {
         return answer(StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery");
     }
     let Ok(declared) = content_length(headers) else {

@@ -36,6 +36,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel))
         .route("/runs/{id}", get(api::run_page))
+        .layer(axum::Extension(api::HealthProbe::default()))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .merge(webhook)
         .with_state(engine)
@@ -49,6 +50,14 @@ pub struct HubHandle {
 }
 
 impl HubHandle {
+    /// Stops in order: the listener closes, nothing new starts, work in hand finishes (up to
+    /// [`STOP_GRACE`]). False when the grace ran out.
+    pub async fn stop(self) -> bool {
+        let done = self.engine.stop(STOP_GRACE).await;
+        let _ = self.server.await;
+        done
+    }
+
     /// Stops serving (the engine's workers stop with the runtime).
     pub fn abort(self) {
         self.server.abort();
@@ -74,7 +83,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
     let addr = listener.local_addr()?;
     let app = router(engine.clone());
     let max_connections = connections::connection_limit();
-    let server = tokio::spawn(connections::serve(listener, app, max_connections));
+    let server = tokio::spawn(connections::serve(
+        listener,
+        app,
+        max_connections,
+        engine.stop_signal(),
+    ));
     tracing::info!(%addr, "spokehub listening");
     Ok(HubHandle {
         addr,
@@ -83,14 +97,31 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
     })
 }
 
-/// `spokehub serve`: runs until interrupted.
+/// How long a stop may take before what is left is abandoned to the next start (within the
+/// 30 s an orchestrator usually grants after SIGTERM).
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// `spokehub serve`: runs until SIGTERM or Ctrl-C, then stops in order: no new connections,
+/// no new work, the GitHub requests in hand finish and are recorded; exit 0.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let hub = start(config, listener).await?;
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
-    hub.abort();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        r = tokio::signal::ctrl_c() => {
+            r.context("cannot listen for Ctrl-C")?;
+            tracing::info!("interrupted: stopping");
+        }
+    }
+    let started = std::time::Instant::now();
+    if hub.stop().await {
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
+    } else {
+        tracing::warn!("stop took longer than {STOP_GRACE:?}; the rest resumes at the next start");
+    }
     Ok(())
 }

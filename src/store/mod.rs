@@ -307,9 +307,15 @@ impl Store {
         on_db!(self, db => db.active_run_for(installation_id, hub_repo, task, targets).await)
     }
 
-    /// Makes a completed run active again (operator re-run), with a new deadline.
-    pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
-        on_db!(self, db => db.reopen_run(id, deadline_at).await)
+    /// Makes a completed run active again (operator re-run), with a new deadline and, when
+    /// given, its new check run, in one write.
+    pub async fn reopen_run(
+        &self,
+        id: &HubRunId,
+        deadline_at: i64,
+        check_run_id: Option<u64>,
+    ) -> StoreResult<()> {
+        on_db!(self, db => db.reopen_run(id, deadline_at, check_run_id).await)
     }
 
     /// Ends planning: stores the head sha and every spoke, and makes the run active, in one
@@ -347,9 +353,10 @@ impl Store {
         on_db!(self, db => db.complete_settled_run(id, conclusion).await)
     }
 
-    /// Records why a run ends the way it does (e.g. cancelled by an operator).
-    pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
-        on_db!(self, db => db.set_run_reason(id, reason).await)
+    /// Records an operator's request to cancel a run that has not completed, and why;
+    /// false when the run has completed (or does not exist).
+    pub async fn request_cancel(&self, id: &HubRunId, reason: &str) -> StoreResult<bool> {
+        on_db!(self, db => db.request_cancel(id, reason).await)
     }
 
     // ---- spokes

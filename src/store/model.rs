@@ -58,6 +58,9 @@ pub struct RunRecord {
     pub status: RunStatus,
     pub conclusion: Option<String>,
     pub reason: Option<String>,
+    /// An operator asked to cancel the run: nothing more is dispatched and it concludes
+    /// `cancelled`.
+    pub cancel_requested: bool,
     pub check_run_id: Option<u64>,
     pub created_at: i64,
     pub deadline_at: i64,
@@ -102,7 +105,8 @@ impl TransitionRecord {
 /// The columns of a run row (`SELECT {RUN_COLUMNS}`).
 pub(super) const RUN_COLUMNS: &str =
     "id, installation_id, hub_repo, task, targets, params, dry_run, git_ref, head_sha, sender,
-     status, conclusion, reason, check_run_id, created_at, deadline_at, completed_at";
+     status, conclusion, reason, cancel_requested, check_run_id, created_at, deadline_at,
+     completed_at";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RunRow {
@@ -119,6 +123,7 @@ pub(super) struct RunRow {
     status: String,
     conclusion: Option<String>,
     reason: Option<String>,
+    cancel_requested: bool,
     check_run_id: Option<i64>,
     created_at: i64,
     deadline_at: i64,
@@ -145,6 +150,7 @@ impl RunRow {
             status: self.status.parse().map_err(|e| corrupt("runs", e))?,
             conclusion: self.conclusion,
             reason: self.reason,
+            cancel_requested: self.cancel_requested,
             check_run_id: self.check_run_id.map(|i| i as u64),
             created_at: self.created_at,
             deadline_at: self.deadline_at,

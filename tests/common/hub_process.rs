@@ -99,6 +99,27 @@ impl HubProcess {
         self.child.id()
     }
 
+    /// SIGTERM, then waits (up to `limit`) for the process to exit: its exit status and how
+    /// long it took.
+    pub async fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the hub did not exit within {limit:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

@@ -89,15 +89,23 @@ impl Db {
             .transpose()
     }
 
-    /// Makes a completed run active again (operator re-run), with a new deadline.
-    pub async fn reopen_run(&self, id: &HubRunId, deadline_at: i64) -> StoreResult<()> {
+    /// Makes a completed run active again (operator re-run), with a new deadline and, when
+    /// given, its new check run, in one write.
+    pub async fn reopen_run(
+        &self,
+        id: &HubRunId,
+        deadline_at: i64,
+        check_run_id: Option<u64>,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE runs SET status = $1, conclusion = NULL, reason = NULL, completed_at = NULL,
-                             deadline_at = $2
-             WHERE id = $3",
+                             cancel_requested = FALSE, deadline_at = $2,
+                             check_run_id = COALESCE($3, check_run_id)
+             WHERE id = $4",
         )
         .bind(RunStatus::Active.as_str())
         .bind(deadline_at)
+        .bind(check_run_id.map(|c| c as i64))
         .bind(id.to_string())
         .execute(&self.pool)
         .await?;
@@ -201,13 +209,17 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records why a run ends the way it does (e.g. cancelled by an operator).
-    pub async fn set_run_reason(&self, id: &HubRunId, reason: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE runs SET reason = $1 WHERE id = $2")
-            .bind(reason)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Records an operator's request to cancel a run that has not completed, and why;
+    /// false when the run has completed (or does not exist).
+    pub async fn request_cancel(&self, id: &HubRunId, reason: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE, reason = $1 WHERE id = $2 AND status <> $3",
+        )
+        .bind(reason)
+        .bind(id.to_string())
+        .bind(RunStatus::Completed.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }
