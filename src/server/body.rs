@@ -106,7 +106,9 @@ impl BodyBudget {
                     held = need;
                 }
                 if buf.is_empty() {
-                    buf.reserve_exact(declared.unwrap_or(data.len()).min(limit));
+                    // Grown as bytes arrive beyond the first mebibyte: a declared length
+                    // reserves no more than that.
+                    buf.reserve_exact(declared.unwrap_or(data.len()).min(limit).min(SMALL_BODY));
                 }
                 buf.extend_from_slice(&data);
             }
