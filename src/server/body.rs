@@ -2,7 +2,8 @@
 //! refused before a byte is read, the whole body must arrive within a deadline, and the memory
 //! held by bodies whose signature is not yet verified is bounded. Small bodies (every ordinary
 //! delivery) and large ones draw on separate budgets, so stalled large uploads cannot starve
-//! GitHub's everyday deliveries.
+//! GitHub's everyday deliveries; small bodies take room as their bytes arrive, large ones all
+//! at once (so that several large ones cannot wait on each other).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,10 +72,9 @@ impl BodyBudget {
         }
     }
 
-    /// Reads a body of `declared` bytes (from `Content-Length`) within the deadline. Room in
-    /// the budget is taken as bytes arrive, not for what a client declares, so a client that
-    /// declares much and sends little holds little. The permit is returned with the bytes:
-    /// the room stays taken until the caller drops it.
+    /// Reads a body of `declared` bytes (from `Content-Length`) within the deadline, taking
+    /// room in its budget (see the module). The permit is returned with the bytes: the room
+    /// stays taken until the caller drops it.
     pub async fn read(
         &self,
         body: Body,
@@ -86,8 +86,16 @@ impl BodyBudget {
         let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
         let pool = self.pool(declared).clone();
         let limit = declared.unwrap_or(MAX_WEBHOOK_BODY);
-        let mut room = self.take(&pool, 1, deadline).await?;
-        let mut held = 1u32;
+        // A large body takes all its room at once: taking it bit by bit, a few large bodies
+        // arriving together would each hold part of the budget and wait for one another. A
+        // small one takes room as its bytes arrive, so declaring a length holds nothing.
+        let first = if Arc::ptr_eq(&pool, &self.large) {
+            units(limit)
+        } else {
+            1
+        };
+        let mut room = self.take(&pool, first, deadline).await?;
+        let mut held = first;
         let mut buf = Vec::new();
         let mut body = body;
         loop {
@@ -190,6 +198,39 @@ mod tests {
         drop(tx);
         let _ = reading.await.unwrap();
         assert_eq!(budget.small.available_permits(), before);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_bodies_arriving_together_never_wait_on_each_other() {
+        // Four 20 MB bodies arrive side by side, a mebibyte at a time each; taking room bit by
+        // bit, they would each hold part of the 52 MB and wait for one another until refused.
+        const SIZE: usize = 20 * 1024 * 1024;
+        let budget = BodyBudget::default();
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+            tokio::spawn(async move {
+                use futures::SinkExt as _;
+                let chunk = Bytes::from(vec![b' '; 1024 * 1024]);
+                for _ in 0..SIZE / chunk.len() {
+                    if tx.send(Ok(chunk.clone())).await.is_err() {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+            let budget = budget.clone();
+            readers.push(tokio::spawn(async move {
+                // Done with the body at once: its room is free again.
+                budget
+                    .read(Body::from_stream(rx), Some(SIZE))
+                    .await
+                    .map(|(b, _)| b.len())
+            }));
+        }
+        for r in readers {
+            assert_eq!(r.await.unwrap(), Ok(SIZE));
+        }
     }
 
     #[tokio::test(start_paused = true)]
