@@ -344,13 +344,7 @@ async fn the_run_api_needs_the_bearer_token() {
     let text = page.text().await.unwrap();
     assert!(text.contains(&report.run.id.to_string()));
     assert!(!text.contains("svc-"), "{text}");
-    let health = world
-        .http
-        .get(format!("{}/healthz", world.hub_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(world.health().await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

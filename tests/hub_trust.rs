@@ -402,16 +402,7 @@ async fn forged_reports_while_spokes_run_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_file_removed_under_the_hub_fails_health_and_intake() {
     let world = World::start(&scenario(1, ""), FAST_HUB).await;
-    let health = || async {
-        world
-            .http
-            .get(format!("{}/healthz", world.hub_url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    assert_eq!(health().await, 200);
+    assert_eq!(world.health().await, 200);
     let body = dispatch_payload(
         world.emulator.installation_id,
         &world.emulator.hub_repo,
@@ -424,7 +415,7 @@ async fn a_database_file_removed_under_the_hub_fails_health_and_intake() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(world.dir.path().join(format!("hub.db{suffix}")));
     }
-    assert_eq!(health().await, 503);
+    assert_eq!(world.health().await, 503);
     let after = world
         .send_webhook("repository_dispatch", "after", &body)
         .await;
@@ -435,7 +426,7 @@ async fn a_database_file_removed_under_the_hub_fails_health_and_intake() {
     );
     // A file put in its place is not the hub's database either.
     std::fs::write(world.dir.path().join("hub.db"), b"").unwrap();
-    assert_eq!(health().await, 503);
+    assert_eq!(world.health().await, 503);
     let again = world
         .send_webhook("repository_dispatch", "again", &body)
         .await;
@@ -450,16 +441,7 @@ async fn a_postgres_database_that_refuses_writes_fails_health_and_intake_until_i
     let Some(world) = World::start_postgres(&scenario(1, ""), FAST_HUB).await else {
         return;
     };
-    let health = || async {
-        world
-            .http
-            .get(format!("{}/healthz", world.hub_url()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    assert_eq!(health().await, 200);
+    assert_eq!(world.health().await, 200);
     let body = dispatch_payload(
         world.emulator.installation_id,
         &world.emulator.hub_repo,
@@ -496,10 +478,10 @@ async fn a_postgres_database_that_refuses_writes_fails_health_and_intake_until_i
     };
     // `/healthz` probes with a write at most once a second: wait for the verdict to change.
     let health_becomes = |want: u16| {
-        let health = &health;
+        let world = &world;
         async move {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while health().await != want {
+            while world.health().await != want {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "/healthz never answered {want}"

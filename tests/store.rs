@@ -471,40 +471,7 @@ async fn a_run_and_its_spokes_round_trip_and_transitions_persist(db: Db) {
 
 async fn concurrent_transitions_of_one_spoke_are_serialized_and_none_is_lost(db: Db) {
     let store = db.open().await;
-    let id = HubRunId::new_random();
-    let hub: RepoName = "acme/hub".parse().unwrap();
-    store
-        .insert_run(&NewRun {
-            id,
-            installation_id: InstallationId(1),
-            hub_repo: &hub,
-            task: "t",
-            targets: "",
-            params: "{}",
-            dry_run: false,
-            git_ref: "main",
-            sender: "s",
-            trigger_delivery: None,
-            deadline_at: now_ms() + 60_000,
-        })
-        .await
-        .unwrap();
-    let repos: Vec<RepoName> = (0..50)
-        .map(|i| format!("acme/r{i}").parse().unwrap())
-        .collect();
-    let spokes: Vec<NewSpoke> = repos
-        .iter()
-        .map(|r| NewSpoke {
-            repo: r.clone(),
-            default_branch: "main".into(),
-            status: SpokeStatus::Planned,
-            reason: None,
-        })
-        .collect();
-    store
-        .activate_run(&id, &"b".repeat(40).parse().unwrap(), &spokes)
-        .await
-        .unwrap();
+    let (id, repos) = run_with_spokes(&store, 50).await;
     // Every spoke gets two conflicting-order events from many tasks at once; the writer
     // batches them, and each spoke must end dispatched exactly once (attempt 1).
     let mut tasks = Vec::new();

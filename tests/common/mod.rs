@@ -75,6 +75,16 @@ impl World {
         format!("http://{}", self.hub.addr)
     }
 
+    /// The status `/healthz` answers.
+    pub async fn health(&self) -> reqwest::StatusCode {
+        self.http
+            .get(format!("{}/healthz", self.hub_url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
     /// Presses "Run workflow" on the hub workflow, as a person would.
     pub async fn press_run_workflow(&self, inputs: Value) {
         let resp = self
