@@ -181,6 +181,9 @@ pub struct RepoConfig {
     /// Runs here start but never complete on their own (only a cancel ends them).
     #[serde(default)]
     pub stuck: bool,
+    /// How long runs here last (ms, a range), instead of `spoke.duration_ms`.
+    #[serde(default)]
+    pub duration_ms: Option<[u64; 2]>,
 }
 
 fn default_visibility() -> String {
@@ -371,6 +374,16 @@ impl Scenario {
         let [lo, hi] = self.spoke.duration_ms;
         if lo > hi {
             return Err(invalid("spoke.duration_ms", "min is greater than max"));
+        }
+        for repo in &self.org.repo {
+            if let Some([lo, hi]) = repo.duration_ms {
+                if lo > hi {
+                    return Err(invalid(
+                        "org.repo.duration_ms",
+                        format!("{}: min is greater than max", repo.name),
+                    ));
+                }
+            }
         }
         if self.spoke.action_concurrency == 0 {
             return Err(invalid("spoke.action_concurrency", "must be at least 1"));

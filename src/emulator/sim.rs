@@ -32,7 +32,7 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
     let id = w.next_id();
     let now = Utc::now();
     let spoke = &shared.scenario.spoke;
-    let [lo, hi] = spoke.duration_ms;
+    let [lo, hi] = w.repos[new.repo].duration_ms.unwrap_or(spoke.duration_ms);
     let duration = if hi > lo {
         w.rng.gen_range(lo..=hi)
     } else {

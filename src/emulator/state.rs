@@ -43,6 +43,8 @@ pub struct Repo {
     pub conclusion: Option<String>,
     /// Runs here never complete on their own.
     pub stuck: bool,
+    /// How long runs here last (ms, a range), instead of the scenario's `spoke.duration_ms`.
+    pub duration_ms: Option<[u64; 2]>,
     /// Workflow run ids, in creation order.
     pub runs: Vec<u64>,
     /// Check run ids, in creation order.
@@ -225,6 +227,7 @@ impl World {
                 conclusion: None,
                 default_branch: "main".into(),
                 stuck: false,
+                duration_ms: None,
             })
             .collect();
         let mut index: HashMap<String, usize> = configs
@@ -256,6 +259,7 @@ impl World {
                     conclusion: None,
                     default_branch: "main".into(),
                     stuck: false,
+                    duration_ms: None,
                 });
                 index.insert(sc.org.hub_repo.clone(), configs.len() - 1);
                 configs.len() - 1
@@ -299,6 +303,7 @@ impl World {
                 workflows,
                 conclusion: c.conclusion,
                 stuck: c.stuck,
+                duration_ms: c.duration_ms,
                 runs: Vec::new(),
                 check_runs: Vec::new(),
                 next_run_number: 1,
