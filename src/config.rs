@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// several installations. Required.
     #[arg(long, env = "SPOKEHUB_HUB_REPOSITORY")]
     pub hub_repository: Option<String>,
+    /// This replica's name in the work ledger's leases (default: host name and listen port).
+    /// Unique per running replica; a replica restarted under the same name takes its leases
+    /// back at once.
+    #[arg(long, env = "SPOKEHUB_REPLICA_ID")]
+    pub replica_id: Option<String>,
 }
 
 /// `spokehub.toml`. Unknown keys are errors.
@@ -125,6 +130,9 @@ pub struct HubSection {
     pub spoke_workflow: Option<String>,
     /// How often failed webhook deliveries are listed and redelivered (e.g. "5m"; "0s": never).
     pub redeliver_every: Option<String>,
+    /// How long a replica's lease on work lasts without renewal (default "30s"): after a
+    /// replica dies, its runs and deliveries are taken over this long after its last renewal.
+    pub lease_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +160,10 @@ pub struct Config {
     pub spoke_workflow: String,
     /// How often failed webhook deliveries are asked for again; `None`: never.
     pub redeliver_every: Option<Duration>,
+    /// This replica's name in leases, when set (else host name and listen port).
+    pub replica_id: Option<crate::store::ReplicaId>,
+    /// How long a lease lasts without renewal (renewed every third of it).
+    pub lease_ttl: Duration,
     pub policy: Policy,
     pub task_policies: BTreeMap<String, Policy>,
 }
@@ -277,6 +289,23 @@ impl Config {
                 (!d.is_zero()).then_some(d)
             }
         };
+        let lease_ttl = match &file.hub.lease_ttl {
+            None => Duration::from_secs(30),
+            Some(s) => {
+                let d = parse_duration(s)
+                    .map_err(|e| anyhow!("setting {}: {e}", in_file("hub.lease_ttl")))?;
+                if d < Duration::from_secs(1) {
+                    bail!("setting {}: must be at least 1s", in_file("hub.lease_ttl"));
+                }
+                d
+            }
+        };
+        let replica_id = args
+            .replica_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(crate::store::ReplicaId::new);
         Ok(Config {
             app_id,
             private_key: SecretString::from(private_key),
@@ -297,9 +326,23 @@ impl Config {
                 .spoke_workflow
                 .unwrap_or_else(|| "spokehub-spoke.yml".into()),
             redeliver_every,
+            replica_id,
+            lease_ttl,
             policy,
             task_policies,
         })
+    }
+}
+
+/// The machine's host name (`unknown-host` when it cannot be read).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (rc, std::str::from_utf8(&buf[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_owned(),
+        _ => "unknown-host".to_owned(),
     }
 }
 

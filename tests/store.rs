@@ -12,7 +12,7 @@ use spokehub::hub::{
     TransitionContext,
 };
 use spokehub::store::{
-    now_ms, NewDelivery, NewRun, NewSpoke, OpenReadOnlyError, Store, StoreError,
+    now_ms, NewDelivery, NewRun, NewSpoke, OpenReadOnlyError, ReplicaId, Store, StoreError,
 };
 
 /// A database for one test: its URL (and the directory holding it, for SQLite).
@@ -74,6 +74,10 @@ on_both_databases!(
     two_stores_on_one_database_never_lose_or_repeat_a_transition,
     committed_changes_reach_the_taker_in_commit_order,
     a_read_only_store_reads_and_refuses_writes,
+    a_run_lease_is_held_by_one_replica_and_taken_over_when_it_expires,
+    concurrent_claims_never_take_one_run_twice,
+    deliveries_are_claimed_once_retried_after_a_back_off_and_finished,
+    changes_read_from_a_mark_include_every_writers_commits,
 );
 
 fn decide(event: SpokeEvent) -> impl Fn(&Spoke) -> Transition + Send + Sync + 'static {
@@ -170,6 +174,17 @@ async fn two_stores_on_one_database_never_lose_or_repeat_a_transition(db: Db) {
 /// per spoke, the same sequence as the event log.
 async fn committed_changes_reach_the_taker_in_commit_order(db: Db) {
     let store = db.open().await;
+    if store.is_shared() {
+        // Several processes write a shared ledger: drivers read changes from it instead
+        // (`changes_read_from_a_mark_include_every_writers_commits`).
+        let mut changes = store.take_changes().expect("first taker");
+        let _ = run_with_spokes(&store, 3).await;
+        assert!(
+            changes.recv().await.is_none(),
+            "nothing published in-process"
+        );
+        return;
+    }
     let mut changes = store.take_changes().expect("first taker");
     assert!(store.take_changes().is_none(), "one taker only");
     let (id, repos) = run_with_spokes(&store, 30).await;
@@ -514,4 +529,198 @@ async fn concurrent_transitions_of_one_spoke_are_serialized_and_none_is_lost(db:
         })
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+fn replica(name: &str) -> ReplicaId {
+    ReplicaId::new(name)
+}
+
+/// One replica holds a run's lease; another cannot claim it until it expires, then takes it
+/// over, and the first one's renewal no longer finds it. A failed driver's release makes the
+/// run wait out the back-off.
+async fn a_run_lease_is_held_by_one_replica_and_taken_over_when_it_expires(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let (id, _) = run_with_spokes(&a, 1).await;
+    let long = Duration::from_secs(60);
+    assert_eq!(a.claim_runs(&replica("a"), long, 10).await.unwrap(), [id]);
+    assert!(b
+        .claim_runs(&replica("b"), long, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(a.renew_runs(&replica("a"), long).await.unwrap(), [id]);
+    // a's lease runs out (a stalled or died).
+    assert_eq!(
+        a.renew_runs(&replica("a"), Duration::from_millis(1))
+            .await
+            .unwrap(),
+        [id]
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.claim_runs(&replica("b"), long, 10).await.unwrap(), [id]);
+    assert!(
+        a.renew_runs(&replica("a"), long).await.unwrap().is_empty(),
+        "a lost it"
+    );
+    // a's release changes nothing: the lease is b's.
+    a.release_run(&id, &replica("a"), None).await.unwrap();
+    assert!(a
+        .claim_runs(&replica("a"), long, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // b's driver failed: released, but due only after the back-off.
+    b.release_run(&id, &replica("b"), Some("GitHub is down"))
+        .await
+        .unwrap();
+    assert!(a
+        .claim_runs(&replica("a"), long, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A completed run is never claimed.
+    a.complete_run(&id, "success", None).await.unwrap();
+    let (other, _) = run_with_spokes(&a, 1).await;
+    assert_eq!(
+        a.claim_runs(&replica("a"), long, 10).await.unwrap(),
+        [other]
+    );
+    // A restarted replica takes back what it held (on SQLite: one process holds everything).
+    a.release_leases_of(&replica("a")).await.unwrap();
+    assert_eq!(
+        b.claim_runs(&replica("b"), long, 10).await.unwrap(),
+        [other]
+    );
+}
+
+/// Replicas claiming at once take different runs, and together all of them.
+async fn concurrent_claims_never_take_one_run_twice(db: Db) {
+    let store = db.open().await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(run_with_spokes(&store, 1).await.0);
+    }
+    let mut tasks = Vec::new();
+    for r in 0..4 {
+        let store = db.open().await;
+        tasks.push(tokio::spawn(async move {
+            let me = replica(&format!("r{r}"));
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_runs(&me, Duration::from_secs(60), 3)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(n, all.len(), "a run was claimed twice");
+    ids.sort();
+    assert_eq!(all, ids);
+}
+
+/// Deliveries are claimed oldest first by one replica at a time, a failed one waits out its
+/// back-off with its error kept, and a finished one is never claimed again.
+async fn deliveries_are_claimed_once_retried_after_a_back_off_and_finished(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    for guid in ["g1", "g2", "g3"] {
+        a.record_delivery(&NewDelivery {
+            guid,
+            event: "workflow_run",
+            action: None,
+            installation_id: Some(1),
+            payload: bytes::Bytes::from_static(b"{}"),
+        })
+        .await
+        .unwrap();
+    }
+    let ttl = Duration::from_secs(60);
+    let first = a.claim_deliveries(&replica("a"), ttl, 2).await.unwrap();
+    let guids: Vec<&str> = first.iter().map(|d| d.guid.as_str()).collect();
+    assert_eq!(guids, ["g1", "g2"]);
+    assert!(first.iter().all(|d| d.tries == 1 && d.size == 2));
+    let second = b.claim_deliveries(&replica("b"), ttl, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].guid, "g3");
+    let payloads = a.delivery_payloads(&first).await.unwrap();
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(payloads[0].guid, "g1");
+    assert_eq!(payloads[0].payload, b"{}");
+    a.retry_delivery("g1", &replica("a"), 1, "GitHub is down")
+        .await
+        .unwrap();
+    a.finish_delivery("g2", "done").await.unwrap();
+    b.finish_delivery("g3", "done").await.unwrap();
+    // g1 waits out its back-off (2 s); g2 and g3 are done.
+    assert!(b
+        .claim_deliveries(&replica("b"), ttl, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let pending = a.pending_deliveries(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].guid, "g1");
+}
+
+/// With a shared ledger, a driver reads the changes made by every writer (other processes
+/// included) from a mark: nothing committed after the mark is missed, and a read from the
+/// next mark of a quiet ledger is empty.
+async fn changes_read_from_a_mark_include_every_writers_commits(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    if !a.is_shared() {
+        return; // SQLite has one writer; its changes are published in-process.
+    }
+    let (id, repos) = run_with_spokes(&a, 20).await;
+    let mark = a.change_mark().await.unwrap();
+    let (unchanged, _) = a.spoke_changes(&id, mark).await.unwrap();
+    assert!(
+        unchanged.is_empty(),
+        "{} spokes read before any change",
+        unchanged.len()
+    );
+    let mut tasks = Vec::new();
+    for (i, repo) in repos.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let store = if i % 4 == 0 { a.clone() } else { b.clone() };
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .transition(&id, &repo, decide(SpokeEvent::DispatchStarted))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (changed, next) = a.spoke_changes(&id, mark).await.unwrap();
+    let mut names: Vec<String> = changed.iter().map(|r| r.spoke.repo.to_string()).collect();
+    names.sort();
+    let mut expected: Vec<String> = repos
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, r)| r.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    assert!(changed
+        .iter()
+        .all(|r| r.spoke.status == SpokeStatus::Dispatching));
+    let (again, _) = a.spoke_changes(&id, next).await.unwrap();
+    assert!(
+        again.is_empty(),
+        "{} read twice on a quiet ledger",
+        again.len()
+    );
 }

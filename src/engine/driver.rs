@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -31,6 +31,15 @@ use crate::store::{now_ms, RunRecord, SpokeRecord};
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
 /// Back-off when planning or a GitHub call fails transiently.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// A task that ends with the scope that spawned it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// What a spoke task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +132,16 @@ impl RunView {
             }
         }
         view
+    }
+
+    /// A change heard from the ledger; one the view holds already is no news (with a shared
+    /// ledger a change may be read more than once). Returns whether it was news.
+    fn hear(&mut self, spoke: Spoke) -> bool {
+        if self.spokes.get(&spoke.repo) == Some(&spoke) {
+            return false;
+        }
+        self.update(spoke);
+        true
     }
 
     fn update(&mut self, spoke: Spoke) {
@@ -261,6 +280,7 @@ impl Engine {
     pub(super) async fn drive(
         &self,
         id: HubRunId,
+        tx: UnboundedSender<Spoke>,
         mut updates: UnboundedReceiver<Spoke>,
     ) -> anyhow::Result<DriveEnd> {
         let mut run = self.load_run(&id).await?;
@@ -299,7 +319,15 @@ impl Engine {
             }
         };
         let reconcile_after = self.config().policy_for(&run.task).reconcile_after;
+        // With a shared ledger, changes are read from it, from a mark taken before the spokes.
+        let mark = self.store().change_mark().await?;
         let mut view = RunView::new(self.store().spokes(&id).await?, reconcile_after);
+        let _follower = self.store().is_shared().then(|| {
+            let engine = self.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                engine.follow_changes(id, mark, tx).await
+            }))
+        });
         if run.dry_run {
             self.complete_dry_run(&run, &client, &view).await?;
             return Ok(DriveEnd::Completed);
@@ -366,8 +394,7 @@ impl Engine {
         let mut last_summary: Option<Instant> = None;
         loop {
             while let Ok(spoke) = updates.try_recv() {
-                view.update(spoke);
-                dirty = true;
+                dirty |= view.hear(spoke);
             }
             let now = now_ms();
             if now >= run.deadline_at {
@@ -494,8 +521,7 @@ impl Engine {
             let sleep_ms = (wake - now).clamp(0, 60_000) as u64;
             tokio::select! {
                 Some(spoke) = updates.recv() => {
-                    view.update(spoke);
-                    dirty = true;
+                    dirty |= view.hear(spoke);
                 }
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     match done {

@@ -6,6 +6,7 @@
 pub mod callback_token;
 mod dispatch;
 mod driver;
+mod leases;
 mod observe;
 mod operator;
 mod pacer;
@@ -18,13 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, Notify};
-use tracing::Instrument as _;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::Config;
 use crate::github::GitHubApp;
 use crate::hub::{HubRunId, RepoName, Spoke, SpokeEvent, Transition, TransitionContext};
-use crate::store::{now_ms, RunRecord, Store, StoreResult, TransitionRecord};
+use crate::store::{now_ms, ReplicaId, RunRecord, Store, StoreResult, TransitionRecord};
 pub use callback_token::{CallbackSigner, TokenError};
 pub use operator::{CancelOutcome, RERUN_FAILED};
 
@@ -81,9 +81,11 @@ struct Inner {
     store: Store,
     github: GitHubApp,
     config: Config,
+    /// This replica's name in the ledger's leases.
+    replica: ReplicaId,
     signer: CallbackSigner,
-    new_delivery: Notify,
-    drivers: Mutex<HashMap<HubRunId, mpsc::UnboundedSender<Spoke>>>,
+    /// The runs this replica drives (it holds their leases).
+    drivers: Mutex<HashMap<HubRunId, DriverHandle>>,
     metrics: Metrics,
     completed: broadcast::Sender<HubRunId>,
     /// Runs as first read, for the fields that never change (installation, hub repository,
@@ -97,6 +99,13 @@ struct Inner {
     tasks: tokio_util::task::TaskTracker,
 }
 
+/// A running driver: where its spoke changes go, and the token cancelled when its lease is
+/// lost.
+struct DriverHandle {
+    tx: mpsc::UnboundedSender<Spoke>,
+    lease: tokio_util::sync::CancellationToken,
+}
+
 /// How a run's driver ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DriveEnd {
@@ -108,15 +117,20 @@ pub(crate) enum DriveEnd {
 }
 
 impl Engine {
-    pub async fn new(store: Store, github: GitHubApp, config: Config) -> anyhow::Result<Engine> {
+    pub async fn new(
+        store: Store,
+        github: GitHubApp,
+        config: Config,
+        replica: ReplicaId,
+    ) -> anyhow::Result<Engine> {
         let signer = CallbackSigner::new(&store.signing_key().await?);
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
                 github,
                 config,
+                replica,
                 signer,
-                new_delivery: Notify::new(),
                 drivers: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
                 completed: broadcast::channel(64).0,
@@ -136,6 +150,11 @@ impl Engine {
         &self.inner.config
     }
 
+    /// This replica's name in the ledger's leases.
+    pub fn replica(&self) -> &ReplicaId {
+        &self.inner.replica
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -147,12 +166,17 @@ impl Engine {
 
     /// Wakes the delivery processor (called by intake after recording a delivery).
     pub fn delivery_recorded(&self) {
-        self.inner.new_delivery.notify_one();
+        self.inner.store.notices().deliveries.notify_one();
     }
 
-    /// Starts the workers: resumes every unfinished run, then processes deliveries forever and
-    /// sweeps failed webhook deliveries for redelivery.
+    /// Starts the workers: takes back this replica's leases from before a restart, claims runs
+    /// (resuming every unfinished one no other replica holds), processes deliveries, and sweeps
+    /// failed webhook deliveries for redelivery.
     pub async fn start(&self) -> anyhow::Result<()> {
+        self.inner
+            .store
+            .release_leases_of(&self.inner.replica)
+            .await?;
         if let Some(mut changes) = self.inner.store.take_changes() {
             let engine = self.clone();
             // Runs until the last driver is gone (drivers finish their work on a stop).
@@ -162,10 +186,9 @@ impl Engine {
                 }
             });
         }
-        for run in self.inner.store.unfinished_runs().await? {
-            tracing::info!(hub_run_id = %run.id, status = run.status.as_str(), "resuming run");
-            self.spawn_driver(run.id);
-        }
+        tracing::info!(replica = %self.inner.replica, "claiming work");
+        let engine = self.clone();
+        self.spawn_until_stopped(async move { engine.hold_runs().await });
         // Loops whose work is all in the ledger: on a stop they simply end (a delivery being
         // processed stays pending and is processed at the next start).
         let engine = self.clone();
@@ -230,71 +253,6 @@ impl Engine {
         }
     }
 
-    /// Starts the driver of a run unless one is running.
-    pub(crate) fn spawn_driver(&self, id: HubRunId) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut drivers = self.inner.drivers.lock().expect("drivers lock");
-            if drivers.contains_key(&id) {
-                return;
-            }
-            drivers.insert(id, tx);
-        }
-        if self.is_stopping() {
-            self.inner.drivers.lock().expect("drivers lock").remove(&id);
-            return;
-        }
-        let engine = self.clone();
-        let span = tracing::info_span!("hub_run", hub_run_id = %id);
-        self.inner.tasks.spawn(
-            async move {
-                let failed = match engine.drive(id, rx).await {
-                    Ok(DriveEnd::Completed) => {
-                        engine
-                            .inner
-                            .known_runs
-                            .lock()
-                            .expect("runs lock")
-                            .remove(&id);
-                        let _ = engine.inner.completed.send(id);
-                        false
-                    }
-                    Ok(DriveEnd::Stopped) => {
-                        tracing::info!(
-                            "run driver stopped with the hub; the run resumes at the next start"
-                        );
-                        false
-                    }
-                    Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "run driver stopped");
-                        true
-                    }
-                };
-                engine
-                    .inner
-                    .drivers
-                    .lock()
-                    .expect("drivers lock")
-                    .remove(&id);
-                if failed {
-                    // Not in a hot loop when the trouble persists.
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-                        _ = engine.stopped() => {}
-                    }
-                }
-                // Re-opened (re-run) while this driver was finishing, or stopped by trouble:
-                // drive it again.
-                if let Ok(Some(run)) = engine.store().run(&id).await {
-                    if run.status != crate::hub::RunStatus::Completed {
-                        engine.spawn_driver(id);
-                    }
-                }
-            }
-            .instrument(span),
-        );
-    }
-
     /// Applies one event to one spoke: the domain decides, the store persists, the run's driver
     /// hears about any change. The single path by which a spoke ever changes.
     pub(crate) async fn transition(
@@ -349,8 +307,8 @@ impl Engine {
     }
 
     fn tell_driver(&self, run: &HubRunId, spoke: Spoke) {
-        if let Some(tx) = self.inner.drivers.lock().expect("drivers lock").get(run) {
-            let _ = tx.send(spoke);
+        if let Some(driver) = self.inner.drivers.lock().expect("drivers lock").get(run) {
+            let _ = driver.tx.send(spoke);
         }
     }
 }

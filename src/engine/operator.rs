@@ -133,7 +133,7 @@ impl Engine {
                 .reopen_run(&run.id, deadline, new_check_run)
                 .await?;
         }
-        self.spawn_driver(run.id);
+        self.announce_runs().await;
         tracing::info!(spokes = moved, "re-running failed spokes");
         Ok(moved)
     }
@@ -254,7 +254,7 @@ impl Engine {
         for (repo, run_id) in remote {
             self.cancel_remote(&client, &repo, run_id).await;
         }
-        self.spawn_driver(run.id);
+        self.announce_runs().await;
         tracing::info!(hub_run_id = %id, spokes = cancelled, by, "run cancelled");
         Ok(CancelOutcome::Cancelled { spokes: cancelled })
     }

@@ -220,7 +220,7 @@ impl Engine {
         }
         tracing::Span::current().record("hub_run_id", tracing::field::display(&id));
         tracing::info!(hub_run_id = %id, task = trigger.task, targets = trigger.targets, "run started");
-        self.spawn_driver(id);
+        self.announce_runs().await;
         Ok(format!("started run {id}"))
     }
 

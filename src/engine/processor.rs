@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -10,17 +11,18 @@ use tracing::Instrument as _;
 
 use super::Engine;
 use crate::github::{parse_event, WebhookEvent};
-use crate::store::StoredDelivery;
+use crate::store::{ClaimedDelivery, ReplicaId, StoredDelivery, WORK_RETRY};
 
-/// How long the processor sleeps when idle before looking again (it is normally woken at once).
+/// How long the processor sleeps when idle before looking again (it is normally woken at once;
+/// deliveries waiting out a retry back-off are found by this look).
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
 /// Spoke reports handled at once. They may be applied in any order (the state machine is
 /// built for that); triggers and button clicks are handled one at a time, in order.
 const REPORTS_IN_FLIGHT: usize = 32;
 
-/// Tries of a delivery that fails (GitHub or database trouble) before it is given up.
-const MAX_TRIES: u32 = 5;
+/// Deliveries claimed at once (their payloads are read a few megabytes at a time).
+const CLAIM_BATCH: i64 = 256;
 
 /// Reports about spokes, which the processor may handle concurrently.
 fn is_spoke_report(event: &str) -> bool {
@@ -28,60 +30,107 @@ fn is_spoke_report(event: &str) -> bool {
 }
 
 impl Engine {
+    /// Claims due deliveries from the ledger and handles them. A delivery that fails is due
+    /// again after the work retry back-off, with its try count and error in the ledger, and is
+    /// given up after the last try; one whose replica died is claimed again when its lease
+    /// expires. Handling is idempotent, so a delivery handled twice changes nothing.
     pub(super) async fn process_deliveries(&self) {
-        // Failed tries per delivery (in memory: a restart gives every delivery a fresh start).
-        let mut failures: HashMap<String, u32> = HashMap::new();
+        let replica = self.replica().clone();
+        let ttl = self.config().lease_ttl;
         loop {
-            let batch = match self.store().pending_deliveries(512).await {
-                Ok(batch) => batch,
+            let claimed = match self
+                .store()
+                .claim_deliveries(&replica, ttl, CLAIM_BATCH)
+                .await
+            {
+                Ok(claimed) => claimed,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read pending deliveries");
+                    tracing::error!(error = %e, "cannot claim deliveries");
                     tokio::time::sleep(IDLE_POLL).await;
                     continue;
                 }
             };
-            if batch.is_empty() {
-                let _ = tokio::time::timeout(IDLE_POLL, self.inner.new_delivery.notified()).await;
+            if claimed.is_empty() {
+                let notified = self.store().notices().deliveries.notified();
+                let _ = tokio::time::timeout(IDLE_POLL, notified).await;
                 continue;
             }
-            let mut rest = batch.as_slice();
-            let mut any_failed = false;
-            while !rest.is_empty() {
-                let reports = rest
-                    .iter()
-                    .take_while(|d| is_spoke_report(&d.event))
-                    .count();
-                let (now, later) = rest.split_at(reports.max(1));
-                rest = later;
-                let failed: Vec<(String, String)> = futures::stream::iter(now.iter().cloned())
-                    .map(|d| {
-                        let engine = self.clone();
-                        async move {
-                            let result = engine.process_one(&d).await;
-                            result.err().map(|why| (d.guid, why))
-                        }
-                    })
-                    .buffer_unordered(REPORTS_IN_FLIGHT)
-                    .filter_map(std::future::ready)
-                    .collect()
-                    .await;
-                for (guid, why) in failed {
-                    any_failed = true;
-                    let tries = failures.entry(guid.clone()).or_insert(0);
-                    *tries += 1;
-                    if *tries >= MAX_TRIES {
-                        // A delivery that keeps failing must not hold up the others forever.
-                        tracing::error!(guid, tries = *tries, why, "giving up on a delivery");
-                        let outcome = format!("failed after {} tries: {why}", *tries);
-                        if self.store().finish_delivery(&guid, &outcome).await.is_ok() {
-                            failures.remove(&guid);
+            // The leases are renewed while the batch is handled.
+            let guids: Vec<String> = claimed.iter().map(|d| d.guid.clone()).collect();
+            let renewer = {
+                let engine = self.clone();
+                let replica = replica.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(ttl / 3).await;
+                        if let Err(e) = engine.store().renew_deliveries(&replica, &guids, ttl).await
+                        {
+                            tracing::warn!(error = %e, "cannot renew delivery leases");
                         }
                     }
+                })
+            };
+            let mut rest = claimed.as_slice();
+            while !rest.is_empty() {
+                let sizes: Vec<i64> = rest.iter().map(|d| d.size).collect();
+                let (chunk, later) = rest.split_at(crate::store::within_budget(&sizes));
+                rest = later;
+                match self.store().delivery_payloads(chunk).await {
+                    Ok(deliveries) => self.process_batch(&replica, chunk, &deliveries).await,
+                    // Their leases expire and they are claimed again.
+                    Err(e) => tracing::error!(error = %e, "cannot read claimed deliveries"),
                 }
             }
-            if any_failed {
-                // Transient trouble (database, GitHub): what failed stays queued a while.
-                tokio::time::sleep(IDLE_POLL).await;
+            renewer.abort();
+        }
+    }
+
+    /// Handles claimed deliveries: runs of spoke reports concurrently, anything else alone and
+    /// in order.
+    async fn process_batch(
+        &self,
+        replica: &ReplicaId,
+        claimed: &[ClaimedDelivery],
+        deliveries: &[StoredDelivery],
+    ) {
+        let tries: HashMap<&str, i64> =
+            claimed.iter().map(|d| (d.guid.as_str(), d.tries)).collect();
+        let mut rest = deliveries;
+        while !rest.is_empty() {
+            let reports = rest
+                .iter()
+                .take_while(|d| is_spoke_report(&d.event))
+                .count();
+            let (now, later) = rest.split_at(reports.max(1));
+            rest = later;
+            let failed: Vec<(String, String)> = futures::stream::iter(now.iter().cloned())
+                .map(|d| {
+                    let engine = self.clone();
+                    async move {
+                        let result = engine.process_one(&d).await;
+                        result.err().map(|why| (d.guid, why))
+                    }
+                })
+                .buffer_unordered(REPORTS_IN_FLIGHT)
+                .filter_map(std::future::ready)
+                .collect()
+                .await;
+            for (guid, why) in failed {
+                let tries = tries.get(guid.as_str()).copied().unwrap_or(1).max(1) as u32;
+                let done = if WORK_RETRY.gives_up(tries) {
+                    // A delivery that keeps failing must not hold up the others forever.
+                    tracing::error!(guid, tries, why, "giving up on a delivery");
+                    let outcome = format!("failed after {tries} tries: {why}");
+                    self.store().finish_delivery(&guid, &outcome).await
+                } else {
+                    self.store()
+                        .retry_delivery(&guid, replica, tries, &why)
+                        .await
+                };
+                if let Err(e) = done {
+                    // Its lease expires and it is claimed again.
+                    tracing::error!(guid, error = %e, "cannot record a failed delivery");
+                }
             }
         }
     }

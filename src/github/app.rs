@@ -86,6 +86,8 @@ pub struct GitHubConfig {
     pub governor: GovernorConfig,
     /// The REST API version of every request (default `2022-11-28`).
     pub api_version: ApiVersion,
+    /// Rate-limit state shared with the other replicas (the Postgres ledger); none alone.
+    pub shared_rate: Option<super::SharedRate>,
 }
 
 impl GitHubConfig {
@@ -101,6 +103,7 @@ impl GitHubConfig {
             max_rate_limit_rounds: 10,
             governor: GovernorConfig::default(),
             api_version: ApiVersion::default(),
+            shared_rate: None,
         }
     }
 }
@@ -114,6 +117,7 @@ pub(crate) struct Settings {
     pub max_rate_limit_rounds: u32,
     pub governor: GovernorConfig,
     pub api_version: ApiVersion,
+    pub shared_rate: Option<super::SharedRate>,
     /// Set once the API host answered 400 to `return_run_details` (older GHES); remembered for
     /// this App's API host.
     pub no_run_details: AtomicBool,
@@ -178,12 +182,13 @@ impl GitHubApp {
             max_rate_limit_rounds: cfg.max_rate_limit_rounds.max(1),
             governor: cfg.governor,
             api_version: cfg.api_version,
+            shared_rate: cfg.shared_rate,
             no_run_details: AtomicBool::new(false),
         });
         Ok(Self {
             inner: Arc::new(Inner {
                 api_url: cfg.api_url.clone(),
-                conn: Conn::new(crab.clone(), settings.clone(), false),
+                conn: Conn::new(crab.clone(), settings.clone(), None),
                 crab,
                 settings,
                 installations: Mutex::new(HashMap::new()),

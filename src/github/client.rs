@@ -131,7 +131,7 @@ impl InstallationClient {
     pub(crate) fn new(id: InstallationId, crab: Octocrab, settings: Arc<Settings>) -> Self {
         Self {
             id,
-            conn: Arc::new(Conn::new(crab, settings, true)),
+            conn: Arc::new(Conn::new(crab, settings, Some(id.0))),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod governor;
 mod send;
+pub mod shared_rate;
 pub mod types;
 pub mod webhook;
 
@@ -26,6 +27,7 @@ pub use client::{DispatchOutcome, InstallationClient};
 pub use error::ApiError;
 pub use governor::GovernorConfig;
 pub use send::ClientStats;
+pub use shared_rate::{RateLedger, SharedRate, WriteTurn};
 pub use types::{CheckRunAction, CheckRunInfo, CheckRunOutput, CheckRunRequest, WorkflowRun};
 pub use webhook::{
     parse_event, signature_digest, verify_signature, CheckRunEvent, RepositoryDispatchEvent,

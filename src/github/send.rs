@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::app::Settings;
 use super::error::{describe, from_status, never_connected, ApiError};
 use super::governor::{Governor, RateInfo, Verdict};
+use super::shared_rate::WriteTurn;
 
 /// Refresh an installation token this long before it expires, one mint at a time.
 const TOKEN_REFRESH_MARGIN_SECS: i64 = 60;
@@ -69,8 +70,8 @@ pub(crate) struct Conn {
     settings: Arc<Settings>,
     governor: Governor,
     counters: Counters,
-    /// Installation auth (else App JWT auth): tokens are refreshed single-flight.
-    installation: bool,
+    /// The installation (else App JWT auth): its tokens are refreshed single-flight.
+    installation: Option<u64>,
     refresh: tokio::sync::Mutex<()>,
     /// Writes (POST, PATCH) go out one at a time, as GitHub asks of bulk writers: concurrent
     /// writes are what trips secondary rate limits, and a write already on its way when the
@@ -79,8 +80,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// `installation`: the client authenticates as an installation (not as the App).
-    pub fn new(crab: Octocrab, settings: Arc<Settings>, installation: bool) -> Self {
+    /// `installation`: the installation the client authenticates as (none: as the App).
+    pub fn new(crab: Octocrab, settings: Arc<Settings>, installation: Option<u64>) -> Self {
         let governor = Governor::new(settings.governor.clone());
         Self {
             crab,
@@ -96,7 +97,7 @@ impl Conn {
     /// Make sure the cached installation token stays valid for a while, minting at most one
     /// at a time (octocrab would otherwise mint one per request that finds it expired).
     async fn fresh_token(&self) -> Result<(), Failure> {
-        if !self.installation {
+        if self.installation.is_none() {
             return Ok(());
         }
         let _one_at_a_time = self.refresh.lock().await;
@@ -136,6 +137,19 @@ impl Conn {
             let one_write_at_a_time = match method {
                 Method::GET => None,
                 _ => Some(self.writes.lock().await),
+            };
+            // Across replicas: the installation's write turn, and the wait GitHub asked for.
+            let shared_turn = match self.shared_wait(one_write_at_a_time.is_some()).await {
+                Ok(turn) => turn,
+                Err(failure) => {
+                    tries += 1;
+                    if tries >= self.settings.max_attempts {
+                        return Err(failure);
+                    }
+                    drop(one_write_at_a_time);
+                    tokio::time::sleep(self.backoff(tries)).await;
+                    continue;
+                }
             };
             let permit = self.governor.acquire().await;
             if let Err(failure) = self.fresh_token().await {
@@ -183,9 +197,9 @@ impl Conn {
                     let status = http::StatusCode::from_u16(reply.status)
                         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                     let info = RateInfo::from_response(status, &reply.headers, &reply.body);
-                    if let Verdict::Limited { pause } =
-                        self.governor.observe(&info, Instant::now(), epoch_now())
-                    {
+                    let verdict = self.governor.observe(&info, Instant::now(), epoch_now());
+                    self.share_pause().await;
+                    if let Verdict::Limited { pause } = verdict {
                         // A rate-limited request had no effect: wait out the pause, send again.
                         self.counters
                             .rate_limit_waits
@@ -220,7 +234,68 @@ impl Conn {
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             drop(one_write_at_a_time);
+            drop(shared_turn);
             tokio::time::sleep(self.backoff(tries)).await;
+        }
+    }
+
+    /// With a shared rate ledger: takes the installation's write turn (for a write) and waits
+    /// out any pause another replica recorded. `Err` when the ledger cannot be reached (nothing
+    /// was sent; the request may be tried again).
+    async fn shared_wait(&self, write: bool) -> Result<Option<WriteTurn>, Failure> {
+        let (Some(shared), Some(installation)) = (&self.settings.shared_rate, self.installation)
+        else {
+            return Ok(None);
+        };
+        let unreachable = |e: anyhow::Error| Failure {
+            error: ApiError::Transport {
+                detail: format!("the shared rate ledger is unavailable: {e:#}"),
+            },
+            maybe_applied: false,
+        };
+        let (turn, until) = if write {
+            let turn = shared
+                .0
+                .write_turn(installation)
+                .await
+                .map_err(unreachable)?;
+            let until = turn.paused_until;
+            (Some(turn), until)
+        } else {
+            let until = shared
+                .0
+                .paused_until(installation)
+                .await
+                .map_err(unreachable)?;
+            (None, until)
+        };
+        if let Some(until) = until {
+            let wait = until - chrono::Utc::now().timestamp_millis();
+            if wait > 0 {
+                self.counters
+                    .rate_limit_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    wait_ms = wait,
+                    "waiting out a rate-limit pause another replica saw"
+                );
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+        }
+        Ok(turn)
+    }
+
+    /// Records this installation's pause (if the governor holds one) for every replica.
+    async fn share_pause(&self) {
+        let (Some(shared), Some(installation)) = (&self.settings.shared_rate, self.installation)
+        else {
+            return;
+        };
+        if let Some(pause) = self.governor.pause_remaining(Instant::now()) {
+            let until = chrono::Utc::now().timestamp_millis() + pause.as_millis() as i64;
+            if let Err(e) = shared.0.pause(installation, until).await {
+                tracing::warn!(error = format!("{e:#}"), "cannot share a rate-limit pause");
+            }
         }
     }
 

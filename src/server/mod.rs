@@ -73,14 +73,20 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
         config.api_url.clone(),
     );
     github.api_version = config.api_version;
-    let github = GitHubApp::new(github).context("cannot set up the GitHub App client")?;
+    let checked = GitHubApp::new(github.clone()).context("cannot set up the GitHub App client")?;
     // Wrong credentials or API URL stop the hub here, not at the first webhook.
-    let slug = github.check_credentials().await?;
+    let slug = checked.check_credentials().await?;
     tracing::info!(app = slug, "GitHub accepted the App's credentials");
     let store = Store::open(&config.database_url).await?;
-    let engine = Engine::new(store, github, config).await?;
-    engine.start().await?;
+    // Replicas on one Postgres ledger share GitHub's rate limits.
+    github.shared_rate = store.shared_rate();
+    let github = GitHubApp::new(github).context("cannot set up the GitHub App client")?;
     let addr = listener.local_addr()?;
+    let replica = config.replica_id.clone().unwrap_or_else(|| {
+        crate::store::ReplicaId::new(format!("{}:{}", crate::config::host_name(), addr.port()))
+    });
+    let engine = Engine::new(store, github, config, replica).await?;
+    engine.start().await?;
     let app = router(engine.clone());
     let max_connections = connections::connection_limit();
     let server = tokio::spawn(connections::serve(

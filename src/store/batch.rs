@@ -133,10 +133,19 @@ pub(super) fn written(record: &TransitionRecord) -> Option<&Spoke> {
     }
 }
 
+/// Where committed work is announced in this process: spoke changes in commit order (to the
+/// run drivers, when they read them from here), and wake-ups.
+pub(super) struct Announce {
+    pub changes: Option<mpsc::UnboundedSender<SpokeChange>>,
+    pub notices: std::sync::Arc<super::Notices>,
+}
+
 pub(super) fn spawn_writer<B: Backend>(
     db: B,
-    changes: mpsc::UnboundedSender<SpokeChange>,
+    changes: Option<mpsc::UnboundedSender<SpokeChange>>,
+    notices: std::sync::Arc<super::Notices>,
 ) -> mpsc::UnboundedSender<Job> {
+    let changes = Announce { changes, notices };
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -153,11 +162,7 @@ pub(super) fn spawn_writer<B: Backend>(
     tx
 }
 
-async fn write_batch<B: Backend>(
-    db: &B,
-    jobs: Vec<Job>,
-    changes: &mpsc::UnboundedSender<SpokeChange>,
-) {
+async fn write_batch<B: Backend>(db: &B, jobs: Vec<Job>, changes: &Announce) {
     let mut conn = match db.acquire().await {
         Ok(conn) => conn,
         Err(e) => {
@@ -194,16 +199,21 @@ async fn write_batch<B: Backend>(
 
 /// Answers every job of a committed batch, and publishes its spoke changes in commit order
 /// (before the answers, so no one can act on a change the drivers have not heard of).
-fn answer(jobs: Vec<Job>, outcomes: Vec<Outcome>, changes: &mpsc::UnboundedSender<SpokeChange>) {
+fn answer(jobs: Vec<Job>, outcomes: Vec<Outcome>, announce: &Announce) {
     for (job, outcome) in jobs.iter().zip(&outcomes) {
-        if let (Job::Transition { run, .. }, Outcome::Transition(r)) = (job, outcome) {
-            if let Ok(record) = r.as_ref() {
-                if let crate::hub::Transition::Changed(s)
-                | crate::hub::Transition::Conflict { spoke: s, .. } = &record.transition
-                {
-                    let _ = changes.send((*run, s.clone()));
+        match (job, outcome) {
+            (Job::Transition { run, .. }, Outcome::Transition(r)) => {
+                if let Some(s) = r.as_ref().as_ref().ok().and_then(written) {
+                    if let Some(changes) = &announce.changes {
+                        let _ = changes.send((*run, s.clone()));
+                    }
+                    announce.notices.spokes_changed(run);
                 }
             }
+            (Job::RecordDelivery { .. }, Outcome::Recorded(Ok(true))) => {
+                announce.notices.deliveries.notify_one();
+            }
+            _ => {}
         }
     }
     for (job, outcome) in jobs.into_iter().zip(outcomes) {

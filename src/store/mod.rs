@@ -72,7 +72,7 @@ const PENDING_BATCH_BYTES: i64 = 8 * 1024 * 1024;
 /// How many of the oldest pending deliveries (by payload size) to read at once: at most
 /// [`PENDING_BATCH_BYTES`] of payloads, but always one, so a queue of large deliveries is
 /// never read into memory whole.
-fn within_budget(sizes: &[i64]) -> usize {
+pub fn within_budget(sizes: &[i64]) -> usize {
     let mut total = 0i64;
     sizes
         .iter()
@@ -96,11 +96,14 @@ enum Backend {
 macro_rules! on_db {
     ($self:ident, $db:ident => $call:expr) => {
         match &$self.backend {
-            Backend::Sqlite($db) => $call,
-            Backend::Postgres($db) => $call,
+            $crate::store::Backend::Sqlite($db) => $call,
+            $crate::store::Backend::Postgres($db) => $call,
         }
     };
 }
+
+mod ledger;
+pub use ledger::{ChangeMark, ClaimedDelivery, Notices, ReplicaId, WorkRetry, WORK_RETRY};
 
 /// The hub's ledger. Cheap to clone.
 #[derive(Clone)]
@@ -110,6 +113,8 @@ pub struct Store {
     writer: mpsc::UnboundedSender<Job>,
     /// Committed spoke changes in commit order, for the one consumer that takes them.
     changes: std::sync::Arc<std::sync::Mutex<Option<mpsc::UnboundedReceiver<SpokeChange>>>>,
+    /// Wake-ups for new work (from this process, and on Postgres from every replica).
+    notices: std::sync::Arc<Notices>,
 }
 
 /// Current time in unix milliseconds, the unit every stored time uses.
@@ -134,7 +139,9 @@ impl Store {
     pub async fn open_with(url: &str, durability: Durability) -> anyhow::Result<Store> {
         if is_postgres_url(url) {
             let (db, writer) = postgres::Db::open(url, durability).await?;
-            Ok(Self::with_writer(Backend::Postgres(db), writer))
+            let store = Self::with_writer(Backend::Postgres(db.clone()), writer);
+            db.listen(store.notices.clone());
+            Ok(store)
         } else {
             let (db, writer) = sqlite::Db::open(url, durability).await?;
             Ok(Self::with_writer(Backend::Sqlite(db), writer))
@@ -156,10 +163,17 @@ impl Store {
 
     fn with_writer(backend: Backend, writer: impl batch::Backend) -> Store {
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        let notices = std::sync::Arc::new(Notices::default());
+        // Several processes may write a Postgres ledger: drivers read changes from it instead.
+        let changes = match backend {
+            Backend::Sqlite(_) => Some(changes_tx),
+            Backend::Postgres(_) => None,
+        };
         Store {
             backend,
-            writer: batch::spawn_writer(writer, changes_tx),
+            writer: batch::spawn_writer(writer, changes, notices.clone()),
             changes: std::sync::Arc::new(std::sync::Mutex::new(Some(changes_rx))),
+            notices,
         }
     }
 

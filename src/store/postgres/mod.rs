@@ -11,6 +11,8 @@
 //!   health probe, and a failure starts a probe in the background so it heals by itself.
 
 mod deliveries;
+mod ledger;
+mod rate;
 mod runs;
 mod spokes;
 mod writer;

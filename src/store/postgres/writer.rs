@@ -73,7 +73,9 @@ async fn run_in_transaction(
             }
             Job::FinishDelivery { guid, outcome, .. } => {
                 sqlx::query(
-                    "UPDATE deliveries SET processed_at = $1, outcome = $2 WHERE guid = $3",
+                    "UPDATE deliveries SET processed_at = $1, outcome = $2, lease_owner = NULL,
+                                           lease_expires_at = NULL
+                     WHERE guid = $3",
                 )
                 .bind(now_ms())
                 .bind(outcome)
@@ -96,8 +98,42 @@ async fn run_in_transaction(
         });
         q.build().execute(&mut *tx).await?;
     }
+    announce(&mut tx, jobs, &outcomes).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// Tells every replica, at the commit, which runs' spokes changed and that deliveries arrived.
+async fn announce(conn: &mut PgConnection, jobs: &[Job], outcomes: &[Outcome]) -> StoreResult<()> {
+    let mut runs: Vec<String> = Vec::new();
+    let mut delivered = false;
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        match (job, outcome) {
+            (Job::Transition { run, .. }, Outcome::Transition(r)) => {
+                if r.as_ref().as_ref().ok().and_then(written).is_some() {
+                    runs.push(run.to_string());
+                }
+            }
+            (Job::RecordDelivery { .. }, Outcome::Recorded(Ok(true))) => delivered = true,
+            _ => {}
+        }
+    }
+    runs.sort();
+    runs.dedup();
+    if !runs.is_empty() {
+        sqlx::query("SELECT pg_notify($1, r) FROM unnest($2::text[]) AS r")
+            .bind(super::ledger::SPOKES_CHANNEL)
+            .bind(&runs)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if delivered {
+        sqlx::query("SELECT pg_notify($1, 'deliveries')")
+            .bind(super::ledger::WORK_CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Inserts the batch's deliveries in few statements; returns the GUIDs that were new.
@@ -163,7 +199,7 @@ async fn write_spoke(conn: &mut PgConnection, run_id: &str, s: &Spoke) -> StoreR
     sqlx::query(
         "UPDATE spokes SET status = $1, reason = $2, attempt = $3, workflow_run_id = $4,
             run_url = $5, dispatched_at = $6, started_at = $7, finished_at = $8, due_at = $9,
-            conflicts = $10, summary = $11
+            conflicts = $10, summary = $11, changed_xid = pg_current_xact_id()::text::bigint
          WHERE run_id = $12 AND repo = $13",
     )
     .bind(s.status.as_str())

@@ -5,6 +5,7 @@
 //! separate small pool and never block writers (WAL).
 
 mod deliveries;
+mod ledger;
 mod runs;
 mod spokes;
 mod writer;

@@ -55,7 +55,9 @@ async fn run_in_transaction(
             }
             Job::FinishDelivery { guid, outcome, .. } => {
                 let done = sqlx::query(
-                    "UPDATE deliveries SET processed_at = ?, outcome = ? WHERE guid = ?",
+                    "UPDATE deliveries SET processed_at = ?, outcome = ?, lease_owner = NULL,
+                                           lease_expires_at = NULL
+                     WHERE guid = ?",
                 )
                 .bind(now_ms())
                 .bind(outcome)

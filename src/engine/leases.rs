@@ -1,0 +1,190 @@
+//! Which replica drives which run: runs are claimed from the ledger with a lease, renewed every
+//! third of `hub.lease_ttl`, and released when their driver ends (with the error and a back-off
+//! when it failed). A run whose replica died is claimed by another replica once the lease
+//! expires; a driver whose lease was lost (taken over after a stall) stops at once.
+//!
+//! On Postgres, other replicas change the spokes too (callbacks and webhooks are spread over
+//! the replicas): a driver follows its run's changes in the database, woken by `NOTIFY`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::{DriveEnd, DriverHandle, Engine};
+use crate::hub::{HubRunId, Spoke};
+use crate::store::ChangeMark;
+
+/// Runs claimed at once.
+const CLAIM_BATCH: i64 = 16;
+/// The slowest a replica looks for runs to claim when it hears of none.
+const CLAIM_POLL: Duration = Duration::from_secs(5);
+/// The slowest a driver looks for spoke changes when it hears of none (Postgres).
+const CHANGES_POLL: Duration = Duration::from_secs(1);
+/// The least time between two reads of a run's changes (they are batched meanwhile).
+const CHANGES_GAP: Duration = Duration::from_millis(20);
+
+impl Engine {
+    /// Tells every replica that a run may be claimed (new, re-run, cancelled).
+    pub(crate) async fn announce_runs(&self) {
+        if let Err(e) = self.store().announce_runs().await {
+            tracing::warn!(error = %e, "cannot announce a run; replicas find it on their next poll");
+        }
+    }
+
+    /// Claims runs and keeps their leases until the hub stops.
+    pub(super) async fn hold_runs(&self) {
+        let ttl = self.config().lease_ttl;
+        let renew_every = ttl / 3;
+        let replica = self.replica().clone();
+        let mut next_renewal = tokio::time::Instant::now() + renew_every;
+        loop {
+            if tokio::time::Instant::now() >= next_renewal {
+                next_renewal = tokio::time::Instant::now() + renew_every;
+                self.renew_leases().await;
+            }
+            match self.store().claim_runs(&replica, ttl, CLAIM_BATCH).await {
+                Ok(ids) => {
+                    for id in ids {
+                        self.spawn_driver(id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot claim runs"),
+            }
+            let wake = next_renewal.min(tokio::time::Instant::now() + CLAIM_POLL);
+            tokio::select! {
+                _ = self.store().notices().runs.notified() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Renews every run lease this replica holds; a driver whose lease is gone stops.
+    async fn renew_leases(&self) {
+        let replica = self.replica();
+        let held: HashSet<HubRunId> = match self
+            .store()
+            .renew_runs(replica, self.config().lease_ttl)
+            .await
+        {
+            Ok(ids) => ids.into_iter().collect(),
+            Err(e) => {
+                // Not proof of a loss: the next renewal tries again, well before expiry.
+                tracing::warn!(error = %e, "cannot renew run leases");
+                return;
+            }
+        };
+        let drivers = self.inner.drivers.lock().expect("drivers lock");
+        for (id, driver) in drivers.iter() {
+            if !held.contains(id) && !driver.lease.is_cancelled() {
+                tracing::warn!(hub_run_id = %id, "lease lost: another replica drives this run now");
+                driver.lease.cancel();
+            }
+        }
+    }
+
+    /// Starts the driver of a claimed run unless one is running here.
+    pub(crate) fn spawn_driver(&self, id: HubRunId) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lease = CancellationToken::new();
+        {
+            let mut drivers = self.inner.drivers.lock().expect("drivers lock");
+            if drivers.contains_key(&id) {
+                return;
+            }
+            drivers.insert(
+                id,
+                DriverHandle {
+                    tx: tx.clone(),
+                    lease: lease.clone(),
+                },
+            );
+        }
+        let engine = self.clone();
+        let span = tracing::info_span!("hub_run", hub_run_id = %id);
+        self.inner.tasks.spawn(
+            async move {
+                let ended = tokio::select! {
+                    end = engine.drive(id, tx, rx) => Some(end),
+                    _ = lease.cancelled() => None,
+                };
+                let failure = match &ended {
+                    Some(Ok(DriveEnd::Completed)) => {
+                        engine
+                            .inner
+                            .known_runs
+                            .lock()
+                            .expect("runs lock")
+                            .remove(&id);
+                        let _ = engine.inner.completed.send(id);
+                        None
+                    }
+                    Some(Ok(DriveEnd::Stopped)) => {
+                        tracing::info!("run driver stopped with the hub; another replica (or the next start) goes on");
+                        None
+                    }
+                    Some(Err(e)) => {
+                        let why = format!("{e:#}");
+                        tracing::error!(error = why, "run driver stopped; the run is claimed again after a back-off");
+                        Some(why)
+                    }
+                    None => None,
+                };
+                engine
+                    .inner
+                    .drivers
+                    .lock()
+                    .expect("drivers lock")
+                    .remove(&id);
+                engine.store().notices().forget(&id);
+                // A lost lease is someone else's now; anything else is given back (a run that
+                // was re-opened meanwhile is claimed again at once).
+                if ended.is_some() {
+                    let replica = engine.replica();
+                    if let Err(e) = engine
+                        .store()
+                        .release_run(&id, replica, failure.as_deref())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot release the run's lease; it expires");
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Follows a run's spoke changes in the shared ledger from `mark` on and hands them to its
+    /// driver, until the driver is gone.
+    pub(super) async fn follow_changes(
+        &self,
+        run: HubRunId,
+        mut mark: ChangeMark,
+        tx: mpsc::UnboundedSender<Spoke>,
+    ) {
+        let notice = self.store().notices().spokes_of(run);
+        loop {
+            let _ = tokio::time::timeout(CHANGES_POLL, notice.notified()).await;
+            if tx.is_closed() {
+                return;
+            }
+            match self.store().spoke_changes(&run, mark).await {
+                Ok((records, next)) => {
+                    mark = next;
+                    for r in records {
+                        if tx.send(r.spoke).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the run's spoke changes; retrying");
+                    tokio::time::sleep(CHANGES_POLL).await;
+                }
+            }
+            tokio::time::sleep(CHANGES_GAP).await;
+        }
+    }
+}
