@@ -19,6 +19,9 @@ use crate::store::ChangeMark;
 
 /// Runs claimed at once.
 const CLAIM_BATCH: i64 = 16;
+/// A replica that drives `k` runs waits `k` times this before claiming more, so replicas with
+/// fewer runs claim first and runs spread over the replicas.
+const CLAIM_STAGGER: Duration = Duration::from_millis(250);
 /// The slowest a replica looks for runs to claim when it hears of none.
 const CLAIM_POLL: Duration = Duration::from_secs(5);
 /// The slowest a driver looks for spoke changes when it hears of none (Postgres).
@@ -44,6 +47,10 @@ impl Engine {
             if tokio::time::Instant::now() >= next_renewal {
                 next_renewal = tokio::time::Instant::now() + renew_every;
                 self.renew_leases().await;
+            }
+            let driving = self.inner.drivers.lock().expect("drivers lock").len();
+            if driving > 0 {
+                tokio::time::sleep(CLAIM_STAGGER * driving.min(8) as u32).await;
             }
             match self.store().claim_runs(&replica, ttl, CLAIM_BATCH).await {
                 Ok(ids) => {

@@ -28,7 +28,25 @@ impl HubProcess {
         listen: &str,
         database_url: Option<&str>,
     ) -> HubProcess {
-        Self::spawn(emulator, dir, listen, None, database_url)
+        Self::spawn(emulator, dir, listen, None, database_url, &[])
+    }
+
+    /// One replica of several on the Postgres ledger at `database_url`, named `replica_id`.
+    pub fn start_replica(
+        emulator: &EmulatorHandle,
+        dir: &std::path::Path,
+        listen: &str,
+        database_url: &str,
+        replica_id: &str,
+    ) -> HubProcess {
+        Self::spawn(
+            emulator,
+            dir,
+            listen,
+            None,
+            Some(database_url),
+            &[("SPOKEHUB_REPLICA_ID", replica_id)],
+        )
     }
 
     /// [`HubProcess::start`] with a hard limit on open files (as a small container would have).
@@ -38,7 +56,7 @@ impl HubProcess {
         listen: &str,
         open_files: Option<u64>,
     ) -> HubProcess {
-        Self::spawn(emulator, dir, listen, open_files, None)
+        Self::spawn(emulator, dir, listen, open_files, None, &[])
     }
 
     fn spawn(
@@ -47,12 +65,17 @@ impl HubProcess {
         listen: &str,
         open_files: Option<u64>,
         database_url: Option<&str>,
+        extra_env: &[(&str, &str)],
     ) -> HubProcess {
         let database_url = database_url
             .map(str::to_owned)
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("hub.db").display()));
+        // Written whole, then renamed into place: a replica starting meanwhile never reads it
+        // half-written.
         let key = dir.join("app.pem");
-        std::fs::write(&key, &emulator.private_key_pem).unwrap();
+        let partial = dir.join(format!("app.pem.{}", rand::random::<u64>()));
+        std::fs::write(&partial, &emulator.private_key_pem).unwrap();
+        std::fs::rename(&partial, &key).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_spokehub"));
         if let Some(n) = open_files {
             use std::os::unix::process::CommandExt as _;
@@ -87,6 +110,7 @@ impl HubProcess {
                 std::env::var("SPOKEHUB_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
+            .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -170,7 +194,7 @@ pub fn spoke_runs(state: &Value) -> Vec<&Value> {
         .collect()
 }
 
-fn spoke_run_count(state: &Value) -> usize {
+pub fn spoke_run_count(state: &Value) -> usize {
     spoke_runs(state).len()
 }
 
@@ -209,11 +233,7 @@ pub async fn kill_and_restart_on(
 ) -> CrashOutcome {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("spokehub.toml"), hub_toml).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_listen();
     let scenario = Scenario::from_toml(scenario).unwrap();
     let emu_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator = Emulator::start(
@@ -299,5 +319,140 @@ pub async fn kill_and_restart_on(
         state: final_state,
         report,
         kills_during_run,
+    }
+}
+
+/// Several hub replicas on one Postgres ledger behind the emulator's load balancer (each
+/// delivery goes to one of them, round-robin), all sharing one configuration directory.
+pub struct Cluster {
+    pub emulator: EmulatorHandle,
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub listens: Vec<String>,
+    pub replicas: Vec<Option<HubProcess>>,
+    pub http: reqwest::Client,
+}
+
+/// A free port below Linux's ephemeral range (32768 and up): a port the kernel hands out for
+/// `:0` may be given to an outgoing connection before a restarted replica binds it again.
+fn free_listen() -> String {
+    use rand::Rng as _;
+    loop {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the emulator and `n` replicas named `replica-0`...; waits until all listen.
+    pub async fn start(scenario: &str, hub_toml: &str, database_url: &str, n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("spokehub.toml"), hub_toml).unwrap();
+        let listens: Vec<String> = (0..n).map(|_| free_listen()).collect();
+        let urls = listens
+            .iter()
+            .map(|l| format!("http://{l}/webhook"))
+            .collect();
+        let scenario = Scenario::from_toml(scenario).unwrap();
+        let emu_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let emulator = Emulator::start_balanced(emu_listener, scenario, urls, None)
+            .await
+            .unwrap();
+        let mut cluster = Cluster {
+            emulator,
+            dir,
+            database_url: database_url.to_owned(),
+            listens,
+            replicas: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        for i in 0..n {
+            let p = cluster.spawn(i, &format!("replica-{i}"));
+            cluster.replicas.push(Some(p));
+        }
+        for i in 0..n {
+            wait_until_listening(&cluster.http, &cluster.listens[i]).await;
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize, replica_id: &str) -> HubProcess {
+        HubProcess::start_replica(
+            &self.emulator,
+            self.dir.path(),
+            &self.listens[i],
+            &self.database_url,
+            replica_id,
+        )
+    }
+
+    /// Starts replica `i` again (after a kill or a stop) as `replica_id`, and waits until it
+    /// listens.
+    pub async fn restart(&mut self, i: usize, replica_id: &str) {
+        assert!(self.replicas[i].is_none(), "replica {i} is running");
+        self.replicas[i] = Some(self.spawn(i, replica_id));
+        wait_until_listening(&self.http, &self.listens[i]).await;
+    }
+
+    /// SIGKILLs replica `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.replicas[i].take().expect("running").kill();
+    }
+
+    /// Presses the hub workflow's button for `task`.
+    pub async fn trigger(&self, task: &str) {
+        let pressed = self
+            .http
+            .post(format!("{}/_emulator/hub/dispatch", self.emulator.base_url))
+            .json(&json!({"workflow": "spokehub-hub.yml", "ref": "main",
+                          "inputs": {"task": task}, "sender": "octocat"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(pressed.status().is_success());
+    }
+
+    pub async fn state(&self) -> Value {
+        state(&self.http, &self.emulator).await
+    }
+
+    /// The check runs named `spokehub: {task}`.
+    pub fn check_runs<'a>(state: &'a Value, task: &str) -> Vec<&'a Value> {
+        state["check_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == format!("spokehub: {task}"))
+            .collect()
+    }
+
+    /// Waits (up to `within`) until the run's check run completed; the final state.
+    pub async fn wait_for_completion(&self, task: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let s = self.state().await;
+            if Self::check_runs(&s, task)
+                .iter()
+                .any(|c| c["status"] == "completed")
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run did not complete within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The hub's own record of the latest run, read from the ledger.
+    pub async fn report(&self) -> RunReport {
+        let store = spokehub::store::Store::open(&self.database_url)
+            .await
+            .unwrap();
+        let id = store.latest_run_id().await.unwrap().expect("a run exists");
+        run_report(&store, &id).await.unwrap().expect("run exists")
     }
 }

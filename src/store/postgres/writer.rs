@@ -3,9 +3,10 @@
 //!
 //! A transition reads its spoke `FOR UPDATE`: the row stays locked until the batch commits, so
 //! another writer on the same database (another process) waits for this commit and then decides
-//! from the spoke as committed; never a read-then-write race. Rows are locked in the order the
-//! jobs came; should two processes' batches still deadlock, Postgres aborts one, and that batch
-//! is applied again job by job.
+//! from the spoke as committed; never a read-then-write race. A batch locks all its spokes up
+//! front in one global order (run, repository), so two processes' batches wait for each other
+//! instead of deadlocking; should they still deadlock, Postgres aborts one, and that batch is
+//! applied again job by job.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ async fn run_in_transaction(
     let mut tx = conn.begin().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut events: Vec<EventRow> = Vec::new();
+    lock_spokes_in_order(&mut tx, jobs).await?;
     let mut newly_recorded = record_deliveries(&mut tx, jobs).await?;
     for job in jobs {
         let outcome = match job {
@@ -133,6 +135,35 @@ async fn announce(conn: &mut PgConnection, jobs: &[Job], outcomes: &[Outcome]) -
             .execute(&mut *conn)
             .await?;
     }
+    Ok(())
+}
+
+/// Locks every spoke the batch transitions, in one global order (run, repository), before any
+/// is changed: two replicas' batches touching the same spokes then wait for each other instead
+/// of deadlocking.
+async fn lock_spokes_in_order(conn: &mut PgConnection, jobs: &[Job]) -> StoreResult<()> {
+    let mut keys: Vec<(String, String)> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Transition { run, repo, .. } => Some((run.to_string(), repo.to_string())),
+            _ => None,
+        })
+        .collect();
+    if keys.len() < 2 {
+        return Ok(());
+    }
+    keys.sort();
+    keys.dedup();
+    let (runs, repos): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    sqlx::query(
+        "SELECT 1 FROM spokes
+         WHERE (run_id, repo) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY run_id, repo FOR UPDATE",
+    )
+    .bind(&runs)
+    .bind(&repos)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
