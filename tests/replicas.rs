@@ -16,7 +16,7 @@ use serde_json::Value;
 use spokehub::hub::SpokeStatus;
 use spokehub::report::RunReport;
 
-use hub_process::{spoke_run_count, spoke_runs, Cluster};
+use hub_process::{spoke_run_count, spoke_runs, Cluster, CLUSTER_API_TOKEN};
 
 /// Each test runs nine processes or more: one test at a time on a small machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -165,6 +165,73 @@ async fn a_replica_sent_sigterm_mid_run_exits_0_within_30_s_and_the_others_finis
         .await
         .unwrap();
     assert_eq!(new_owner, None, "the stop was not a failure");
+}
+
+/// `cancel` and the run's API answer the same whichever replica receives them: a cancel sent
+/// to a replica that does not drive the run stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_a_replica_that_does_not_drive_the_run_stops_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(url) = postgres_harness::fresh_database().await else {
+        return;
+    };
+    let c = Cluster::start(&scenario("replicas/steady.toml"), HUB, &url, 3).await;
+    c.trigger("steady").await;
+    while spoke_run_count(&c.state().await) < 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let (id, owner): (String, Option<String>) = sqlx::query_as("SELECT id, lease_owner FROM runs")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let owner = owner.expect("a replica drives the run");
+    let i: usize = owner.strip_prefix("replica-").unwrap().parse().unwrap();
+    let (other, third) = ((i + 1) % 3, (i + 2) % 3);
+    let cancelled = c
+        .http
+        .post(format!(
+            "http://{}/api/v1/runs/{id}/cancel",
+            c.listens[other]
+        ))
+        .bearer_auth(CLUSTER_API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 202);
+    let state = c
+        .wait_for_completion("steady", Duration::from_secs(60))
+        .await;
+    let checks = Cluster::check_runs(&state, "steady");
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0]["conclusion"], "cancelled");
+    let report: Value = c
+        .http
+        .get(format!("http://{}/api/v1/runs/{id}", c.listens[third]))
+        .bearer_auth(CLUSTER_API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["status"], "completed", "{report}");
+    let dispatched = spoke_run_count(&state);
+    assert!(
+        dispatched < 300,
+        "the run stopped dispatching ({dispatched})"
+    );
+    let again = c
+        .http
+        .post(format!(
+            "http://{}/api/v1/runs/{id}/cancel",
+            c.listens[third]
+        ))
+        .bearer_auth(CLUSTER_API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "already completed");
 }
 
 /// Three runs at once (different tasks over the same 100 repositories), spread over the three

@@ -45,7 +45,10 @@ impl HubProcess {
             listen,
             None,
             Some(database_url),
-            &[("SPOKEHUB_REPLICA_ID", replica_id)],
+            &[
+                ("SPOKEHUB_REPLICA_ID", replica_id),
+                ("SPOKEHUB_API_TOKEN", CLUSTER_API_TOKEN),
+            ],
         )
     }
 
@@ -321,6 +324,9 @@ pub async fn kill_and_restart_on(
         kills_during_run,
     }
 }
+
+/// The API token of every [`Cluster`] replica.
+pub const CLUSTER_API_TOKEN: &str = "cluster-api-token";
 
 /// Several hub replicas on one Postgres ledger behind the emulator's load balancer (each
 /// delivery goes to one of them, round-robin), all sharing one configuration directory.
