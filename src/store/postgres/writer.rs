@@ -111,10 +111,10 @@ async fn announce(conn: &mut PgConnection, jobs: &[Job], outcomes: &[Outcome]) -
     let mut delivered = false;
     for (job, outcome) in jobs.iter().zip(outcomes) {
         match (job, outcome) {
-            (Job::Transition { run, .. }, Outcome::Transition(r)) => {
-                if r.as_ref().as_ref().ok().and_then(written).is_some() {
-                    runs.push(run.to_string());
-                }
+            (Job::Transition { run, .. }, Outcome::Transition(r))
+                if r.as_ref().as_ref().ok().and_then(written).is_some() =>
+            {
+                runs.push(run.to_string());
             }
             (Job::RecordDelivery { .. }, Outcome::Recorded(Ok(true))) => delivered = true,
             _ => {}
