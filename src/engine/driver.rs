@@ -29,7 +29,8 @@ use crate::store::{now_ms, RunRecord, SpokeRecord};
 
 /// The check run is updated at most this often per run.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
-/// Back-off when planning or a GitHub call fails transiently.
+/// Back-off of spoke work that failed transiently (the spoke's row keeps the work itself: a
+/// driver that takes the run over finds it due).
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// A task that ends with the scope that spawned it.
@@ -285,10 +286,10 @@ impl Engine {
     ) -> anyhow::Result<DriveEnd> {
         let mut run = self.load_run(&id).await?;
         let resumed = run.status == RunStatus::Active;
-        while run.status == RunStatus::Planning {
-            if self.is_stopping() {
-                return Ok(DriveEnd::Stopped);
-            }
+        // Trouble that may pass (GitHub or the database) ends the driver with an error: the run's
+        // lease is released with the error and a back-off, and it is claimed again (here or on
+        // another replica) under the ledger's one retry policy.
+        if run.status == RunStatus::Planning {
             match self.plan(&run).await {
                 Ok(()) => {}
                 Err(PlanError::Fatal(reason)) => {
@@ -296,28 +297,19 @@ impl Engine {
                     self.fail_run(&run, &reason).await?;
                     return Ok(DriveEnd::Completed);
                 }
-                Err(PlanError::Retry(e)) => {
-                    tracing::warn!(error = format!("{e:#}"), "planning failed; retrying");
-                    self.pause(RETRY_DELAY).await;
-                }
+                Err(PlanError::Retry(e)) => return Err(e.context("planning failed")),
             }
             run = self.load_run(&id).await?;
         }
         if run.status == RunStatus::Completed {
             return Ok(DriveEnd::Completed);
         }
-        let client = loop {
-            if self.is_stopping() {
-                return Ok(DriveEnd::Stopped);
-            }
-            match self.inner.github.installation(run.installation_id).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot reach the installation; retrying");
-                    self.pause(RETRY_DELAY).await;
-                }
-            }
-        };
+        let client = self
+            .inner
+            .github
+            .installation(run.installation_id)
+            .await
+            .context("cannot reach the installation")?;
         let reconcile_after = self.config().policy_for(&run.task).reconcile_after;
         // With a shared ledger, changes are read from it, from a mark taken before the spokes.
         let mark = self.store().change_mark().await?;
@@ -336,14 +328,6 @@ impl Engine {
             self.recover(&run, &mut view).await?;
         }
         self.run_loop(&run, &client, &mut view, &mut updates).await
-    }
-
-    /// Waits `d`, or less when the hub is stopping.
-    async fn pause(&self, d: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = self.stopped() => {}
-        }
     }
 
     async fn load_run(&self, id: &HubRunId) -> anyhow::Result<RunRecord> {
@@ -688,13 +672,7 @@ impl Engine {
                 identifier: super::operator::RERUN_FAILED.into(),
             }]);
         }
-        if let Err(e) = self.finish_check_run(run, client, &req).await {
-            // The run's result stands in the hub; the check run stays as last posted.
-            tracing::error!(
-                error = format!("{e:#}"),
-                "the check run could not be completed"
-            );
-        }
+        self.finish_check_run(run, client, &req).await?;
         if !self
             .store()
             .complete_settled_run(&run.id, conclusion.as_str())
@@ -712,7 +690,10 @@ impl Engine {
         Ok(true)
     }
 
-    /// The final check-run update must land: it is retried until it does.
+    /// The final check-run update must land before the run completes: trouble that may pass
+    /// ends the driver with an error, and the run is claimed again after the ledger's back-off
+    /// (so it completes later, from whichever replica). A request GitHub refuses for good is
+    /// logged, and the run completes anyway.
     async fn finish_check_run(
         &self,
         run: &RunRecord,
@@ -722,20 +703,18 @@ impl Engine {
         let Some(check_run_id) = self.check_run_of(&run.id).await else {
             return Ok(());
         };
-        for attempt in 1.. {
-            match client
-                .update_check_run(&run.hub_repo, check_run_id, req)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(error = %e, attempt, "cannot complete the check run; retrying");
-                    tokio::time::sleep(RETRY_DELAY * attempt).await;
-                }
-                Err(e) => return Err(e).context("cannot complete the check run"),
+        match client
+            .update_check_run(&run.hub_repo, check_run_id, req)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_transient() => Err(e).context("cannot complete the check run"),
+            Err(e) => {
+                // The run's result stands in the hub; the check run stays as last posted.
+                tracing::error!(error = %e, "GitHub refused the check run's final update");
+                Ok(())
             }
         }
-        unreachable!("the loop returns")
     }
 
     /// A dry run: the check run lists the targets, conclusion neutral; nothing is dispatched.

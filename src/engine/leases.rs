@@ -134,7 +134,7 @@ impl Engine {
                     }
                     Some(Err(e)) => {
                         let why = format!("{e:#}");
-                        tracing::error!(error = why, "run driver stopped; the run is claimed again after a back-off");
+                        tracing::warn!(error = why, "run driver stopped; the run is claimed again after a back-off");
                         Some(why)
                     }
                     None => None,
