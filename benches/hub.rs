@@ -5,9 +5,10 @@
 //! time to all dispatched and to completion, hub CPU time, GitHub API requests per spoke and
 //! the hub's peak resident memory.
 //!
-//! Each size runs with the ledger on SQLite, then on PostgreSQL (one replica; a throwaway
-//! cluster on this machine with fsync on, see tests/common/postgres.rs; its server's CPU is not
-//! in "hub CPU").
+//! Each size runs with the ledger on SQLite, then on PostgreSQL with one replica, then with
+//! three replicas behind the emulator's load balancer (a throwaway cluster on this machine
+//! with fsync on, see tests/common/postgres.rs; its server's CPU is not in "hub CPU"). With
+//! several replicas, hub CPU is their sum and peak RSS the largest of them.
 //!
 //! `cargo bench --bench hub` (add `-- 1000` to run one size, `-- sqlite` or `-- postgres` to run
 //! one database).
@@ -56,24 +57,31 @@ async fn summary(http: &reqwest::Client, emulator: &EmulatorHandle) -> Value {
         .unwrap()
 }
 
-async fn bench(n: usize, database_url: Option<&str>) {
+async fn bench(n: usize, database_url: Option<&str>, replicas: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listens: Vec<String> = (0..replicas)
+        .map(|_| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("127.0.0.1:{port}")
+        })
+        .collect();
     let scenario = Scenario::from_toml(&format!(
         "[org]\nlogin = \"acme\"\nrepos = {n}\nhub_repo = \"platform-hub\"\n\
          [spoke]\nduration_ms = [200, 2000]\ncallback = \"repository_dispatch\"\n\
          [faults]\nrate_limit_per_hour = 1000000\n"
     ))
     .unwrap();
-    let emulator = Emulator::start(
+    let emulator = Emulator::start_balanced(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         scenario,
-        format!("http://{listen}/webhook"),
+        listens
+            .iter()
+            .map(|l| format!("http://{l}/webhook"))
+            .collect(),
         None,
     )
     .await
@@ -84,19 +92,35 @@ async fn bench(n: usize, database_url: Option<&str>) {
         "[policy]\napi_concurrency = 32\n[policy.retry]\nlimit = 0\n",
     )
     .unwrap();
-    let hub = HubProcess::start_on(&emulator, dir.path(), &listen, database_url);
-    let pid = hub.id();
+    let hubs: Vec<HubProcess> = listens
+        .iter()
+        .enumerate()
+        .map(|(i, listen)| match database_url {
+            Some(url) if replicas > 1 => HubProcess::start_replica(
+                &emulator,
+                dir.path(),
+                listen,
+                url,
+                &format!("replica-{i}"),
+            ),
+            _ => HubProcess::start_on(&emulator, dir.path(), listen, database_url),
+        })
+        .collect();
+    let pids: Vec<u32> = hubs.iter().map(HubProcess::id).collect();
     let up = Instant::now();
-    while http
-        .get(format!("http://{listen}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(up.elapsed() < Duration::from_secs(30), "hub did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for listen in &listens {
+        while http
+            .get(format!("http://{listen}/healthz"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(up.elapsed() < Duration::from_secs(30), "hub did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    let cpu_before = proc_cpu_s(pid);
+    let cpu_of = |pids: &[u32]| pids.iter().map(|p| proc_cpu_s(*p)).sum::<f64>();
+    let cpu_before = cpu_of(&pids);
     let requests_before = summary(&http, &emulator).await["requests_total"]
         .as_u64()
         .unwrap_or(0);
@@ -124,17 +148,22 @@ async fn bench(n: usize, database_url: Option<&str>) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let wall = started.elapsed();
-    let cpu = proc_cpu_s(pid) - cpu_before;
-    let rss = proc_peak_rss_mb(pid);
+    let cpu = cpu_of(&pids) - cpu_before;
+    let rss = pids
+        .iter()
+        .map(|p| proc_peak_rss_mb(*p))
+        .fold(0.0, f64::max);
     let s = summary(&http, &emulator).await;
     let requests = s["requests_total"].as_u64().unwrap_or(0) - requests_before;
-    hub.kill();
+    for hub in hubs {
+        hub.kill();
+    }
     println!(
-        "hub bench: {:<8} | {n:>6} spokes | all dispatched in {:>6.2} s | completed in {:>6.2} s | hub CPU {:>6.2} s | {:>5.3} API requests/spoke | hub peak RSS {:>6.1} MB",
-        if database_url.is_some() {
-            "Postgres"
-        } else {
-            "SQLite"
+        "hub bench: {:<13} | {n:>6} spokes | all dispatched in {:>6.2} s | completed in {:>6.2} s | hub CPU {:>6.2} s | {:>5.3} API requests/spoke | peak RSS per replica {:>6.1} MB",
+        match (database_url, replicas) {
+            (None, _) => "SQLite".to_owned(),
+            (Some(_), 1) => "Postgres x1".to_owned(),
+            (Some(_), r) => format!("Postgres x{r}"),
         },
         dispatched_at.unwrap().as_secs_f64(),
         wall.as_secs_f64(),
@@ -163,15 +192,17 @@ async fn main() {
     postgres_harness::durable_cluster();
     for n in sizes {
         if sqlite {
-            bench(n, None).await;
+            bench(n, None, 1).await;
         }
         if !postgres {
             continue;
         }
-        match postgres_harness::fresh_database().await {
-            Some(url) => bench(n, Some(&url)).await,
-            None => {
-                println!("hub bench: Postgres | {n:>6} spokes | skipped (no PostgreSQL server)")
+        for replicas in [1, 3] {
+            match postgres_harness::fresh_database().await {
+                Some(url) => bench(n, Some(&url), replicas).await,
+                None => println!(
+                    "hub bench: Postgres x{replicas} | {n:>6} spokes | skipped (no PostgreSQL server)"
+                ),
             }
         }
     }

@@ -278,6 +278,11 @@ fn counts(w: &World) -> Map<String, Value> {
         "webhooks_duplicated": c.webhooks_duplicated,
         "webhooks_pending": w.deliveries.iter().filter(|d| d.status == "pending").count(),
         "rate_limit_violations": c.rate_limit_violations,
+        "first_rate_limit_violation": c.first_rate_limit_violation,
+        "rate_limit_violations_by_route": c
+            .rate_limit_violations_by_route
+            .iter()
+            .collect::<BTreeMap<_, _>>(),
         "secondary_limit_hits": c.secondary_limit_hits,
         "primary_limit_hits": c.primary_limit_hits,
         "api_errors_injected": c.api_errors_injected,

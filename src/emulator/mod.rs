@@ -25,7 +25,7 @@
 //!   `workflow_runs_by_status`, `workflow_runs_by_conclusion`, `check_runs_total`,
 //!   `repository_dispatches_total`, `requests_total`, `requests_by_route` (`"METHOD /route"`),
 //!   `requests_by_api_version`, `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`,
-//!   `webhooks_duplicated`, `webhooks_pending`, `rate_limit_violations`, `secondary_limit_hits`,
+//!   `webhooks_duplicated`, `webhooks_pending`, `rate_limit_violations` (and `_by_route`), `secondary_limit_hits`,
 //!   `primary_limit_hits`, `api_errors_injected`, `lost_responses`, `tokens_minted`.
 //! - `GET /_emulator/state` -> the counts plus `org`, `hub_repo`, `repos[]`, `workflow_runs[]`
 //!   (`id, repo, workflow, event, inputs, status, conclusion, display_title, run_attempt,

@@ -263,7 +263,9 @@ fn gate(
         lose_response: false,
     };
     if kind == AuthKind::Token {
-        limits(shared, &mut w, &mut g, method, route, now_ms)?;
+        let who = bearer(headers).unwrap_or("");
+        let who = &who[who.len().saturating_sub(6)..];
+        limits(shared, &mut w, &mut g, (method, route, who), now_ms)?;
     }
     if faults.api_error_rate > 0.0 && w.rng.gen_bool(faults.api_error_rate) {
         w.counters.api_errors_injected += 1;
@@ -286,8 +288,7 @@ fn limits(
     shared: &Shared,
     w: &mut World,
     g: &mut Gate,
-    method: &Method,
-    route: &str,
+    (method, route, who): (&Method, &str, &str),
     now_ms: u64,
 ) -> Result<(), GateError> {
     let faults = &shared.scenario.faults;
@@ -296,6 +297,16 @@ fn limits(
     let waiting = now_ms < w.rate.blocked_until_ms;
     if waiting {
         w.counters.rate_limit_violations += 1;
+        *w.counters
+            .rate_limit_violations_by_route
+            .entry(format!("{method} {route}"))
+            .or_insert(0) += 1;
+        if w.counters.first_rate_limit_violation.is_none() {
+            w.counters.first_rate_limit_violation = Some(format!(
+                "{method} {route} by token …{who} at {now_ms} ms; token …{} was told at {} ms to wait until {} ms",
+                w.rate.blocked_by, w.rate.blocked_at_ms, w.rate.blocked_until_ms
+            ));
+        }
     }
     if w.rate.used >= limit {
         w.counters.primary_limit_hits += 1;
@@ -329,6 +340,8 @@ fn limits(
                 .div_ceil(1000)
                 .max(1);
             w.rate.blocked_until_ms = w.rate.blocked_until_ms.max(now_ms + wait_s * 1000);
+            w.rate.blocked_by = who.to_owned();
+            w.rate.blocked_at_ms = now_ms;
             w.counters.secondary_limit_hits += 1;
             let e = ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -172,6 +172,10 @@ pub struct Counters {
     pub webhooks_dropped: u64,
     pub webhooks_duplicated: u64,
     pub rate_limit_violations: u64,
+    /// The violations by method and route template (`POST /repos/{owner}/{repo}/...`).
+    pub rate_limit_violations_by_route: HashMap<String, u64>,
+    /// The first violation: what was sent, by which token, and who was told to wait when.
+    pub first_rate_limit_violation: Option<String>,
     pub secondary_limit_hits: u64,
     pub primary_limit_hits: u64,
     pub api_errors_injected: u64,
@@ -189,6 +193,9 @@ pub struct RateState {
     pub content_times: std::collections::VecDeque<u64>,
     /// The client was told to wait until this instant (ms since start).
     pub blocked_until_ms: u64,
+    /// Which token was told to wait (its last characters), and when (ms since start).
+    pub blocked_by: String,
+    pub blocked_at_ms: u64,
 }
 
 /// The whole emulated world.

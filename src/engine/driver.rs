@@ -18,9 +18,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::plan::{check_run_name, PlanError};
+use super::checks;
+use super::plan::PlanError;
 use super::{DriveEnd, Engine};
-use crate::github::{CheckRunAction, CheckRunOutput, CheckRunRequest, InstallationClient};
+use crate::github::{CheckRunOutput, CheckRunRequest, InstallationClient};
 use crate::hub::{
     conclude, render, Conclusion, HubRunId, RepoName, RunStatus, Spoke, SpokeEvent, SpokeStatus,
     SummaryContext, Totals,
@@ -596,13 +597,14 @@ impl Engine {
         Ok(())
     }
 
-    fn summary_request(
+    /// The check run's title, summary and table for the run as the view sees it.
+    fn summary_output(
         &self,
         run: &RunRecord,
         view: &RunView,
         status: RunStatus,
         conclusion: Option<Conclusion>,
-    ) -> CheckRunRequest {
+    ) -> CheckRunOutput {
         let spokes = view.sorted();
         let details = self.details_url(&run.id);
         let output = render(
@@ -618,13 +620,10 @@ impl Engine {
             },
             &spokes,
         );
-        CheckRunRequest {
-            output: Some(CheckRunOutput {
-                title: output.title,
-                summary: output.summary,
-                text: output.text,
-            }),
-            ..CheckRunRequest::default()
+        CheckRunOutput {
+            title: output.title,
+            summary: output.summary,
+            text: output.text,
         }
     }
 
@@ -632,8 +631,7 @@ impl Engine {
         let Some(check_run_id) = self.check_run_of(&run.id).await else {
             return;
         };
-        let mut req = self.summary_request(run, view, RunStatus::Active, None);
-        req.status = Some("in_progress".into());
+        let req = checks::progress(self.summary_output(run, view, RunStatus::Active, None));
         if let Err(e) = client
             .update_check_run(&run.hub_repo, check_run_id, &req)
             .await
@@ -661,17 +659,9 @@ impl Engine {
         } else {
             conclude(&totals, &policy.success_threshold)
         };
-        let mut req = self.summary_request(run, view, RunStatus::Completed, Some(conclusion));
-        req.status = Some("completed".into());
-        req.conclusion = Some(conclusion.as_str().into());
-        req.completed_at = Some(chrono::Utc::now());
-        if !cancelled && totals.failed + totals.timed_out > 0 {
-            req.actions = Some(vec![CheckRunAction {
-                label: "Re-run failed".into(),
-                description: "Dispatch the failed spokes again".into(),
-                identifier: super::operator::RERUN_FAILED.into(),
-            }]);
-        }
+        let summary = self.summary_output(run, view, RunStatus::Completed, Some(conclusion));
+        let rerun_button = !cancelled && totals.failed + totals.timed_out > 0;
+        let req = checks::concluded(conclusion, summary, rerun_button);
         self.finish_check_run(run, client, &req).await?;
         if !self
             .store()
@@ -724,11 +714,9 @@ impl Engine {
         client: &InstallationClient,
         view: &RunView,
     ) -> anyhow::Result<()> {
-        let mut req =
-            self.summary_request(run, view, RunStatus::Completed, Some(Conclusion::Neutral));
-        req.status = Some("completed".into());
-        req.conclusion = Some(Conclusion::Neutral.as_str().into());
-        req.completed_at = Some(chrono::Utc::now());
+        let summary =
+            self.summary_output(run, view, RunStatus::Completed, Some(Conclusion::Neutral));
+        let req = checks::concluded(Conclusion::Neutral, summary, false);
         self.finish_check_run(run, client, &req).await?;
         self.store()
             .complete_run(&run.id, Conclusion::Neutral.as_str(), Some("dry run"))
@@ -744,22 +732,7 @@ impl Engine {
             run.check_run_id,
             self.inner.github.installation(run.installation_id).await,
         ) {
-            let req = CheckRunRequest {
-                name: Some(check_run_name(&run.task)),
-                status: Some("completed".into()),
-                conclusion: Some(Conclusion::Failure.as_str().into()),
-                completed_at: Some(chrono::Utc::now()),
-                output: Some(CheckRunOutput {
-                    title: "The hub could not run this task".into(),
-                    summary: format!(
-                        "Run `{}` stopped: {}",
-                        run.id,
-                        crate::hub::escape_cell(reason, 2000)
-                    ),
-                    text: None,
-                }),
-                ..CheckRunRequest::default()
-            };
+            let req = checks::failed(&run.task, &run.id, reason);
             if let Err(e) = client
                 .update_check_run(&run.hub_repo, check_run_id, &req)
                 .await

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -17,8 +18,6 @@ use super::{DriveEnd, DriverHandle, Engine};
 use crate::hub::{HubRunId, Spoke};
 use crate::store::ChangeMark;
 
-/// Runs claimed at once.
-const CLAIM_BATCH: i64 = 16;
 /// A replica that drives `k` runs waits `k` times this before claiming more, so replicas with
 /// fewer runs claim first and runs spread over the replicas.
 const CLAIM_STAGGER: Duration = Duration::from_millis(250);
@@ -37,35 +36,48 @@ impl Engine {
         }
     }
 
-    /// Claims runs and keeps their leases until the hub stops.
+    /// Claims runs and keeps their leases until the hub stops. Runs are claimed one at a time;
+    /// a replica that drives `k` runs claims the next `k` x [`CLAIM_STAGGER`] after it heard of
+    /// it, so idle replicas claim first.
     pub(super) async fn hold_runs(&self) {
         let ttl = self.config().lease_ttl;
         let renew_every = ttl / 3;
         let replica = self.replica().clone();
-        let mut next_renewal = tokio::time::Instant::now() + renew_every;
+        let mut next_renewal = Instant::now() + renew_every;
+        let mut claim_at = Instant::now();
         loop {
-            if tokio::time::Instant::now() >= next_renewal {
-                next_renewal = tokio::time::Instant::now() + renew_every;
+            if Instant::now() >= next_renewal {
+                next_renewal = Instant::now() + renew_every;
                 self.renew_leases().await;
             }
-            let driving = self.inner.drivers.lock().expect("drivers lock").len();
-            if driving > 0 {
-                tokio::time::sleep(CLAIM_STAGGER * driving.min(8) as u32).await;
-            }
-            match self.store().claim_runs(&replica, ttl, CLAIM_BATCH).await {
-                Ok(ids) => {
-                    for id in ids {
-                        self.spawn_driver(id);
+            if Instant::now() >= claim_at {
+                match self.store().claim_runs(&replica, ttl, 1).await {
+                    Ok(ids) if !ids.is_empty() => {
+                        for id in ids {
+                            self.spawn_driver(id);
+                        }
+                        claim_at = Instant::now() + self.claim_stagger();
+                        continue;
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot claim runs"),
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot claim runs"),
+                // Nothing to claim: look again on the slow poll, or when told.
+                claim_at = Instant::now() + CLAIM_POLL;
             }
-            let wake = next_renewal.min(tokio::time::Instant::now() + CLAIM_POLL);
             tokio::select! {
-                _ = self.store().notices().runs.notified() => {}
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.store().notices().runs.notified() => {
+                    claim_at = claim_at.min(Instant::now() + self.claim_stagger());
+                }
+                _ = tokio::time::sleep_until(next_renewal.min(claim_at)) => {}
             }
         }
+    }
+
+    /// How long this replica waits before claiming another run: longer the more it drives.
+    fn claim_stagger(&self) -> Duration {
+        let driving = self.inner.drivers.lock().expect("drivers lock").len();
+        CLAIM_STAGGER * driving.min(8) as u32
     }
 
     /// Renews every run lease this replica holds; a driver whose lease is gone stops.

@@ -4,6 +4,7 @@
 //! decided by the pure domain, persisted, then handed to the run's driver.
 
 pub mod callback_token;
+mod checks;
 mod dispatch;
 mod driver;
 mod leases;

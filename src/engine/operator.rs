@@ -8,9 +8,7 @@ use anyhow::Context as _;
 
 use super::plan::{check_run_name, not_started_name};
 use super::Engine;
-use crate::github::{
-    ApiError, CheckRunEvent, CheckRunOutput, CheckRunRequest, WorkflowDispatchEvent,
-};
+use crate::github::{ApiError, CheckRunEvent, WorkflowDispatchEvent};
 use crate::hub::{HubRunId, RunStatus, SpokeEvent, SpokeStatus};
 use crate::store::{now_ms, RunRecord};
 
@@ -160,23 +158,17 @@ impl Engine {
         let id = client
             .create_check_run(
                 &run.hub_repo,
-                &CheckRunRequest {
-                    name: Some(name),
-                    head_sha: Some(sha.to_string()),
-                    status: Some("in_progress".into()),
-                    external_id: Some(external_id),
-                    details_url: self.details_url(&run.id),
-                    started_at: Some(chrono::Utc::now()),
-                    output: Some(CheckRunOutput {
-                        title: format!("Re-running {spokes} failed spokes"),
-                        summary: format!(
-                            "Hub run `{}`: the failed and timed-out spokes are dispatched again.",
-                            run.id
-                        ),
-                        text: None,
-                    }),
-                    ..CheckRunRequest::default()
-                },
+                &super::checks::started(
+                    name,
+                    sha.as_str(),
+                    &run.id,
+                    self.details_url(&run.id),
+                    format!("Re-running {spokes} failed spokes"),
+                    format!(
+                        "Hub run `{}`: the failed and timed-out spokes are dispatched again.",
+                        run.id
+                    ),
+                ),
             )
             .await
             .context("cannot create the re-run check run")?;
@@ -190,24 +182,18 @@ impl Engine {
         client
             .create_check_run(
                 &run.hub_repo,
-                &CheckRunRequest {
-                    name: Some(not_started_name(&run.task)),
-                    head_sha: Some(e.head_sha.clone()),
-                    status: Some("completed".into()),
-                    conclusion: Some("neutral".into()),
-                    completed_at: Some(chrono::Utc::now()),
-                    details_url: self.details_url(&run.id),
-                    output: Some(CheckRunOutput {
-                        title: "Re-run not started: a newer check run exists".into(),
-                        summary: format!(
-                            "Hub run `{}` has a newer check run than the one whose button was pressed; \
-                             only the newest check run's \"Re-run failed\" re-runs spokes.",
-                            run.id
-                        ),
-                        text: None,
-                    }),
-                    ..CheckRunRequest::default()
-                },
+                &super::checks::not_started(
+                    not_started_name(&run.task),
+                    &e.head_sha,
+                    "neutral",
+                    self.details_url(&run.id),
+                    "Re-run not started: a newer check run exists",
+                    format!(
+                        "Hub run `{}` has a newer check run than the one whose button was pressed; \
+                         only the newest check run's \"Re-run failed\" re-runs spokes.",
+                        run.id
+                    ),
+                ),
             )
             .await
             .context("cannot create the check run of an ignored re-run")?;
@@ -293,24 +279,18 @@ impl Engine {
         client
             .create_check_run(
                 &e.repository,
-                &CheckRunRequest {
-                    name: Some(not_started_name(task)),
-                    head_sha: Some(sha.to_string()),
-                    status: Some("completed".into()),
-                    conclusion: Some("neutral".into()),
-                    completed_at: Some(chrono::Utc::now()),
-                    details_url: self.details_url(active),
-                    output: Some(CheckRunOutput {
-                        title: "Not started: the same run is already active".into(),
-                        summary: format!(
-                            "Task `{task}` over the same targets is already running as hub run `{active}`{link}. \
-                             This trigger was not started. Wait for that run, or allow parallel runs for the task \
-                             (`allow_parallel = true` in its policy)."
-                        ),
-                        text: None,
-                    }),
-                    ..CheckRunRequest::default()
-                },
+                &super::checks::not_started(
+                    not_started_name(task),
+                    sha.as_str(),
+                    "neutral",
+                    self.details_url(active),
+                    "Not started: the same run is already active",
+                    format!(
+                        "Task `{task}` over the same targets is already running as hub run `{active}`{link}. \
+                         This trigger was not started. Wait for that run, or allow parallel runs for the task \
+                         (`allow_parallel = true` in its policy)."
+                    ),
+                ),
             )
             .await
             .context("cannot create the check run of a refused parallel run")?;

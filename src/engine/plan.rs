@@ -7,9 +7,7 @@ use anyhow::Context as _;
 use serde_json::{Map, Value};
 
 use super::Engine;
-use crate::github::{
-    ApiError, CheckRunOutput, CheckRunRequest, InstallationClient, WorkflowDispatchEvent,
-};
+use crate::github::{ApiError, InstallationClient, WorkflowDispatchEvent};
 use crate::hub::{escape_cell, HubRunId, RepoName, Selector, Sha, SpokeStatus, Verdict};
 use crate::store::{now_ms, NewRun, NewSpoke, RunRecord};
 
@@ -100,15 +98,7 @@ pub fn parse_trigger(inputs: &Map<String, Value>) -> Result<Trigger, String> {
 }
 
 /// The check run's name for a task.
-pub fn check_run_name(task: &str) -> String {
-    format!("spokehub: {task}")
-}
-
-/// The name of a check run that says a trigger or re-run was not started: its own name, so it
-/// never hides the live run's check run of the same task on the same commit.
-pub fn not_started_name(task: &str) -> String {
-    format!("spokehub: {task} (not started)")
-}
+pub use super::checks::{check_run_name, not_started_name};
 
 /// Why planning stopped.
 pub enum PlanError {
@@ -259,23 +249,18 @@ impl Engine {
         } else {
             not_started_name(task)
         };
-        let req = CheckRunRequest {
-            name: Some(name),
-            head_sha: Some(sha.to_string()),
-            status: Some("completed".into()),
-            conclusion: Some("action_required".into()),
-            completed_at: Some(chrono::Utc::now()),
-            output: Some(CheckRunOutput {
-                title: "Run not started: invalid inputs".into(),
-                summary: format!(
-                    "The hub workflow was run by {} with inputs spokehub cannot use:\n\n> {}\n\nFix the inputs and run the workflow again.",
-                    escape_cell(&e.sender, 100),
-                    escape_cell(reason, 1000)
-                ),
-                text: None,
-            }),
-            ..CheckRunRequest::default()
-        };
+        let req = super::checks::not_started(
+            name,
+            sha.as_str(),
+            "action_required",
+            None,
+            "Run not started: invalid inputs",
+            format!(
+                "The hub workflow was run by {} with inputs spokehub cannot use:\n\n> {}\n\nFix the inputs and run the workflow again.",
+                escape_cell(&e.sender, 100),
+                escape_cell(reason, 1000)
+            ),
+        );
         client
             .create_check_run(&e.repository, &req)
             .await
@@ -382,28 +367,22 @@ impl Engine {
         {
             return Ok(found.id);
         }
-        let req = CheckRunRequest {
-            name: Some(name),
-            head_sha: Some(sha.to_string()),
-            status: Some("in_progress".into()),
-            external_id: Some(external_id),
-            details_url: self.details_url(&run.id),
-            started_at: Some(chrono::Utc::now()),
-            output: Some(CheckRunOutput {
-                title: "Planning".into(),
-                summary: format!(
-                    "Selecting targets for task {} (targets: {}).",
-                    escape_cell(&run.task, 200),
-                    if run.targets.is_empty() {
-                        "all".to_owned()
-                    } else {
-                        escape_cell(&run.targets, 500)
-                    }
-                ),
-                text: None,
-            }),
-            ..CheckRunRequest::default()
-        };
+        let req = super::checks::started(
+            name,
+            sha.as_str(),
+            &run.id,
+            self.details_url(&run.id),
+            "Planning",
+            format!(
+                "Selecting targets for task {} (targets: {}).",
+                escape_cell(&run.task, 200),
+                if run.targets.is_empty() {
+                    "all".to_owned()
+                } else {
+                    escape_cell(&run.targets, 500)
+                }
+            ),
+        );
         Ok(client.create_check_run(&run.hub_repo, &req).await?)
     }
 

@@ -107,6 +107,15 @@ impl Engine {
                 .map(|d| {
                     let engine = self.clone();
                     async move {
+                        // Triggers and buttons: one at a time across replicas too.
+                        let _turn = if is_spoke_report(&d.event) {
+                            None
+                        } else {
+                            match engine.store().trigger_turn().await {
+                                Ok(turn) => Some(turn),
+                                Err(e) => return Some((d.guid, e.to_string())),
+                            }
+                        };
                         let result = engine.process_one(&d).await;
                         result.err().map(|why| (d.guid, why))
                     }

@@ -129,6 +129,10 @@ pub struct Spoke {
     pub conflicts: u32,
     /// The spoke's own summary of its current attempt (from its callback), as it sent it.
     pub summary: Option<String>,
+    /// While it waits for a retry: how the attempt before ended (`failed` or `timed_out`);
+    /// `None` for a re-run an operator asked for.
+    #[serde(default)]
+    pub retry_after: Option<SpokeStatus>,
 }
 
 impl Spoke {
@@ -147,6 +151,7 @@ impl Spoke {
             due_at: None,
             conflicts: 0,
             summary: None,
+            retry_after: None,
         }
     }
 
@@ -387,6 +392,7 @@ fn consume_attempt(
     s.finished_at = Some(ctx.now);
     if ctx.policy.retry.allows_retry_after(s.attempt) {
         s.status = SpokeStatus::RetryWait;
+        s.retry_after = Some(end);
         s.due_at = Some(
             ctx.now
                 .saturating_add(ms(ctx.policy.retry.backoff(s.attempt))),
@@ -531,6 +537,7 @@ pub fn apply(spoke: &Spoke, event: SpokeEvent, ctx: &TransitionContext) -> Trans
         SpokeEvent::Rerun => match spoke.status {
             S::Failed | S::TimedOut => {
                 s.status = S::RetryWait;
+                s.retry_after = None;
                 s.reason = Some("re-run requested".into());
                 s.due_at = Some(now);
                 Transition::Changed(s)
@@ -577,10 +584,7 @@ pub fn callback_closed(spoke: &Spoke, attempt: u32, outcome: &ReportOutcome) -> 
     let agrees = match (spoke.status, outcome) {
         (S::Succeeded, ReportOutcome::Succeeded) | (S::Cancelled, ReportOutcome::Cancelled) => true,
         (S::Failed, ReportOutcome::Failed { .. }) => true,
-        (S::RetryWait, ReportOutcome::Failed { .. }) => spoke
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with(FAILED)),
+        (S::RetryWait, ReportOutcome::Failed { .. }) => spoke.retry_after == Some(S::Failed),
         (S::Succeeded | S::Failed | S::Cancelled | S::TimedOut | S::RetryWait, _) => false,
         _ => true,
     };
@@ -653,11 +657,8 @@ fn report(spoke: &Spoke, r: Reported, ctx: &TransitionContext) -> Transition {
             let decided = decided_outcome(spoke);
             if decided.is_none() {
                 // timed_out / retry_wait: the hub already decided this attempt.
-                let failed_before = spoke.status == S::RetryWait
-                    && spoke
-                        .reason
-                        .as_deref()
-                        .is_some_and(|r| r.starts_with(FAILED));
+                let failed_before =
+                    spoke.status == S::RetryWait && spoke.retry_after == Some(S::Failed);
                 if failed_before && matches!(outcome, ReportOutcome::Failed { .. }) {
                     return Transition::Unchanged;
                 }

@@ -86,6 +86,9 @@ pub struct ClaimedDelivery {
     pub tries: i64,
 }
 
+/// The turn to handle a trigger (see [`Store::trigger_turn`]); given back when dropped.
+pub struct TriggerTurn(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
+
 /// Where a driver's reading of spoke changes stands: every change not visible then has a
 /// transaction id at least this (Postgres' `pg_snapshot_xmin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,6 +136,19 @@ impl Store {
         match &self.backend {
             super::Backend::Postgres(db) => Some(db.shared_rate()),
             super::Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Held while a trigger or an operator's button is handled: with a shared ledger one at a
+    /// time across replicas, since the one-active-run rule reads before it writes. (One process
+    /// handles them one at a time anyway.)
+    pub async fn trigger_turn(&self) -> StoreResult<TriggerTurn> {
+        match &self.backend {
+            super::Backend::Postgres(db) => {
+                let held = db.trigger_turn().await?;
+                Ok(TriggerTurn(Some(Box::new(held))))
+            }
+            super::Backend::Sqlite(_) => Ok(TriggerTurn(None)),
         }
     }
 
@@ -230,7 +246,7 @@ impl Store {
         error: &str,
     ) -> StoreResult<()> {
         let delay = ttl_ms(WORK_RETRY.delay(tries));
-        on_db!(self, db => db.retry_delivery(guid, owner, delay, error).await)
+        on_db!(self, db => db.retry_delivery(guid, owner, i64::from(tries), delay, error).await)
     }
 
     /// Where reading spoke changes starts (take it before reading the spokes themselves).

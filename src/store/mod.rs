@@ -103,7 +103,9 @@ macro_rules! on_db {
 }
 
 mod ledger;
-pub use ledger::{ChangeMark, ClaimedDelivery, Notices, ReplicaId, WorkRetry, WORK_RETRY};
+pub use ledger::{
+    ChangeMark, ClaimedDelivery, Notices, ReplicaId, TriggerTurn, WorkRetry, WORK_RETRY,
+};
 
 /// The hub's ledger. Cheap to clone.
 #[derive(Clone)]

@@ -162,7 +162,7 @@ impl RunRow {
 /// The columns of a spoke row (`SELECT {SPOKE_COLUMNS}`).
 pub(super) const SPOKE_COLUMNS: &str =
     "repo, default_branch, status, reason, attempt, workflow_run_id, run_url,
-     dispatched_at, started_at, finished_at, due_at, conflicts, summary";
+     dispatched_at, started_at, finished_at, due_at, conflicts, summary, retry_after";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct SpokeRow {
@@ -179,6 +179,7 @@ pub(super) struct SpokeRow {
     due_at: Option<i64>,
     conflicts: i64,
     summary: Option<String>,
+    retry_after: Option<String>,
 }
 
 impl SpokeRow {
@@ -200,6 +201,10 @@ impl SpokeRow {
                 due_at: self.due_at,
                 conflicts: self.conflicts as u32,
                 summary: self.summary,
+                retry_after: self
+                    .retry_after
+                    .map(|s| s.parse().map_err(|_| corrupt("spokes", &s)))
+                    .transpose()?,
             },
             default_branch: self.default_branch,
         })

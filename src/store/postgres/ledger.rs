@@ -187,18 +187,20 @@ impl Db {
         &self,
         guid: &str,
         owner: &ReplicaId,
+        tries: i64,
         delay_ms: i64,
         error: &str,
     ) -> StoreResult<()> {
         sqlx::query(&format!(
             "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL,
-                                   due_at = {NOW} + $3, last_error = $4
+                                   due_at = {NOW} + $3, last_error = $4, tries = $5
              WHERE guid = $1 AND lease_owner = $2 AND processed_at IS NULL"
         ))
         .bind(guid)
         .bind(owner.as_str())
         .bind(delay_ms)
         .bind(error)
+        .bind(tries)
         .execute(&self.pool)
         .await?;
         Ok(())

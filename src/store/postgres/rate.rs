@@ -9,6 +9,8 @@ use crate::github::{RateLedger, WriteTurn};
 
 /// The first key of write-turn advisory locks ("spkh"); the second is the installation.
 const TURN_CLASS: i32 = 0x7370_6b68;
+/// The advisory lock held while a trigger or a button is handled ("spkt", 0).
+const TRIGGER_CLASS: i32 = 0x7370_6b74;
 
 pub(in crate::store) struct PgRateLedger {
     pub pool: PgPool,
@@ -18,20 +20,21 @@ fn turn_key(installation: u64) -> i32 {
     (installation & 0x7fff_ffff) as i32
 }
 
-/// A held advisory lock: unlocked on drop (and its connection closed if that fails, which
-/// ends the session and so the lock).
-struct HeldTurn {
+/// A held session advisory lock (`class`, `key`): unlocked on drop (and its connection closed
+/// if that fails, which ends the session and so the lock).
+pub(in crate::store) struct HeldLock {
     conn: Option<PoolConnection<Postgres>>,
+    class: i32,
     key: i32,
 }
 
-impl Drop for HeldTurn {
+impl Drop for HeldLock {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let key = self.key;
+            let (class, key) = (self.class, self.key);
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(unlock(conn, key));
+                    rt.spawn(unlock(conn, class, key));
                 }
                 Err(_) => drop(conn.detach()),
             }
@@ -39,15 +42,43 @@ impl Drop for HeldTurn {
     }
 }
 
-async fn unlock(mut conn: PoolConnection<Postgres>, key: i32) {
+async fn unlock(mut conn: PoolConnection<Postgres>, class: i32, key: i32) {
     let done = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-        .bind(TURN_CLASS)
+        .bind(class)
         .bind(key)
         .execute(&mut *conn)
         .await;
     if done.is_err() {
         conn.close_on_drop();
     }
+}
+
+/// Waits for the advisory lock (`class`, `key`) on a pooled connection. Taken in a task of its
+/// own: if the caller gives up while Postgres grants the lock, the task's answer is dropped and
+/// the lock given back, instead of staying held on a pooled connection.
+pub(in crate::store) async fn hold(pool: &PgPool, class: i32, key: i32) -> sqlx::Result<HeldLock> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let taken = async {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock($1, $2)")
+                .bind(class)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, sqlx::Error>(HeldLock {
+                conn: Some(conn),
+                class,
+                key,
+            })
+        }
+        .await;
+        // A caller that went away drops what it was sent: the lock unlocks itself.
+        let _ = tx.send(taken);
+    });
+    rx.await
+        .map_err(|_| sqlx::Error::Protocol("the advisory lock task ended".into()))?
 }
 
 async fn paused_until(
@@ -62,43 +93,10 @@ async fn paused_until(
 
 impl RateLedger for PgRateLedger {
     fn write_turn(&self, installation: u64) -> BoxFuture<'_, anyhow::Result<WriteTurn>> {
-        let pool = self.pool.clone();
         Box::pin(async move {
-            // Taken in a task of its own: if the caller gives up while Postgres grants the lock,
-            // the task gives the lock back instead of leaving it held on a pooled connection.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let key = turn_key(installation);
-            tokio::spawn(async move {
-                let taken = async {
-                    let mut conn = pool.acquire().await?;
-                    sqlx::query("SELECT pg_advisory_lock($1, $2)")
-                        .bind(TURN_CLASS)
-                        .bind(key)
-                        .execute(&mut *conn)
-                        .await?;
-                    let turn = HeldTurn {
-                        conn: Some(conn),
-                        key,
-                    };
-                    Ok::<_, sqlx::Error>(turn)
-                }
-                .await;
-                let taken = match taken {
-                    Ok(mut turn) => {
-                        let conn = turn.conn.as_mut().expect("held");
-                        match paused_until(conn, installation).await {
-                            Ok(until) => Ok((turn, until)),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
-                // A caller that went away drops what it was sent: the turn unlocks itself.
-                let _ = tx.send(taken);
-            });
-            let (turn, until) = rx
-                .await
-                .map_err(|_| anyhow::anyhow!("the write-turn task ended"))??;
+            let mut turn = hold(&self.pool, TURN_CLASS, turn_key(installation)).await?;
+            let conn = turn.conn.as_mut().expect("held");
+            let until = paused_until(conn, installation).await?;
             Ok(WriteTurn::new(until, turn))
         })
     }
@@ -127,6 +125,10 @@ impl RateLedger for PgRateLedger {
 }
 
 impl super::Db {
+    pub(in crate::store) async fn trigger_turn(&self) -> sqlx::Result<HeldLock> {
+        hold(&self.pool, TRIGGER_CLASS, 0).await
+    }
+
     pub(in crate::store) fn shared_rate(&self) -> crate::github::SharedRate {
         crate::github::SharedRate(std::sync::Arc::new(PgRateLedger {
             pool: self.pool.clone(),

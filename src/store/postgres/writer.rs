@@ -230,8 +230,9 @@ async fn write_spoke(conn: &mut PgConnection, run_id: &str, s: &Spoke) -> StoreR
     sqlx::query(
         "UPDATE spokes SET status = $1, reason = $2, attempt = $3, workflow_run_id = $4,
             run_url = $5, dispatched_at = $6, started_at = $7, finished_at = $8, due_at = $9,
-            conflicts = $10, summary = $11, changed_xid = pg_current_xact_id()::text::bigint
-         WHERE run_id = $12 AND repo = $13",
+            conflicts = $10, summary = $11, retry_after = $12,
+            changed_xid = pg_current_xact_id()::text::bigint
+         WHERE run_id = $13 AND repo = $14",
     )
     .bind(s.status.as_str())
     .bind(&s.reason)
@@ -244,6 +245,7 @@ async fn write_spoke(conn: &mut PgConnection, run_id: &str, s: &Spoke) -> StoreR
     .bind(s.due_at)
     .bind(s.conflicts as i64)
     .bind(&s.summary)
+    .bind(s.retry_after.map(|r| r.as_str()))
     .bind(run_id)
     .bind(s.repo.as_str())
     .execute(&mut *conn)

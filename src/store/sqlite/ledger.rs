@@ -116,24 +116,22 @@ impl Db {
         Ok(())
     }
 
+    /// One process handles deliveries, one batch at a time, so a claim is a read: writing a
+    /// lease would rewrite every payload (SQLite rewrites a whole row on update) for nothing.
+    /// The try count is persisted when a try fails ([`Db::retry_delivery`]).
     pub async fn claim_deliveries(
         &self,
-        owner: &ReplicaId,
-        ttl_ms: i64,
+        _owner: &ReplicaId,
+        _ttl_ms: i64,
         max: i64,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
-        let now = now_ms();
         Ok(sqlx::query_as(
-            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2 + ?3, tries = tries + 1
-             WHERE guid IN (SELECT guid FROM deliveries
-                            WHERE processed_at IS NULL AND due_at <= ?2
-                              AND (lease_owner IS NULL OR lease_expires_at < ?2)
-                            ORDER BY received_at, rowid LIMIT ?4)
-             RETURNING guid, event, length(payload) AS size, received_at, rowid AS seq, tries",
+            "SELECT guid, event, length(payload) AS size, received_at, rowid AS seq,
+                    tries + 1 AS tries
+             FROM deliveries WHERE processed_at IS NULL AND due_at <= ?
+             ORDER BY received_at, rowid LIMIT ?",
         )
-        .bind(owner.as_str())
-        .bind(now)
-        .bind(ttl_ms)
+        .bind(now_ms())
         .bind(max)
         .fetch_all(&self.write)
         .await?)
@@ -155,45 +153,33 @@ impl Db {
         Ok(rows)
     }
 
+    /// Claims hold no lease on SQLite (see [`Db::claim_deliveries`]).
     pub async fn renew_deliveries(
         &self,
-        owner: &ReplicaId,
-        guids: &[String],
-        ttl_ms: i64,
+        _owner: &ReplicaId,
+        _guids: &[String],
+        _ttl_ms: i64,
     ) -> StoreResult<()> {
-        for chunk in guids.chunks(500) {
-            let sql = format!(
-                "UPDATE deliveries SET lease_expires_at = ? WHERE lease_owner = ?
-                   AND processed_at IS NULL AND guid IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql)
-                .bind(now_ms() + ttl_ms)
-                .bind(owner.as_str());
-            for g in chunk {
-                q = q.bind(g);
-            }
-            q.execute(&self.write).await?;
-        }
         Ok(())
     }
 
     pub async fn retry_delivery(
         &self,
         guid: &str,
-        owner: &ReplicaId,
+        _owner: &ReplicaId,
+        tries: i64,
         delay_ms: i64,
         error: &str,
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, due_at = ?,
-                                   last_error = ?
-             WHERE guid = ? AND lease_owner = ? AND processed_at IS NULL",
+                                   last_error = ?, tries = ?
+             WHERE guid = ? AND processed_at IS NULL",
         )
         .bind(now_ms() + delay_ms)
         .bind(error)
+        .bind(tries)
         .bind(guid)
-        .bind(owner.as_str())
         .execute(&self.write)
         .await?;
         Ok(())

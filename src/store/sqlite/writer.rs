@@ -165,7 +165,7 @@ async fn write_spoke(
     sqlx::query(
         "UPDATE spokes SET status = ?, reason = ?, attempt = ?, workflow_run_id = ?, run_url = ?,
             dispatched_at = ?, started_at = ?, finished_at = ?, due_at = ?, conflicts = ?,
-            summary = ?
+            summary = ?, retry_after = ?
          WHERE run_id = ? AND repo = ?",
     )
     .bind(s.status.as_str())
@@ -179,6 +179,7 @@ async fn write_spoke(
     .bind(s.due_at)
     .bind(s.conflicts as i64)
     .bind(&s.summary)
+    .bind(s.retry_after.map(|r| r.as_str()))
     .bind(run_id)
     .bind(s.repo.as_str())
     .execute(&mut *conn)
