@@ -18,6 +18,8 @@ use super::shared_rate::WriteTurn;
 
 /// Refresh an installation token this long before it expires, one mint at a time.
 const TOKEN_REFRESH_MARGIN_SECS: i64 = 60;
+/// Added to a pause shared with other replicas: their clocks and timers are not this one's.
+const SHARED_PAUSE_MARGIN: Duration = Duration::from_millis(250);
 /// Safety bound on pagination.
 const MAX_PAGES: usize = 10_000;
 
@@ -292,7 +294,11 @@ impl Conn {
             return;
         };
         if let Some(pause) = self.governor.pause_remaining(Instant::now()) {
-            let until = chrono::Utc::now().timestamp_millis() + pause.as_millis() as i64;
+            // Rounded up, with a margin: other replicas read it with their own clocks.
+            let until = chrono::Utc::now().timestamp_millis()
+                + pause.as_millis() as i64
+                + 1
+                + SHARED_PAUSE_MARGIN.as_millis() as i64;
             if let Err(e) = shared.0.pause(installation, until).await {
                 tracing::warn!(error = format!("{e:#}"), "cannot share a rate-limit pause");
             }
