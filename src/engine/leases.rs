@@ -23,6 +23,8 @@ use crate::store::ChangeMark;
 const CLAIM_STAGGER: Duration = Duration::from_millis(250);
 /// The slowest a replica looks for runs to claim when it hears of none.
 const CLAIM_POLL: Duration = Duration::from_secs(5);
+/// How often a stopping replica looks whether its drivers are done.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 /// The slowest a driver looks for spoke changes when it hears of none (Postgres).
 const CHANGES_POLL: Duration = Duration::from_secs(1);
 /// The least time between two reads of a run's changes (they are batched meanwhile).
@@ -50,6 +52,15 @@ impl Engine {
                 next_renewal = Instant::now() + renew_every;
                 self.renew_leases().await;
             }
+            // Stopping: nothing new is claimed, but the leases of the runs still finishing
+            // their requests are kept until their drivers have released them.
+            if self.is_stopping() {
+                if self.inner.drivers.lock().expect("drivers lock").is_empty() {
+                    return;
+                }
+                tokio::time::sleep_until(next_renewal.min(Instant::now() + STOP_CHECK)).await;
+                continue;
+            }
             if Instant::now() >= claim_at {
                 match self.store().claim_runs(&replica, ttl, 1).await {
                     Ok(ids) if !ids.is_empty() => {
@@ -70,6 +81,7 @@ impl Engine {
                     claim_at = claim_at.min(Instant::now() + self.claim_stagger());
                 }
                 _ = tokio::time::sleep_until(next_renewal.min(claim_at)) => {}
+                _ = self.stopped() => {}
             }
         }
     }

@@ -188,8 +188,11 @@ impl Engine {
             });
         }
         tracing::info!(replica = %self.inner.replica, "claiming work");
+        // Tracked, not cut short by a stop: it keeps the leases of the runs still finishing.
         let engine = self.clone();
-        self.spawn_until_stopped(async move { engine.hold_runs().await });
+        self.inner
+            .tasks
+            .spawn(async move { engine.hold_runs().await });
         // Loops whose work is all in the ledger: on a stop they simply end (a delivery being
         // processed stays pending and is processed at the next start).
         let engine = self.clone();
