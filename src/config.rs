@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// back at once.
     #[arg(long, env = "SPOKEHUB_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// Bearer token `GET /metrics` requires (unset: open, for a Prometheus on a private network).
+    #[arg(long, env = "SPOKEHUB_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 /// `spokehub.toml`. Unknown keys are errors.
@@ -162,6 +165,8 @@ pub struct Config {
     pub redeliver_every: Option<Duration>,
     /// This replica's name in leases, when set (else host name and listen port).
     pub replica_id: Option<crate::store::ReplicaId>,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<SecretString>,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease_ttl: Duration,
     pub policy: Policy,
@@ -327,6 +332,11 @@ impl Config {
                 .unwrap_or_else(|| "spokehub-spoke.yml".into()),
             redeliver_every,
             replica_id,
+            metrics_token: args
+                .metrics_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(|t| SecretString::from(t.to_owned())),
             lease_ttl,
             policy,
             task_policies,

@@ -11,3 +11,4 @@ pub mod report;
 pub mod server;
 pub mod setup;
 pub mod store;
+pub mod telemetry;

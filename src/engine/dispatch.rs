@@ -38,9 +38,13 @@ impl Engine {
             return Ok(false);
         }
         let inputs = self.spoke_inputs(run, repo, spoke.attempt);
+        let started = std::time::Instant::now();
         let outcome = client
             .dispatch_workflow(repo, &self.config().spoke_workflow, branch, &inputs)
             .await;
+        self.telemetry()
+            .dispatch_duration
+            .observe(started.elapsed().as_secs_f64());
         let event = match outcome {
             DispatchOutcome::Created { run_id, run_url } => {
                 SpokeEvent::DispatchAccepted { run_id, run_url }

@@ -677,6 +677,7 @@ impl Engine {
             failed = totals.failed,
             "run completed"
         );
+        self.run_concluded(run, conclusion.as_str());
         Ok(true)
     }
 
@@ -722,6 +723,7 @@ impl Engine {
             .complete_run(&run.id, Conclusion::Neutral.as_str(), Some("dry run"))
             .await?;
         tracing::info!("dry run completed");
+        self.run_concluded(run, Conclusion::Neutral.as_str());
         Ok(())
     }
 
@@ -743,7 +745,15 @@ impl Engine {
         self.store()
             .complete_run(&run.id, Conclusion::Failure.as_str(), Some(reason))
             .await?;
+        self.run_concluded(&run, Conclusion::Failure.as_str());
         Ok(())
+    }
+
+    /// Counts a concluded run and its duration (from its trigger).
+    fn run_concluded(&self, run: &RunRecord, conclusion: &str) {
+        let seconds = (now_ms() - run.created_at) as f64 / 1000.0;
+        self.telemetry()
+            .run_concluded(&run.task, conclusion, seconds);
     }
 }
 

@@ -84,6 +84,7 @@ struct Inner {
     config: Config,
     /// This replica's name in the ledger's leases.
     replica: ReplicaId,
+    telemetry: Arc<crate::telemetry::Telemetry>,
     signer: CallbackSigner,
     /// The runs this replica drives (it holds their leases).
     drivers: Mutex<HashMap<HubRunId, DriverHandle>>,
@@ -123,6 +124,7 @@ impl Engine {
         github: GitHubApp,
         config: Config,
         replica: ReplicaId,
+        telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> anyhow::Result<Engine> {
         let signer = CallbackSigner::new(&store.signing_key().await?);
         Ok(Engine {
@@ -131,6 +133,7 @@ impl Engine {
                 github,
                 config,
                 replica,
+                telemetry,
                 signer,
                 drivers: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
@@ -149,6 +152,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The Prometheus metrics.
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.inner.telemetry
     }
 
     /// This replica's name in the ledger's leases.
@@ -279,6 +287,17 @@ impl Engine {
             })
             .await?;
         // Drivers hear of changes from the store, in commit order (see `start`).
+        if let Transition::Changed(s) | Transition::Conflict { spoke: s, .. } = &record.transition
+        {
+            if s.status.is_terminal() && !record.before.status.is_terminal() {
+                let seconds = match (s.dispatched_at, s.finished_at) {
+                    (Some(a), Some(b)) => Some((b - a) as f64 / 1000.0),
+                    _ => None,
+                };
+                self.telemetry()
+                    .spoke_ended(&run.task, s.status.as_str(), seconds);
+            }
+        }
         match &record.transition {
             Transition::Changed(_) => {}
             Transition::Conflict { detail, .. } => {

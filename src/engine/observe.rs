@@ -28,7 +28,14 @@ pub fn parse_run_title(title: &str) -> Option<(HubRunId, u32)> {
 
 impl Engine {
     /// Rejects a report: logged, counted, recorded; it changes nothing.
-    async fn reject(&self, run: Option<&HubRunId>, repo: Option<&str>, why: &str) -> String {
+    /// `reason` is the metric's label (a fixed word), `why` the detail for the log and ledger.
+    async fn reject(
+        &self,
+        run: Option<&HubRunId>,
+        repo: Option<&str>,
+        reason: &'static str,
+        why: &str,
+    ) -> String {
         tracing::warn!(repo, why, "spoke_complete rejected");
         let run = run.map(|r| r.to_string());
         if let Err(e) = self
@@ -43,6 +50,7 @@ impl Engine {
             .metrics
             .callbacks_rejected
             .fetch_add(1, Ordering::Relaxed);
+        self.telemetry().callback_rejected(reason);
         format!("rejected: {why}")
     }
 
@@ -57,16 +65,21 @@ impl Engine {
         let p = &e.client_payload;
         let field = |k: &str| p.get(k).and_then(Value::as_str);
         let Some(run_id) = field("hub_run_id").and_then(|s| s.parse::<HubRunId>().ok()) else {
-            return Ok(self.reject(None, None, "no valid hub_run_id").await);
+            return Ok(self.reject(None, None, "malformed", "no valid hub_run_id").await);
         };
         let span = tracing::Span::current();
         span.record("hub_run_id", tracing::field::display(&run_id));
         let Some(run) = self.run_identity(&run_id).await? else {
-            return Ok(self.reject(None, None, "unknown hub run").await);
+            return Ok(self.reject(None, None, "unknown_run", "unknown hub run").await);
         };
         if e.installation_id != Some(run.installation_id) {
             return Ok(self
-                .reject(Some(&run_id), None, "callback from another installation")
+                .reject(
+                    Some(&run_id),
+                    None,
+                    "wrong_origin",
+                    "callback from another installation",
+                )
                 .await);
         }
         if e.repository != run.hub_repo {
@@ -74,12 +87,13 @@ impl Engine {
                 .reject(
                     Some(&run_id),
                     None,
+                    "wrong_origin",
                     "callback sent to another repository than the run's hub",
                 )
                 .await);
         }
         let Some(repo) = repo_of(p.get("repo")) else {
-            return Ok(self.reject(Some(&run_id), None, "no valid repo").await);
+            return Ok(self.reject(Some(&run_id), None, "malformed", "no valid repo").await);
         };
         span.record("repo", tracing::field::display(&repo));
         let Some(spoke) = self.store().spoke(&run_id, &repo).await? else {
@@ -87,6 +101,7 @@ impl Engine {
                 .reject(
                     Some(&run_id),
                     Some(repo.as_str()),
+                    "not_a_spoke",
                     "repository is not a spoke of this run",
                 )
                 .await);
@@ -99,18 +114,25 @@ impl Engine {
             Ok(attempt) => attempt,
             Err(why) => {
                 return Ok(self
-                    .reject(Some(&run_id), Some(repo.as_str()), &why.to_string())
+                    .reject(
+                        Some(&run_id),
+                        Some(repo.as_str()),
+                        "bad_token",
+                        &why.to_string(),
+                    )
                     .await)
             }
         };
         let Some(status) = field("status") else {
             return Ok(self
-                .reject(Some(&run_id), Some(repo.as_str()), "no status")
+                .reject(Some(&run_id), Some(repo.as_str()), "malformed", "no status")
                 .await);
         };
         let outcome = ReportOutcome::from_conclusion(status);
         if let Some(why) = callback_closed(&spoke.spoke, attempt, &outcome) {
-            return Ok(self.reject(Some(&run_id), Some(repo.as_str()), &why).await);
+            return Ok(self
+                .reject(Some(&run_id), Some(repo.as_str()), "attempt_closed", &why)
+                .await);
         }
         self.inner
             .metrics

@@ -347,6 +347,11 @@ impl Engine {
             }
         }
         self.store().activate_run(&run.id, &sha, &spokes).await?;
+        // Spokes that end at planning (skipped; cancelled while planning).
+        for spoke in spokes.iter().filter(|s| s.status.is_terminal()) {
+            self.telemetry()
+                .spoke_ended(&run.task, spoke.status.as_str(), None);
+        }
         Ok(())
     }
 

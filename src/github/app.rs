@@ -88,6 +88,8 @@ pub struct GitHubConfig {
     pub api_version: ApiVersion,
     /// Rate-limit state shared with the other replicas (the Postgres ledger); none alone.
     pub shared_rate: Option<super::SharedRate>,
+    /// Where requests, GitHub's budget and waits are counted.
+    pub telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
 }
 
 impl GitHubConfig {
@@ -104,6 +106,7 @@ impl GitHubConfig {
             governor: GovernorConfig::default(),
             api_version: ApiVersion::default(),
             shared_rate: None,
+            telemetry: None,
         }
     }
 }
@@ -118,6 +121,7 @@ pub(crate) struct Settings {
     pub governor: GovernorConfig,
     pub api_version: ApiVersion,
     pub shared_rate: Option<super::SharedRate>,
+    pub telemetry: Option<std::sync::Arc<crate::telemetry::Telemetry>>,
     /// Set once the API host answered 400 to `return_run_details` (older GHES); remembered for
     /// this App's API host.
     pub no_run_details: AtomicBool,
@@ -183,6 +187,7 @@ impl GitHubApp {
             governor: cfg.governor,
             api_version: cfg.api_version,
             shared_rate: cfg.shared_rate,
+            telemetry: cfg.telemetry,
             no_run_details: AtomicBool::new(false),
         });
         Ok(Self {

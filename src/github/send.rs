@@ -199,6 +199,7 @@ impl Conn {
                     let status = http::StatusCode::from_u16(reply.status)
                         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
                     let info = RateInfo::from_response(status, &reply.headers, &reply.body);
+                    self.count(&method, path, &reply, &info);
                     let verdict = self.governor.observe(&info, Instant::now(), epoch_now());
                     self.share_pause().await;
                     if let Verdict::Limited { pause } = verdict {
@@ -285,6 +286,30 @@ impl Conn {
             }
         }
         Ok(turn)
+    }
+
+    /// Counts a request, GitHub's remaining budget and a rate-limit rejection.
+    fn count(&self, method: &Method, path: &str, reply: &Reply, info: &RateInfo) {
+        let Some(t) = &self.settings.telemetry else {
+            return;
+        };
+        t.github_request(method.as_str(), path, reply.status);
+        if let Some(remaining) = info.remaining {
+            let resource = reply
+                .headers
+                .get("x-ratelimit-resource")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("core");
+            t.github_budget(self.installation, resource, remaining);
+        }
+        if info.is_rate_limited() {
+            let reason = if info.remaining == Some(0) {
+                "primary"
+            } else {
+                "secondary"
+            };
+            t.github_wait(reason);
+        }
     }
 
     /// Records this installation's pause (if the governor holds one) for every replica.

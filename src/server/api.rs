@@ -74,16 +74,50 @@ fn refusal(engine: &Engine, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &engine.config().api_token else {
         return Some(error(StatusCode::NOT_FOUND, "Not Found"));
     };
+    (!bearer_matches(headers, expected))
+        .then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+/// Whether the headers carry `expected` as a bearer token (compared in constant time).
+fn bearer_matches(headers: &HeaderMap, expected: &secrecy::SecretString) -> bool {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .unwrap_or("");
-    let ok: bool = given
+    given
         .as_bytes()
         .ct_eq(expected.expose_secret().as_bytes())
-        .into();
-    (!ok).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+        .into()
+}
+
+/// `GET /metrics`: Prometheus' text format. With `SPOKEHUB_METRICS_TOKEN` set, only for that
+/// bearer token. The gauges of what is going on now are read from the ledger first.
+pub async fn metrics(State(engine): State<Engine>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &engine.config().metrics_token {
+        if !bearer_matches(&headers, expected) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    let t = engine.telemetry();
+    match engine.store().active_spokes_of(engine.replica()).await {
+        Ok(counts) => t.set_spokes_active(&counts),
+        Err(e) => tracing::warn!(error = %e, "cannot read active spokes for metrics"),
+    }
+    match engine.store().queued_deliveries().await {
+        Ok(n) => {
+            t.work_queue_depth.set(n);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth for metrics"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        t.encode(),
+    )
+        .into_response()
 }
 
 pub async fn run(

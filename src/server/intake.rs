@@ -77,8 +77,10 @@ pub async fn webhook(
     let guid = shorten(header(headers, "x-github-delivery").unwrap_or(""));
     // Everything that can be judged from the head is judged before a byte of the body is read.
     let signature = header(headers, "x-hub-signature-256");
+    let t = engine.telemetry();
     if let Err(e) = signature_digest(signature) {
         tracing::warn!(event, guid, "webhook refused: {e}");
+        t.delivery(event, "bad_signature");
         return signature_refusal(&e);
     }
     if event.is_empty() {
@@ -100,6 +102,14 @@ pub async fn webhook(
     let (body, _room) = match budget.read(Body::new(body), declared).await {
         Ok(read) => read,
         Err(e) => {
+            t.delivery(
+                event,
+                match e {
+                    BodyError::TooLarge => "too_large",
+                    BodyError::TooSlow | BodyError::Busy => "refused",
+                    BodyError::Broken(_) => "malformed",
+                },
+            );
             let status = match e {
                 BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 BodyError::TooSlow => StatusCode::REQUEST_TIMEOUT,
@@ -116,13 +126,18 @@ pub async fn webhook(
             guid,
             "webhook refused: {e} (is SPOKEHUB_WEBHOOK_SECRET the App's webhook secret?)"
         );
+        t.delivery(event, "bad_signature");
         return signature_refusal(&e);
     }
     let parsed = match parse_event(event, &body) {
         Ok(Some(parsed)) => parsed,
-        Ok(None) => return answer(StatusCode::ACCEPTED, "ignored: event not handled"),
+        Ok(None) => {
+            t.delivery(event, "ignored");
+            return answer(StatusCode::ACCEPTED, "ignored: event not handled");
+        }
         Err(e) => {
             tracing::warn!(guid, event, error = %e, "webhook refused: malformed payload");
+            t.delivery(event, "malformed");
             return answer(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -149,12 +164,17 @@ pub async fn webhook(
     match recorded {
         Ok(true) => {
             engine.delivery_recorded();
+            t.delivery(event, "accepted");
             answer(StatusCode::ACCEPTED, "accepted")
         }
-        Ok(false) => answer(StatusCode::ACCEPTED, "duplicate delivery: already recorded"),
+        Ok(false) => {
+            t.delivery(event, "duplicate");
+            answer(StatusCode::ACCEPTED, "duplicate delivery: already recorded")
+        }
         Err(e) => {
             // Not recorded: a 5xx makes it a failed delivery, which can be redelivered.
             tracing::error!(guid, error = %e, "cannot record delivery");
+            t.delivery(event, "refused");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot record the delivery",

@@ -33,6 +33,7 @@ pub fn router(engine: Engine) -> Router {
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel))
         .route("/runs/{id}", get(api::run_page))
@@ -73,6 +74,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
         config.api_url.clone(),
     );
     github.api_version = config.api_version;
+    let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
     let checked = GitHubApp::new(github.clone()).context("cannot set up the GitHub App client")?;
     // Wrong credentials or API URL stop the hub here, not at the first webhook.
     let slug = checked.check_credentials().await?;
@@ -80,12 +82,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<HubH
     let store = Store::open(&config.database_url).await?;
     // Replicas on one Postgres ledger share GitHub's rate limits.
     github.shared_rate = store.shared_rate();
+    github.telemetry = Some(telemetry.clone());
     let github = GitHubApp::new(github).context("cannot set up the GitHub App client")?;
     let addr = listener.local_addr()?;
     let replica = config.replica_id.clone().unwrap_or_else(|| {
         crate::store::ReplicaId::new(format!("{}:{}", crate::config::host_name(), addr.port()))
     });
-    let engine = Engine::new(store, github, config, replica).await?;
+    let engine = Engine::new(store, github, config, replica, telemetry).await?;
     engine.start().await?;
     let app = router(engine.clone());
     let max_connections = connections::connection_limit();

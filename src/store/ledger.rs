@@ -249,6 +249,17 @@ impl Store {
         on_db!(self, db => db.retry_delivery(guid, owner, i64::from(tries), delay, error).await)
     }
 
+    /// Spokes not yet ended of the runs `owner` drives, by state (for metrics: summed over
+    /// replicas, every spoke counts once).
+    pub async fn active_spokes_of(&self, owner: &ReplicaId) -> StoreResult<Vec<(String, i64)>> {
+        on_db!(self, db => db.active_spokes_of(owner).await)
+    }
+
+    /// Deliveries waiting to be processed.
+    pub async fn queued_deliveries(&self) -> StoreResult<i64> {
+        on_db!(self, db => db.queued_deliveries().await)
+    }
+
     /// Where reading spoke changes starts (take it before reading the spokes themselves).
     pub async fn change_mark(&self) -> StoreResult<ChangeMark> {
         on_db!(self, db => db.change_mark().await)

@@ -291,3 +291,26 @@ impl Db {
         });
     }
 }
+
+impl Db {
+    pub async fn active_spokes_of(&self, owner: &ReplicaId) -> StoreResult<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT s.status, COUNT(*) FROM spokes s JOIN runs r ON r.id = s.run_id
+             WHERE r.lease_owner = $1 AND r.status <> 'completed'
+               AND s.status IN ('planned', 'dispatching', 'unknown', 'dispatched', 'running',
+                                'retry_wait')
+             GROUP BY s.status",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn queued_deliveries(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}

@@ -199,3 +199,26 @@ impl Db {
         Ok((self.spokes(run).await?, since))
     }
 }
+
+impl Db {
+    pub async fn active_spokes_of(&self, owner: &ReplicaId) -> StoreResult<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT s.status, COUNT(*) FROM spokes s JOIN runs r ON r.id = s.run_id
+             WHERE r.lease_owner = ? AND r.status <> 'completed'
+               AND s.status IN ('planned', 'dispatching', 'unknown', 'dispatched', 'running',
+                                'retry_wait')
+             GROUP BY s.status",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.write)
+        .await?)
+    }
+
+    pub async fn queued_deliveries(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE processed_at IS NULL")
+                .fetch_one(&self.write)
+                .await?,
+        )
+    }
+}
