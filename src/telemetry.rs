@@ -78,6 +78,7 @@ pub struct Telemetry {
     pub callbacks_rejected: Family<ReasonLabel, Counter>,
     pub github_requests: Family<RequestLabels, Counter>,
     pub github_rate_remaining: Family<BudgetLabels, Gauge>,
+    pub github_rate_limit: Family<BudgetLabels, Gauge>,
     pub github_waits: Family<ReasonLabel, Counter>,
     pub work_queue_depth: Gauge,
     pub lease_expirations: Counter,
@@ -115,6 +116,7 @@ impl Telemetry {
             callbacks_rejected: Family::default(),
             github_requests: Family::default(),
             github_rate_remaining: Family::default(),
+            github_rate_limit: Family::default(),
             github_waits: Family::default(),
             work_queue_depth: Gauge::default(),
             lease_expirations: Counter::default(),
@@ -172,6 +174,11 @@ impl Telemetry {
             t.github_rate_remaining.clone(),
         );
         registry.register(
+            "spokehub_github_rate_limit",
+            "GitHub's x-ratelimit-limit, by installation and resource, as last seen",
+            t.github_rate_limit.clone(),
+        );
+        registry.register(
             "spokehub_github_waits",
             "Waits GitHub asked for before sending again, by reason",
             t.github_waits.clone(),
@@ -198,6 +205,24 @@ impl Telemetry {
             out.clear();
         }
         out
+    }
+
+    /// Exports a task's counters at zero before anything is counted, so that `increase()` sees
+    /// the first failure (a counter that appears at 1 would show no increase). Called when a
+    /// replica first meets a run of the task.
+    pub fn task_seen(&self, task: &str) {
+        for outcome in SPOKE_OUTCOMES {
+            drop(self.spokes.get_or_create(&TaskOutcome {
+                task: task.to_owned(),
+                outcome: (*outcome).to_owned(),
+            }));
+        }
+        for conclusion in ["success", "failure", "neutral", "cancelled"] {
+            drop(self.hub_runs.get_or_create(&TaskConclusion {
+                task: task.to_owned(),
+                conclusion: conclusion.to_owned(),
+            }));
+        }
     }
 
     /// Counts a run that concluded.
@@ -255,13 +280,26 @@ impl Telemetry {
             .inc();
     }
 
-    pub fn github_budget(&self, installation: Option<u64>, resource: &str, remaining: u64) {
+    /// GitHub's budget as a response stated it (`limit` when the response named it).
+    pub fn github_budget(
+        &self,
+        installation: Option<u64>,
+        resource: &str,
+        remaining: u64,
+        limit: Option<u64>,
+    ) {
+        let labels = BudgetLabels {
+            installation: installation.map_or_else(|| "app".to_owned(), |i| i.to_string()),
+            resource: resource_label(resource).to_owned(),
+        };
         self.github_rate_remaining
-            .get_or_create(&BudgetLabels {
-                installation: installation.map_or_else(|| "app".to_owned(), |i| i.to_string()),
-                resource: resource_label(resource).to_owned(),
-            })
+            .get_or_create(&labels)
             .set(remaining.min(i64::MAX as u64) as i64);
+        if let Some(limit) = limit {
+            self.github_rate_limit
+                .get_or_create(&labels)
+                .set(limit.min(i64::MAX as u64) as i64);
+        }
     }
 
     pub fn github_wait(&self, reason: &str) {
@@ -292,6 +330,16 @@ impl Telemetry {
     }
 }
 
+/// How a spoke can end.
+pub const SPOKE_OUTCOMES: &[&str] = &[
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "skipped",
+    "dispatch_failed",
+];
+
 /// The states a spoke in flight or waiting can be in (always exported, zero when none).
 pub const ACTIVE_STATES: &[&str] = &[
     "planned",
@@ -305,8 +353,13 @@ pub const ACTIVE_STATES: &[&str] = &[
 /// Webhook events as labels: the handled ones, anything else `other`.
 fn event_label(event: &str) -> &str {
     match event {
-        "workflow_dispatch" | "workflow_run" | "repository_dispatch" | "check_run" | "ping"
-        | "installation" | "installation_repositories" => event,
+        "workflow_dispatch"
+        | "workflow_run"
+        | "repository_dispatch"
+        | "check_run"
+        | "ping"
+        | "installation"
+        | "installation_repositories" => event,
         _ => "other",
     }
 }

@@ -286,6 +286,7 @@ impl Engine {
         mut updates: UnboundedReceiver<Spoke>,
     ) -> anyhow::Result<DriveEnd> {
         let mut run = self.load_run(&id).await?;
+        self.telemetry().task_seen(&run.task);
         let resumed = run.status == RunStatus::Active;
         // Trouble that may pass (GitHub or the database) ends the driver with an error: the run's
         // lease is released with the error and a back-off, and it is claimed again (here or on

@@ -287,8 +287,7 @@ impl Engine {
             })
             .await?;
         // Drivers hear of changes from the store, in commit order (see `start`).
-        if let Transition::Changed(s) | Transition::Conflict { spoke: s, .. } = &record.transition
-        {
+        if let Transition::Changed(s) | Transition::Conflict { spoke: s, .. } = &record.transition {
             if s.status.is_terminal() && !record.before.status.is_terminal() {
                 let seconds = match (s.dispatched_at, s.finished_at) {
                     (Some(a), Some(b)) => Some((b - a) as f64 / 1000.0),
@@ -320,6 +319,7 @@ impl Engine {
         let Some(run) = self.inner.store.run(id).await? else {
             return Ok(None);
         };
+        self.telemetry().task_seen(&run.task);
         let run = Arc::new(run);
         self.inner
             .known_runs

@@ -65,12 +65,16 @@ impl Engine {
         let p = &e.client_payload;
         let field = |k: &str| p.get(k).and_then(Value::as_str);
         let Some(run_id) = field("hub_run_id").and_then(|s| s.parse::<HubRunId>().ok()) else {
-            return Ok(self.reject(None, None, "malformed", "no valid hub_run_id").await);
+            return Ok(self
+                .reject(None, None, "malformed", "no valid hub_run_id")
+                .await);
         };
         let span = tracing::Span::current();
         span.record("hub_run_id", tracing::field::display(&run_id));
         let Some(run) = self.run_identity(&run_id).await? else {
-            return Ok(self.reject(None, None, "unknown_run", "unknown hub run").await);
+            return Ok(self
+                .reject(None, None, "unknown_run", "unknown hub run")
+                .await);
         };
         if e.installation_id != Some(run.installation_id) {
             return Ok(self
@@ -93,7 +97,9 @@ impl Engine {
                 .await);
         }
         let Some(repo) = repo_of(p.get("repo")) else {
-            return Ok(self.reject(Some(&run_id), None, "malformed", "no valid repo").await);
+            return Ok(self
+                .reject(Some(&run_id), None, "malformed", "no valid repo")
+                .await);
         };
         span.record("repo", tracing::field::display(&repo));
         let Some(spoke) = self.store().spoke(&run_id, &repo).await? else {

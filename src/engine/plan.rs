@@ -271,6 +271,7 @@ impl Engine {
     /// Plans a run: head sha, check run, targets. Ends with the run active (or completed for a
     /// dry run). Safe to repeat after a crash.
     pub(super) async fn plan(&self, run: &RunRecord) -> Result<(), PlanError> {
+        self.telemetry().task_seen(&run.task);
         let client = self
             .inner
             .github

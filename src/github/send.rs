@@ -300,7 +300,12 @@ impl Conn {
                 .get("x-ratelimit-resource")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("core");
-            t.github_budget(self.installation, resource, remaining);
+            let limit = reply
+                .headers
+                .get("x-ratelimit-limit")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok());
+            t.github_budget(self.installation, resource, remaining, limit);
         }
         if info.is_rate_limited() {
             let reason = if info.remaining == Some(0) {

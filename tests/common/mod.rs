@@ -49,6 +49,16 @@ impl World {
 
     /// Starts a world whose hub uses `database_url` (default: SQLite in the world's directory).
     pub async fn start_on(database_url: Option<String>, scenario: &str, hub_toml: &str) -> World {
+        Self::start_editing(database_url, scenario, hub_toml, |_| {}).await
+    }
+
+    /// [`World::start_on`] with `edit` applied to the hub's configuration.
+    pub async fn start_editing(
+        database_url: Option<String>,
+        scenario: &str,
+        hub_toml: &str,
+        edit: impl FnOnce(&mut spokehub::config::Config),
+    ) -> World {
         let scenario = Scenario::from_toml(scenario).expect("valid scenario");
         let dir = tempfile::tempdir().unwrap();
         let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -58,7 +68,8 @@ impl World {
             .await
             .expect("emulator starts");
         let database_url = database_url.unwrap_or_else(|| sqlite_url(&dir));
-        let config = hub_config_on(&emulator, &database_url, hub_toml, Some("test-api-token"));
+        let mut config = hub_config_on(&emulator, &database_url, hub_toml, Some("test-api-token"));
+        edit(&mut config);
         let hub = spokehub::server::start(config, hub_listener)
             .await
             .expect("hub starts");
