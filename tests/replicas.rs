@@ -234,6 +234,56 @@ async fn a_cancel_sent_to_a_replica_that_does_not_drive_the_run_stops_it() {
     assert_eq!(again.status(), 409, "already completed");
 }
 
+/// Every replica exports the spokes in flight of the runs it drives: summed over the replicas,
+/// each spoke counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summed_over_replicas_the_active_spokes_gauge_counts_each_spoke_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(url) = postgres_harness::fresh_database().await else {
+        return;
+    };
+    let c = Cluster::start(&scenario("replicas/stuck.toml"), HUB, &url, 3).await;
+    c.trigger("hold").await;
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    // All 30 running (their runs never end on their own).
+    loop {
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM spokes WHERE status = 'running'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if running == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut per_replica = Vec::new();
+    for listen in &c.listens {
+        let text = c
+            .http
+            .get(format!("http://{listen}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let active: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("spokehub_spokes_active{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        per_replica.push(active);
+    }
+    let total: f64 = per_replica.iter().sum();
+    assert_eq!(total, 30.0, "per replica: {per_replica:?}");
+    assert_eq!(
+        per_replica.iter().filter(|n| **n > 0.0).count(),
+        1,
+        "only the replica driving the run counts its spokes: {per_replica:?}"
+    );
+}
+
 /// Three runs at once (different tasks over the same 100 repositories), spread over the three
 /// replicas, all writing to one installation under a secondary rate limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
