@@ -90,7 +90,8 @@ fn listen_arg(s: &str) -> Result<SocketAddr, String> {
 const QUIET_OCTOCRAB: &str = "octocrab=off";
 
 /// Logs go to stderr, filtered by `SPOKEHUB_LOG`, else `RUST_LOG`, else `default`; coloured
-/// only on a terminal (and never with `NO_COLOR` set).
+/// only on a terminal (and never with `NO_COLOR` set); one JSON object a line with
+/// `SPOKEHUB_LOG_FORMAT=json`.
 fn init_tracing(default: &str) -> anyhow::Result<()> {
     let chosen = ["SPOKEHUB_LOG", "RUST_LOG"].into_iter().find_map(|var| {
         std::env::var(var)
@@ -106,11 +107,24 @@ fn init_tracing(default: &str) -> anyhow::Result<()> {
     };
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
+    let json = match std::env::var("SPOKEHUB_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("") | Ok("text") => false,
+        Ok("json") => true,
+        Ok(other) => anyhow::bail!("setting SPOKEHUB_LOG_FORMAT: {other:?} is not text or json"),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object a line, with the current span's fields (hub_run_id, repo) and the
+        // spans it is in, for log shippers.
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        logs.with_ansi(colour).init();
+    }
     Ok(())
 }
 

@@ -12,6 +12,37 @@ use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_signature_names_the_delivery_and_the_setting_to_check() {
+    refusal_logged("text").await;
+}
+
+/// The same with `SPOKEHUB_LOG_FORMAT=json`: every line is one JSON object, for log shippers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line_with_the_same_fields() {
+    let log = refusal_logged("json").await;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    let refusal: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("webhook refused"))
+        })
+        .expect("the refusal is logged");
+    assert_eq!(refusal["fields"]["guid"], "5f2c3a10-guid-of-this-delivery");
+    assert_eq!(refusal["fields"]["event"], "workflow_run");
+}
+
+/// Starts `spokehub serve` with the log format `format`, sends it a delivery signed with
+/// another secret, and returns what it logged.
+async fn refusal_logged(format: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let listen = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -40,6 +71,7 @@ async fn a_refused_signature_names_the_delivery_and_the_setting_to_check() {
             format!("sqlite://{}", dir.path().join("hub.db").display()),
         )
         .env("SPOKEHUB_LISTEN", &listen)
+        .env("SPOKEHUB_LOG_FORMAT", format)
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -97,4 +129,5 @@ async fn a_refused_signature_names_the_delivery_and_the_setting_to_check() {
         !log.contains(&emulator.webhook_secret),
         "the secret was logged"
     );
+    log
 }
