@@ -181,6 +181,30 @@ async fn prometheus_sees_the_run_as_it_went_and_the_failure_rate_alert_goes_off(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // Every query of the dashboard is valid and, for a hub that ran, answers.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/spokehub.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$task", ".*")
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "5m");
+            let answer = prom.query(&expr).await;
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "{queries} dashboard queries");
+
     // No label names a repository.
     let text = world
         .http

@@ -117,6 +117,19 @@ impl Prometheus {
         first["value"][1].as_str()?.parse().ok()
     }
 
+    /// Evaluates `query`: Prometheus' answer (`status`, `data` or `error`).
+    pub async fn query(&self, query: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Waits (up to `within`) until `query` returns `want` (to 1e-9); the last value seen.
     pub async fn wait_for(&self, query: &str, want: f64, within: Duration) -> Option<f64> {
         let deadline = Instant::now() + within;
