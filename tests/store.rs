@@ -542,7 +542,10 @@ async fn a_run_lease_is_held_by_one_replica_and_taken_over_when_it_expires(db: D
     let (a, b) = (db.open().await, db.open().await);
     let (id, _) = run_with_spokes(&a, 1).await;
     let long = Duration::from_secs(60);
-    assert_eq!(a.claim_runs(&replica("a"), long, 10).await.unwrap(), [id]);
+    assert_eq!(
+        a.claim_runs(&replica("a"), long, 10).await.unwrap(),
+        [(id, false)]
+    );
     assert!(b
         .claim_runs(&replica("b"), long, 10)
         .await
@@ -557,7 +560,11 @@ async fn a_run_lease_is_held_by_one_replica_and_taken_over_when_it_expires(db: D
         [id]
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(b.claim_runs(&replica("b"), long, 10).await.unwrap(), [id]);
+    // Taken over (on SQLite one process holds every lease, so nothing is ever taken over).
+    assert_eq!(
+        b.claim_runs(&replica("b"), long, 10).await.unwrap(),
+        [(id, a.is_shared())]
+    );
     assert!(
         a.renew_runs(&replica("a"), long).await.unwrap().is_empty(),
         "a lost it"
@@ -583,13 +590,13 @@ async fn a_run_lease_is_held_by_one_replica_and_taken_over_when_it_expires(db: D
     let (other, _) = run_with_spokes(&a, 1).await;
     assert_eq!(
         a.claim_runs(&replica("a"), long, 10).await.unwrap(),
-        [other]
+        [(other, false)]
     );
     // A restarted replica takes back what it held (on SQLite: one process holds everything).
     a.release_leases_of(&replica("a")).await.unwrap();
     assert_eq!(
         b.claim_runs(&replica("b"), long, 10).await.unwrap(),
-        [other]
+        [(other, false)]
     );
 }
 
@@ -614,7 +621,7 @@ async fn concurrent_claims_never_take_one_run_twice(db: Db) {
                 if got.is_empty() {
                     return mine;
                 }
-                mine.extend(got);
+                mine.extend(got.into_iter().map(|(id, _)| id));
             }
         }));
     }

@@ -64,7 +64,11 @@ impl Engine {
             if Instant::now() >= claim_at {
                 match self.store().claim_runs(&replica, ttl, 1).await {
                     Ok(ids) if !ids.is_empty() => {
-                        for id in ids {
+                        for (id, taken_over) in ids {
+                            if taken_over {
+                                tracing::warn!(hub_run_id = %id, "took over a run whose replica's lease expired");
+                                self.telemetry().lease_expirations.inc();
+                            }
                             self.spawn_driver(id);
                         }
                         claim_at = Instant::now() + self.claim_stagger();

@@ -50,6 +50,14 @@ impl Engine {
                     continue;
                 }
             };
+            let taken_over = claimed.iter().filter(|d| d.taken_over).count();
+            if taken_over > 0 {
+                tracing::warn!(
+                    deliveries = taken_over,
+                    "took over deliveries whose replica's lease expired"
+                );
+                self.telemetry().lease_expirations.inc_by(taken_over as u64);
+            }
             if claimed.is_empty() {
                 let notified = self.store().notices().deliveries.notified();
                 let _ = tokio::time::timeout(IDLE_POLL, notified).await;

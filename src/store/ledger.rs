@@ -84,6 +84,8 @@ pub struct ClaimedDelivery {
     pub seq: i64,
     /// Tries so far, this one included.
     pub tries: i64,
+    /// The lease was another replica's and had expired (it died or stalled).
+    pub taken_over: bool,
 }
 
 /// The turn to handle a trigger (see [`Store::trigger_turn`]); given back when dropped.
@@ -163,13 +165,14 @@ impl Store {
         on_db!(self, db => db.release_leases_of(owner).await)
     }
 
-    /// Claims up to `max` runs that are not completed, due, and free (or whose lease expired).
+    /// Claims up to `max` runs that are not completed, due, and free (or whose lease expired):
+    /// each with whether it was taken over from another replica's expired lease.
     pub async fn claim_runs(
         &self,
         owner: &ReplicaId,
         ttl: Duration,
         max: i64,
-    ) -> StoreResult<Vec<HubRunId>> {
+    ) -> StoreResult<Vec<(HubRunId, bool)>> {
         on_db!(self, db => db.claim_runs(owner, ttl_ms(ttl), max).await)
     }
 

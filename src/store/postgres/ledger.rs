@@ -46,23 +46,25 @@ impl Db {
         owner: &ReplicaId,
         ttl_ms: i64,
         max: i64,
-    ) -> StoreResult<Vec<HubRunId>> {
-        let ids: Vec<String> = sqlx::query_scalar(&format!(
+    ) -> StoreResult<Vec<(HubRunId, bool)>> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(&format!(
             "UPDATE runs r SET lease_owner = $1, lease_expires_at = {NOW} + $2
-             FROM (SELECT id FROM runs
+             FROM (SELECT id, lease_owner FROM runs
                    WHERE status <> 'completed' AND due_at <= {NOW}
                      AND (lease_owner IS NULL OR lease_expires_at < {NOW})
                    ORDER BY created_at LIMIT $3
                    FOR UPDATE SKIP LOCKED) c
              WHERE r.id = c.id
-             RETURNING r.id"
+             RETURNING r.id, c.lease_owner IS NOT NULL"
         ))
         .bind(owner.as_str())
         .bind(ttl_ms)
         .bind(max)
         .fetch_all(&self.pool)
         .await?;
-        run_ids(ids)
+        rows.into_iter()
+            .map(|(id, taken_over)| Ok((id.parse().map_err(|e| corrupt("runs", e))?, taken_over)))
+            .collect()
     }
 
     pub async fn renew_runs(&self, owner: &ReplicaId, ttl_ms: i64) -> StoreResult<Vec<HubRunId>> {
@@ -140,14 +142,14 @@ impl Db {
         Ok(sqlx::query_as(&format!(
             "UPDATE deliveries d SET lease_owner = $1, lease_expires_at = {NOW} + $2,
                                      tries = d.tries + 1
-             FROM (SELECT guid FROM deliveries
+             FROM (SELECT guid, lease_owner FROM deliveries
                    WHERE processed_at IS NULL AND due_at <= {NOW}
                      AND (lease_owner IS NULL OR lease_expires_at < {NOW})
                    ORDER BY received_at, seq LIMIT $3
                    FOR UPDATE SKIP LOCKED) c
              WHERE d.guid = c.guid
              RETURNING d.guid, d.event, octet_length(d.payload)::BIGINT AS size, d.received_at,
-                       d.seq, d.tries"
+                       d.seq, d.tries, c.lease_owner IS NOT NULL AS taken_over"
         ))
         .bind(owner.as_str())
         .bind(ttl_ms)

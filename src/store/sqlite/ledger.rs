@@ -39,7 +39,7 @@ impl Db {
         owner: &ReplicaId,
         ttl_ms: i64,
         max: i64,
-    ) -> StoreResult<Vec<HubRunId>> {
+    ) -> StoreResult<Vec<(HubRunId, bool)>> {
         let now = now_ms();
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE runs SET lease_owner = ?1, lease_expires_at = ?2 + ?3
@@ -55,7 +55,8 @@ impl Db {
         .bind(max)
         .fetch_all(&self.write)
         .await?;
-        run_ids(ids)
+        // One process: a lease it finds is one it freed at start, never another's.
+        Ok(run_ids(ids)?.into_iter().map(|id| (id, false)).collect())
     }
 
     pub async fn renew_runs(&self, owner: &ReplicaId, ttl_ms: i64) -> StoreResult<Vec<HubRunId>> {
@@ -127,7 +128,7 @@ impl Db {
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         Ok(sqlx::query_as(
             "SELECT guid, event, length(payload) AS size, received_at, rowid AS seq,
-                    tries + 1 AS tries
+                    tries + 1 AS tries, FALSE AS taken_over
              FROM deliveries WHERE processed_at IS NULL AND due_at <= ?
              ORDER BY received_at, rowid LIMIT ?",
         )
