@@ -216,10 +216,11 @@ async fn a_cancel_sent_to_a_replica_that_does_not_drive_the_run_stops_it() {
         .await
         .unwrap();
     assert_eq!(report["status"], "completed", "{report}");
-    let dispatched = spoke_run_count(&state);
+    // Spokes last a second or more: those still going when the cancel came were cancelled.
     assert!(
-        dispatched < 300,
-        "the run stopped dispatching ({dispatched})"
+        report["totals"]["cancelled"].as_u64().unwrap() > 0,
+        "spokes were cancelled: {}",
+        report["totals"]
     );
     let again = c
         .http
