@@ -69,15 +69,56 @@ enum Command {
         /// Print the run with every spoke as one JSON object.
         #[arg(long)]
         json: bool,
-        /// The configuration file whose `database.url` is read (default: `spokehub.toml` in
-        /// the working directory when present).
-        #[arg(long, env = "SPOKEHUB_CONFIG")]
-        config: Option<PathBuf>,
-        /// The hub's database (default: `database.url` in the configuration file, else
-        /// sqlite://spokehub.db).
-        #[arg(long, env = "SPOKEHUB_DATABASE_URL")]
-        database_url: Option<String>,
+        /// Follow the run until it completes, printing it again whenever it changes.
+        #[arg(long)]
+        watch: bool,
+        /// Exit 1 unless the run concluded success (2 while it has not completed, without
+        /// `--watch`).
+        #[arg(long)]
+        exit_status: bool,
+        #[command(flatten)]
+        ledger: LedgerArgs,
     },
+    /// List recent runs, newest first, read from the hub's database (never creates one).
+    Runs {
+        /// Only runs that have not completed.
+        #[arg(long)]
+        active: bool,
+        /// Only runs of this task.
+        #[arg(long)]
+        task: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per run, one per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Print a run's event log (transitions, conflicts, stale and rejected reports).
+    Events {
+        /// The hub run's id.
+        run_id: String,
+        /// One JSON object per event, one per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+}
+
+/// Where the read-only commands find the hub's database, as `serve` does.
+#[derive(clap::Args)]
+struct LedgerArgs {
+    /// The configuration file whose `database.url` is read (default: `spokehub.toml` in the
+    /// working directory when present).
+    #[arg(long, env = "SPOKEHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// The hub's database (default: `database.url` in the configuration file, else
+    /// sqlite://spokehub.db).
+    #[arg(long, env = "SPOKEHUB_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 /// `--listen` of `emulate`, in the forms `SPOKEHUB_LISTEN` takes.
@@ -134,7 +175,7 @@ fn init_tracing(default: &str) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -142,12 +183,13 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing("info")?;
             let config = Config::resolve(&args)?;
-            spokehub::server::serve(config).await
+            spokehub::server::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Emulate {
             listen,
@@ -162,11 +204,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 webhook_urls,
             })
-            .await
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             init_tracing("warn")?;
-            spokehub::demo::run(args).await
+            spokehub::demo::run(args).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Cancel {
             run_id,
@@ -193,33 +237,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "run {run_id}: {message} ({} spokes cancelled)",
                 body["spokes_cancelled"]
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::App(cmd) => {
             init_tracing("warn")?;
-            spokehub::setup::run(cmd).await
+            spokehub::setup::run(cmd).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status {
             run_id,
             json,
-            config,
-            database_url,
-        } => status(&run_id, json, config.as_deref(), &database_url).await,
+            watch,
+            exit_status,
+            ledger,
+        } => {
+            let conclusion = status(&run_id, json, watch, &ledger).await?;
+            if exit_status {
+                return Ok(match conclusion.as_deref() {
+                    Some("success") => ExitCode::SUCCESS,
+                    Some(_) => ExitCode::from(1),
+                    None => ExitCode::from(2),
+                });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs {
+            active,
+            task,
+            limit,
+            json,
+            ledger,
+        } => runs(active, task.as_deref(), limit, json, &ledger).await,
+        Command::Events {
+            run_id,
+            json,
+            ledger,
+        } => events(&run_id, json, &ledger).await,
     }
 }
 
-/// `spokehub status`: reads the database `serve` would use, without creating or changing it.
-async fn status(
-    run_id: &str,
-    json: bool,
-    config: Option<&std::path::Path>,
-    database_url: &Option<String>,
-) -> anyhow::Result<()> {
-    let id = run_id
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{run_id:?} is not a hub run id (a UUID)"))?;
-    let file = spokehub::config::load_file_config(config)?;
-    let (url, setting) = spokehub::config::database_url(database_url, &file)?;
+/// Opens the database `serve` would use, read-only: never creates or changes it.
+async fn open_ledger(ledger: &LedgerArgs) -> anyhow::Result<(spokehub::store::Store, String)> {
+    let file = spokehub::config::load_file_config(ledger.config.as_deref())?;
+    let (url, setting) = spokehub::config::database_url(&ledger.database_url, &file)?;
     let store = spokehub::store::Store::open_read_only(&url)
         .await
         .map_err(|e| match setting {
@@ -228,15 +288,120 @@ async fn status(
                 "{e} (the default; set SPOKEHUB_DATABASE_URL, --database-url or database.url in the configuration file to the database `spokehub serve` uses)"
             ),
         })?;
-    let report = spokehub::report::run_report(&store, &id)
-        .await?
-        .with_context(|| format!("no run {run_id} in {url}"))?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.to_text());
+    Ok((store, url))
+}
+
+fn parse_run_id(run_id: &str) -> anyhow::Result<spokehub::hub::HubRunId> {
+    run_id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{run_id:?} is not a hub run id (a UUID)"))
+}
+
+/// How often `status --watch` looks again.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `spokehub status`: reads the database `serve` would use, without creating or changing it;
+/// with `watch`, prints the run again whenever it changes until it completes. Returns the
+/// run's conclusion once it has one.
+async fn status(
+    run_id: &str,
+    json: bool,
+    watch: bool,
+    ledger: &LedgerArgs,
+) -> anyhow::Result<Option<String>> {
+    let id = parse_run_id(run_id)?;
+    let (store, url) = open_ledger(ledger).await?;
+    let mut last = String::new();
+    loop {
+        let report = spokehub::report::run_report(&store, &id)
+            .await?
+            .with_context(|| format!("no run {run_id} in {url}"))?;
+        let shown = if json {
+            format!("{}\n", serde_json::to_string(&report)?)
+        } else {
+            report.to_text()
+        };
+        if shown != last {
+            if watch && !last.is_empty() && !json {
+                println!("---");
+            }
+            print!("{shown}");
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+            last = shown;
+        }
+        let done = report.run.status == spokehub::hub::RunStatus::Completed;
+        if done || !watch {
+            return Ok(done.then(|| report.run.conclusion.unwrap_or_default()));
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
     }
-    Ok(())
+}
+
+/// `spokehub runs`: recent runs, newest first.
+async fn runs(
+    active: bool,
+    task: Option<&str>,
+    limit: i64,
+    json: bool,
+    ledger: &LedgerArgs,
+) -> anyhow::Result<ExitCode> {
+    let (store, _) = open_ledger(ledger).await?;
+    let runs = store.recent_runs(active, task, limit.max(1)).await?;
+    if json {
+        for run in &runs {
+            println!("{}", serde_json::to_string(run)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36}  {:<24}  {:<10}  {:<10}  started (UTC)",
+        "run", "task", "status", "conclusion"
+    );
+    for run in &runs {
+        let started = chrono::DateTime::from_timestamp_millis(run.created_at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<36}  {:<24}  {:<10}  {:<10}  {started}",
+            run.id.to_string(),
+            run.task.chars().take(24).collect::<String>(),
+            run.status.as_str(),
+            run.conclusion.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spokehub events`: a run's event log, oldest first.
+async fn events(run_id: &str, json: bool, ledger: &LedgerArgs) -> anyhow::Result<ExitCode> {
+    let id = parse_run_id(run_id)?;
+    let (store, url) = open_ledger(ledger).await?;
+    if store.run(&id).await?.is_none() {
+        anyhow::bail!("no run {run_id} in {url}");
+    }
+    for (at, repo, kind, detail) in store.run_events(&id).await? {
+        let when = chrono::DateTime::from_timestamp_millis(at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"at": when, "repo": repo, "kind": kind, "detail": detail})
+            );
+        } else {
+            println!(
+                "{when}  {:<12} {:<32} {detail}",
+                kind,
+                repo.unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

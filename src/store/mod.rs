@@ -306,6 +306,25 @@ impl Store {
         on_db!(self, db => db.latest_run_id().await)
     }
 
+    /// The most recent runs, newest first (at most `limit`): only those not completed with
+    /// `active_only`, only task `task` when given.
+    pub async fn recent_runs(
+        &self,
+        active_only: bool,
+        task: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<RunRecord>> {
+        on_db!(self, db => db.recent_runs(active_only, task, limit).await)
+    }
+
+    /// A run's event log, oldest first: (at in unix ms, repository, kind, detail).
+    pub async fn run_events(
+        &self,
+        id: &HubRunId,
+    ) -> StoreResult<Vec<(i64, Option<String>, String, String)>> {
+        on_db!(self, db => db.run_events(id).await)
+    }
+
     /// Runs that have not completed (to resume after a restart).
     pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
         on_db!(self, db => db.unfinished_runs().await)

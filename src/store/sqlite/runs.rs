@@ -223,3 +223,44 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 }
+
+impl Db {
+    /// The most recent runs, newest first: only those not completed with `active_only`, only
+    /// task `task` when given.
+    pub async fn recent_runs(
+        &self,
+        active_only: bool,
+        task: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<RunRecord>> {
+        sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE (? = FALSE OR status <> 'completed') AND (? IS NULL OR task = ?)
+             ORDER BY created_at DESC, id LIMIT ?"
+        ))
+        .bind(active_only)
+        .bind(task)
+        .bind(task)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(RunRow::into_record)
+        .collect()
+    }
+
+    /// A run's event log, oldest first: (at, repository, kind, detail).
+    pub async fn run_events(
+        &self,
+        id: &HubRunId,
+    ) -> StoreResult<Vec<(i64, Option<String>, String, String)>> {
+        Ok(
+            sqlx::query_as(
+                "SELECT at, repo, kind, detail FROM events WHERE run_id = ? ORDER BY id",
+            )
+            .bind(id.to_string())
+            .fetch_all(&self.read)
+            .await?,
+        )
+    }
+}
