@@ -155,7 +155,7 @@ impl Telemetry {
         );
         registry.register(
             "spokehub_webhook_deliveries",
-            "Webhook deliveries by event and outcome (accepted, duplicate, bad_signature, malformed, too_large, ignored)",
+            "Webhook deliveries by event and outcome (accepted, duplicate, bad_signature, malformed, too_large, refused, ignored)",
             t.webhook_deliveries.clone(),
         );
         registry.register(
@@ -197,9 +197,26 @@ impl Telemetry {
         Telemetry { registry, ..t }
     }
 
+    /// A scrape: the gauges read from the ledger (`active`: state and spokes, `queued`), then
+    /// the exposition, under one lock so that concurrent scrapes never see a half-set gauge.
+    pub fn scrape(&self, active: Option<&[(String, i64)]>, queued: Option<i64>) -> String {
+        let _one = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(active) = active {
+            self.set_spokes_active(active);
+        }
+        if let Some(queued) = queued {
+            self.work_queue_depth.set(queued);
+        }
+        self.encode_unlocked()
+    }
+
     /// The text exposition of every metric (OpenMetrics).
     pub fn encode(&self) -> String {
         let _one = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.encode_unlocked()
+    }
+
+    fn encode_unlocked(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -389,6 +406,9 @@ pub fn route_template(path: &str) -> String {
                 i += 2;
                 continue;
             }
+            Some("orgs") => out.push("{org}"),
+            Some("users") => out.push("{user}"),
+            Some("enterprises") => out.push("{enterprise}"),
             Some("workflows") => out.push("{workflow}"),
             Some("commits") => out.push("{ref}"),
             // The rest of the path is the ref (`heads/feature/x`).
@@ -475,6 +495,10 @@ mod tests {
         assert_eq!(
             route_template("/repos/acme/hub/git/ref/heads/feature/x"),
             "/repos/{owner}/{repo}/git/ref/{ref}"
+        );
+        assert_eq!(
+            route_template("/orgs/acme/properties/values?per_page=100"),
+            "/orgs/{org}/properties/values"
         );
         assert_eq!(
             route_template("/installation/repositories?per_page=100&page=3"),

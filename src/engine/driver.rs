@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::checks;
 use super::plan::PlanError;
-use super::{DriveEnd, Engine};
+use super::{AbortOnDrop, DriveEnd, Engine};
 use crate::github::{CheckRunOutput, CheckRunRequest, InstallationClient};
 use crate::hub::{
     conclude, render, Conclusion, HubRunId, RepoName, RunStatus, Spoke, SpokeEvent, SpokeStatus,
@@ -33,15 +33,6 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
 /// Back-off of spoke work that failed transiently (the spoke's row keeps the work itself: a
 /// driver that takes the run over finds it due).
 const RETRY_DELAY: Duration = Duration::from_secs(2);
-
-/// A task that ends with the scope that spawned it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// What a spoke task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,10 +47,18 @@ impl Engine {
         let replica = self.replica().clone();
         let mut next_renewal = Instant::now() + renew_every;
         let mut claim_at = Instant::now();
+        let mut renewed_at = Instant::now();
         loop {
             if Instant::now() >= next_renewal {
                 next_renewal = Instant::now() + renew_every;
-                self.renew_leases().await;
+                let attempt = Instant::now();
+                if self.renew_leases().await {
+                    renewed_at = attempt;
+                } else if renewed_at.elapsed() >= ttl - renew_every {
+                    // The leases may expire before a renewal gets through: stop driving
+                    // before another replica can take the runs over.
+                    self.stop_all_drivers("the run leases could not be renewed in time");
+                }
             }
             // Stopping: nothing new is claimed, but the leases of the runs still finishing
             // their requests are kept until their drivers have released them.
@@ -96,8 +104,20 @@ impl Engine {
         CLAIM_STAGGER * driving.min(8) as u32
     }
 
-    /// Renews every run lease this replica holds; a driver whose lease is gone stops.
-    async fn renew_leases(&self) {
+    /// Stops every driver of this replica (their leases are, or are about to be, lost).
+    fn stop_all_drivers(&self, why: &str) {
+        let drivers = self.inner.drivers.lock().expect("drivers lock");
+        for (id, driver) in drivers.iter() {
+            if !driver.lease.is_cancelled() {
+                tracing::warn!(hub_run_id = %id, why, "stopping the run's driver");
+                driver.lease.cancel();
+            }
+        }
+    }
+
+    /// Renews every run lease this replica holds; a driver whose lease is gone stops. False
+    /// when the renewal did not get through (nothing is known then).
+    async fn renew_leases(&self) -> bool {
         let replica = self.replica();
         let held: HashSet<HubRunId> = match self
             .store()
@@ -106,9 +126,9 @@ impl Engine {
         {
             Ok(ids) => ids.into_iter().collect(),
             Err(e) => {
-                // Not proof of a loss: the next renewal tries again, well before expiry.
+                // Not proof of a loss: the next renewal tries again, before expiry.
                 tracing::warn!(error = %e, "cannot renew run leases");
-                return;
+                return false;
             }
         };
         let drivers = self.inner.drivers.lock().expect("drivers lock");
@@ -118,6 +138,7 @@ impl Engine {
                 driver.lease.cancel();
             }
         }
+        true
     }
 
     /// Starts the driver of a claimed run unless one is running here.

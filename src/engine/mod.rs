@@ -108,6 +108,15 @@ struct DriverHandle {
     lease: tokio_util::sync::CancellationToken,
 }
 
+/// A task that ends with the scope that spawned it (a future dropped mid-way included).
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a run's driver ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DriveEnd {

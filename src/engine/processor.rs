@@ -65,10 +65,11 @@ impl Engine {
             }
             // The leases are renewed while the batch is handled.
             let guids: Vec<String> = claimed.iter().map(|d| d.guid.clone()).collect();
-            let renewer = {
+            // Ends with this batch, however it ends (a stop drops this loop mid-batch).
+            let _renewer = {
                 let engine = self.clone();
                 let replica = replica.clone();
-                tokio::spawn(async move {
+                super::AbortOnDrop(tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(ttl / 3).await;
                         if let Err(e) = engine.store().renew_deliveries(&replica, &guids, ttl).await
@@ -76,7 +77,7 @@ impl Engine {
                             tracing::warn!(error = %e, "cannot renew delivery leases");
                         }
                     }
-                })
+                }))
             };
             let mut rest = claimed.as_slice();
             while !rest.is_empty() {
@@ -89,7 +90,6 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, "cannot read claimed deliveries"),
                 }
             }
-            renewer.abort();
         }
     }
 

@@ -256,36 +256,53 @@ impl Conn {
             },
             maybe_applied: false,
         };
-        let (turn, until) = if write {
-            let turn = shared
-                .0
-                .write_turn(installation)
-                .await
-                .map_err(unreachable)?;
-            let until = turn.paused_until;
-            (Some(turn), until)
-        } else {
+        // Any pause is waited out without holding the turn (other replicas' writers wait for
+        // the turn on database connections); the turn is then taken and the pause read again
+        // under it, which is the read that counts.
+        loop {
             let until = shared
                 .0
                 .paused_until(installation)
                 .await
                 .map_err(unreachable)?;
-            (None, until)
-        };
-        if let Some(until) = until {
-            let wait = until - chrono::Utc::now().timestamp_millis();
-            if wait > 0 {
-                self.counters
-                    .rate_limit_waits
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    wait_ms = wait,
-                    "waiting out a rate-limit pause another replica saw"
-                );
-                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            self.wait_until(until).await;
+            if !write {
+                return Ok(None);
+            }
+            let turn = shared
+                .0
+                .write_turn(installation)
+                .await
+                .map_err(unreachable)?;
+            let paused = turn
+                .paused_until
+                .is_some_and(|u| u > chrono::Utc::now().timestamp_millis());
+            if !paused {
+                return Ok(Some(turn));
             }
         }
-        Ok(turn)
+    }
+
+    /// Sleeps until `until` (unix ms) when it is in the future: a pause another replica
+    /// recorded.
+    async fn wait_until(&self, until: Option<i64>) {
+        let Some(until) = until else {
+            return;
+        };
+        let wait = until - chrono::Utc::now().timestamp_millis();
+        if wait > 0 {
+            self.counters
+                .rate_limit_waits
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                wait_ms = wait,
+                "waiting out a rate-limit pause another replica saw"
+            );
+            if let Some(t) = &self.settings.telemetry {
+                t.github_wait("shared");
+            }
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
     }
 
     /// Counts a request, GitHub's remaining budget and a rate-limit rejection.

@@ -100,22 +100,27 @@ pub async fn metrics(State(engine): State<Engine>, headers: HeaderMap) -> Respon
         }
     }
     let t = engine.telemetry();
-    match engine.store().active_spokes_of(engine.replica()).await {
-        Ok(counts) => t.set_spokes_active(&counts),
-        Err(e) => tracing::warn!(error = %e, "cannot read active spokes for metrics"),
-    }
-    match engine.store().queued_deliveries().await {
-        Ok(n) => {
-            t.work_queue_depth.set(n);
+    let active = match engine.store().active_spokes_of(engine.replica()).await {
+        Ok(counts) => Some(counts),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read active spokes for metrics");
+            None
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read the queue depth for metrics"),
-    }
+    };
+    let queued = match engine.store().queued_deliveries().await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the queue depth for metrics");
+            None
+        }
+    };
+    let text = t.scrape(active.as_deref(), queued);
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        t.encode(),
+        text,
     )
         .into_response()
 }

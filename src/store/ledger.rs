@@ -119,6 +119,15 @@ impl Notices {
         self.spokes.lock().expect("notices lock").remove(run);
     }
 
+    /// Wakes everything: announcements may have been lost.
+    pub(super) fn wake_all(&self) {
+        self.deliveries.notify_one();
+        self.runs.notify_one();
+        for n in self.spokes.lock().expect("notices lock").values() {
+            n.notify_one();
+        }
+    }
+
     pub(super) fn spokes_changed(&self, run: &HubRunId) {
         if let Some(n) = self.spokes.lock().expect("notices lock").get(run) {
             n.notify_one();

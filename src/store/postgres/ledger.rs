@@ -269,8 +269,8 @@ impl Db {
                     continue;
                 }
                 loop {
-                    match listener.recv().await {
-                        Ok(n) => match (n.channel(), n.payload()) {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) => match (n.channel(), n.payload()) {
                             (WORK_CHANNEL, "deliveries") => notices.deliveries.notify_one(),
                             (WORK_CHANNEL, "runs") => notices.runs.notify_one(),
                             (SPOKES_CHANNEL, run) => {
@@ -280,11 +280,18 @@ impl Db {
                             }
                             _ => {}
                         },
+                        // The connection was lost (the next call reconnects): whatever was
+                        // announced meanwhile is looked for now.
+                        Ok(None) => {
+                            tracing::warn!("work announcements interrupted; reconnecting");
+                            notices.wake_all();
+                            // Not a hot loop if the server keeps dropping the connection; what
+                            // is announced before the reconnect is found by the slow polls.
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "work announcements interrupted");
-                            // Whatever was announced meanwhile: look now.
-                            notices.deliveries.notify_one();
-                            notices.runs.notify_one();
+                            notices.wake_all();
                             break;
                         }
                     }
