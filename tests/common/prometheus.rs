@@ -103,15 +103,7 @@ impl Prometheus {
 
     /// The scalar value of an instant query (`None` when the result is empty).
     pub async fn value(&self, query: &str) -> Option<f64> {
-        let v: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/query", self.url))
-            .query(&[("query", query)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.query(query).await;
         assert_eq!(v["status"], "success", "{query}: {v}");
         let first = v["data"]["result"].as_array()?.first()?.clone();
         first["value"][1].as_str()?.parse().ok()
