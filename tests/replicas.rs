@@ -235,6 +235,63 @@ async fn a_cancel_sent_to_a_replica_that_does_not_drive_the_run_stops_it() {
     assert_eq!(again.status(), 409, "already completed");
 }
 
+/// The check run's "Re-run failed" works whichever replica its webhook reaches: the completed
+/// run is reopened there and driven by whichever replica claims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_run_failed_works_whichever_replica_the_click_reaches() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(url) = postgres_harness::fresh_database().await else {
+        return;
+    };
+    let c = Cluster::start(&scenario("replicas/rerun.toml"), HUB, &url, 3).await;
+    c.trigger("fix").await;
+    let state = c.wait_for_completion("fix", Duration::from_secs(60)).await;
+    let first = Cluster::check_runs(&state, "fix")[0].clone();
+    assert_eq!(first["conclusion"], "failure");
+    let clicked = c
+        .http
+        .post(format!(
+            "{}/_emulator/check-runs/{}/request-action",
+            c.emulator.base_url, first["id"]
+        ))
+        .json(&serde_json::json!({"identifier": "rerun_failed"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(clicked.status().is_success(), "{}", clicked.status());
+    // A second check run of the same name, completed after the re-run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let s = c.state().await;
+        let checks = Cluster::check_runs(&s, "fix");
+        if checks.len() == 2 && checks.iter().all(|c| c["status"] == "completed") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the re-run did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let broken: Vec<&Value> = spoke_runs(&state)
+        .into_iter()
+        .filter(|r| r["repo"] == "acme/broken")
+        .collect();
+    assert_eq!(
+        broken.len(),
+        2,
+        "the failed spoke was dispatched again, once"
+    );
+    assert_eq!(spoke_runs(&state).len(), 11, "nothing else was");
+    let report = c.report().await;
+    let spoke = report
+        .spokes
+        .iter()
+        .find(|s| s.repo.name() == "broken")
+        .unwrap();
+    assert_eq!((spoke.attempt, spoke.status), (2, SpokeStatus::Failed));
+}
+
 /// Every replica exports the spokes in flight of the runs it drives: summed over the replicas,
 /// each spoke counts once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
