@@ -255,9 +255,27 @@ impl Engine {
     pub async fn stop(&self, grace: std::time::Duration) -> bool {
         self.inner.stopping.cancel();
         self.inner.tasks.close();
-        tokio::time::timeout(grace, self.inner.tasks.wait())
+        let done = tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
-            .is_ok()
+            .is_ok();
+        if done {
+            // Whatever is still leased to this replica (deliveries claimed by a batch the
+            // stop cut short) is given back, so other replicas take it now rather than when
+            // the leases expire.
+            match self
+                .inner
+                .store
+                .release_leases_of(&self.inner.replica)
+                .await
+            {
+                Ok(()) => {
+                    let _ = self.inner.store.announce_runs().await;
+                    let _ = self.inner.store.announce_deliveries().await;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot give back leases; they expire"),
+            }
+        }
+        done
     }
 
     /// Forgets processed deliveries after `DELIVERY_RETENTION` (checked hourly): GitHub keeps

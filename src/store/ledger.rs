@@ -209,6 +209,12 @@ impl Store {
         on_db!(self, db => db.announce("runs").await)
     }
 
+    /// Tells every replica (and this one) that deliveries may be claimed.
+    pub async fn announce_deliveries(&self) -> StoreResult<()> {
+        self.notices.deliveries.notify_one();
+        on_db!(self, db => db.announce("deliveries").await)
+    }
+
     /// Claims up to `max` due deliveries (oldest first) whose lease is free or expired, and
     /// counts the try.
     pub async fn claim_deliveries(

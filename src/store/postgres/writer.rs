@@ -230,8 +230,7 @@ async fn write_spoke(conn: &mut PgConnection, run_id: &str, s: &Spoke) -> StoreR
     sqlx::query(
         "UPDATE spokes SET status = $1, reason = $2, attempt = $3, workflow_run_id = $4,
             run_url = $5, dispatched_at = $6, started_at = $7, finished_at = $8, due_at = $9,
-            conflicts = $10, summary = $11, retry_after = $12,
-            changed_xid = pg_current_xact_id()::text::bigint
+            conflicts = $10, summary = $11, retry_after = $12
          WHERE run_id = $13 AND repo = $14",
     )
     .bind(s.status.as_str())
