@@ -77,10 +77,8 @@ async fn main() {
     for _ in 0..200 {
         let before = process_cpu();
         let counts = store.active_spokes_of(&me).await.unwrap();
-        t.set_spokes_active(&counts);
-        t.work_queue_depth
-            .set(store.queued_deliveries().await.unwrap());
-        bytes = t.encode().len();
+        let queued = store.queued_deliveries().await.unwrap();
+        bytes = t.scrape(Some(&counts), Some(queued)).len();
         costs.push(process_cpu() - before);
     }
     let active: i64 = store

@@ -207,16 +207,6 @@ impl Telemetry {
         if let Some(queued) = queued {
             self.work_queue_depth.set(queued);
         }
-        self.encode_unlocked()
-    }
-
-    /// The text exposition of every metric (OpenMetrics).
-    pub fn encode(&self) -> String {
-        let _one = self.encode_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.encode_unlocked()
-    }
-
-    fn encode_unlocked(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -328,7 +318,7 @@ impl Telemetry {
     }
 
     /// Replaces the active-spoke gauge with `counts` (state, spokes).
-    pub fn set_spokes_active(&self, counts: &[(String, i64)]) {
+    fn set_spokes_active(&self, counts: &[(String, i64)]) {
         self.spokes_active.clear();
         for state in ACTIVE_STATES {
             self.spokes_active
@@ -515,9 +505,8 @@ mod tests {
         let t = Telemetry::new();
         t.run_concluded("deploy", "failure", 12.0);
         t.spoke_ended("deploy", "failed", Some(3.0));
-        t.set_spokes_active(&[("running".into(), 4)]);
         t.github_request("POST", "/repos/acme/secret-repo/dispatches", 204);
-        let text = t.encode();
+        let text = t.scrape(Some(&[("running".into(), 4)]), Some(0));
         for needle in [
             "spokehub_hub_runs_total{task=\"deploy\",conclusion=\"failure\"} 1",
             "spokehub_hub_run_duration_seconds_count{task=\"deploy\"} 1",

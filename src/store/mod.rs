@@ -325,11 +325,6 @@ impl Store {
         on_db!(self, db => db.run_events(id).await)
     }
 
-    /// Runs that have not completed (to resume after a restart).
-    pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
-        on_db!(self, db => db.unfinished_runs().await)
-    }
-
     /// The active run (not a dry run) of this task over these targets in this hub repository,
     /// if any: the concurrency rule.
     pub async fn active_run_for(

@@ -52,18 +52,6 @@ impl Db {
             .transpose()
     }
 
-    /// Runs that have not completed (to resume after a restart).
-    pub async fn unfinished_runs(&self) -> StoreResult<Vec<RunRecord>> {
-        sqlx::query_as::<_, RunRow>(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status <> 'completed' ORDER BY created_at"
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(RunRow::into_record)
-        .collect()
-    }
-
     /// The active run (not a dry run) of this task over these targets in this hub repository,
     /// if any: the concurrency rule.
     pub async fn active_run_for(
