@@ -61,6 +61,17 @@ pub struct ServeArgs {
     /// Bearer token `GET /metrics` requires (unset: open, for a Prometheus on a private network).
     #[arg(long, env = "SPOKEHUB_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// The App's OAuth client id ("Sign in with GitHub" on the run page; `spokehub app create`
+    /// writes it).
+    #[arg(long, env = "SPOKEHUB_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+    /// The App's OAuth client secret.
+    #[arg(long, env = "SPOKEHUB_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+    pub oauth_client_secret: Option<String>,
+    /// GitHub's web address, where people sign in (default: derived from the API URL,
+    /// https://github.com for api.github.com, https://HOST for GHES).
+    #[arg(long, env = "SPOKEHUB_GITHUB_WEB_URL")]
+    pub github_web_url: Option<String>,
 }
 
 /// `spokehub.toml`. Unknown keys are errors.
@@ -93,6 +104,11 @@ pub struct GithubSection {
     pub api_url: Option<String>,
     /// `X-GitHub-Api-Version` of every request: "2022-11-28" (default) or "2026-03-10".
     pub api_version: Option<String>,
+    /// GitHub's web address (where people sign in).
+    pub web_url: Option<String>,
+    /// The App's OAuth client ("Sign in with GitHub").
+    pub oauth_client_id: Option<String>,
+    pub oauth_client_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +185,10 @@ pub struct Config {
     pub metrics_token: Option<SecretString>,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease_ttl: Duration,
+    /// GitHub's web address (sign-in pages).
+    pub web_url: Url,
+    /// The App's OAuth client; the run page is off without it.
+    pub oauth: Option<OAuthClient>,
     pub policy: Policy,
     pub task_policies: BTreeMap<String, Policy>,
 }
@@ -305,6 +325,20 @@ impl Config {
                 d
             }
         };
+        let web_url = match (&args.github_web_url, &file.github.web_url) {
+            (Some(u), _) => Some((u.clone(), "SPOKEHUB_GITHUB_WEB_URL".to_owned())),
+            (None, Some(u)) => Some((u.clone(), in_file("github.web_url"))),
+            (None, None) => None,
+        }
+        .map(|(u, setting)| {
+            Url::parse(&u)
+                .ok()
+                .filter(|p| matches!(p.scheme(), "http" | "https") && p.host_str().is_some())
+                .ok_or_else(|| anyhow!("setting {setting}: not an http(s) URL: {u:?}"))
+        })
+        .transpose()?
+        .unwrap_or_else(|| web_url_for(&api_url));
+        let oauth = oauth_client(args, &file)?;
         let replica_id = args
             .replica_id
             .as_deref()
@@ -338,10 +372,66 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(|t| SecretString::from(t.to_owned())),
             lease_ttl,
+            web_url,
+            oauth,
             policy,
             task_policies,
         })
     }
+}
+
+/// The OAuth client: both halves or neither.
+fn oauth_client(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<OAuthClient>> {
+    let id = match (&args.oauth_client_id, &file.github.oauth_client_id) {
+        (Some(v), _) => Some((v.trim().to_owned(), "SPOKEHUB_OAUTH_CLIENT_ID".to_owned())),
+        (None, Some(v)) => Some((
+            v.trim().to_owned(),
+            format!("github.oauth_client_id in {}", file.name()),
+        )),
+        (None, None) => None,
+    }
+    .filter(|(v, _)| !v.is_empty());
+    let secret = match (&args.oauth_client_secret, &file.github.oauth_client_secret) {
+        (Some(v), _) => Some(v.trim().to_owned()),
+        (None, Some(v)) => Some(v.expose_secret().trim().to_owned()),
+        (None, None) => None,
+    }
+    .filter(|v| !v.is_empty());
+    match (id, secret) {
+        (None, None) => Ok(None),
+        (Some((client_id, _)), Some(secret)) => Ok(Some(OAuthClient {
+            client_id,
+            client_secret: SecretString::from(secret),
+        })),
+        (Some((_, setting)), None) => bail!(
+            "setting {setting} is set but SPOKEHUB_OAUTH_CLIENT_SECRET (or github.oauth_client_secret) \
+             is not: the run page's sign-in needs both"
+        ),
+        (None, Some(_)) => bail!(
+            "setting SPOKEHUB_OAUTH_CLIENT_SECRET is set but SPOKEHUB_OAUTH_CLIENT_ID (or \
+             github.oauth_client_id) is not: the run page's sign-in needs both"
+        ),
+    }
+}
+
+/// The App's OAuth client id and secret (the secret shows as redacted).
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+/// GitHub's web address for an API URL: `https://github.com` for `api.github.com`, the host
+/// for GHES (`https://HOST/api/v3`), else the API URL itself (an emulator serves both).
+pub fn web_url_for(api: &Url) -> Url {
+    let mut web = api.clone();
+    if api.host_str() == Some("api.github.com") {
+        return Url::parse("https://github.com").expect("a valid URL");
+    }
+    let path = api.path().trim_end_matches('/');
+    let path = path.strip_suffix("/api/v3").unwrap_or(path).to_owned();
+    web.set_path(&path);
+    web
 }
 
 /// The machine's host name (`unknown-host` when it cannot be read).
@@ -556,6 +646,38 @@ mod tests {
             hub_repository: Some("acme/hub".into()),
             ..ServeArgs::default()
         }
+    }
+
+    #[test]
+    fn the_web_address_follows_the_api_url_unless_set() {
+        let web = |api: &str| web_url_for(&Url::parse(api).unwrap()).to_string();
+        assert_eq!(web("https://api.github.com"), "https://github.com/");
+        assert_eq!(web("https://ghes.example/api/v3"), "https://ghes.example/");
+        assert_eq!(web("http://127.0.0.1:8080"), "http://127.0.0.1:8080/");
+        let c = Config::from_parts(&args(), FileConfig::default()).unwrap();
+        assert_eq!(c.web_url.as_str(), "https://github.com/");
+        assert!(c.oauth.is_none());
+    }
+
+    #[test]
+    fn the_oauth_client_needs_both_halves() {
+        let mut a = args();
+        a.oauth_client_id = Some("Iv1.x".into());
+        let e = Config::from_parts(&a, FileConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("SPOKEHUB_OAUTH_CLIENT_SECRET"), "{e}");
+        a.oauth_client_secret = Some("s".into());
+        let c = Config::from_parts(&a, FileConfig::default()).unwrap();
+        assert_eq!(c.oauth.unwrap().client_id, "Iv1.x");
+        let mut b = args();
+        b.oauth_client_secret = Some("s".into());
+        let e = Config::from_parts(&b, FileConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("SPOKEHUB_OAUTH_CLIENT_ID"), "{e}");
     }
 
     #[test]

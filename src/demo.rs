@@ -41,6 +41,10 @@ pub struct DemoArgs {
     /// Rows of the spoke table printed at the end, problems first (0: every spoke).
     #[arg(long, default_value_t = 20)]
     pub rows: usize,
+    /// After the run, keep the hub and the emulator serving so the run page can be opened in
+    /// a browser (sign in as `octocat` on the emulator's page); Ctrl-C ends.
+    #[arg(long)]
+    pub stay: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -66,8 +70,10 @@ async fn run_in(
     let emu_listener = TcpListener::bind("127.0.0.1:0").await?;
     let webhook_url = format!("http://{}/webhook", hub_listener.local_addr()?);
     let emulator = Emulator::start(emu_listener, scenario, webhook_url, None).await?;
-    let config = Config::from_parts(
+    let hub_addr = hub_listener.local_addr()?;
+    let mut config = Config::from_parts(
         &ServeArgs {
+            public_url: Some(format!("http://{hub_addr}/")),
             app_id: Some(emulator.app_id),
             private_key: Some(emulator.private_key_pem.clone()),
             webhook_secret: Some(emulator.webhook_secret.clone()),
@@ -81,6 +87,11 @@ async fn run_in(
             None => FileConfig::default(),
         },
     )?;
+    // The run page signs people in with the emulator's OAuth client.
+    config.oauth = Some(crate::config::OAuthClient {
+        client_id: emulator.oauth_client_id.clone(),
+        client_secret: emulator.oauth_client_secret.clone().into(),
+    });
     let hub = crate::server::start(config, hub_listener).await?;
     let http = reqwest::Client::new();
     let inputs = json!({
@@ -154,6 +165,14 @@ async fn run_in(
             "wall_ms": wall_ms,
         });
         println!("{line}");
+    }
+    if args.stay {
+        eprintln!(
+            "\nThe run page: http://{hub_addr}/runs/{} (sign in as octocat, who may re-run; mona \
+             may only read; outsider sees nothing). Ctrl-C ends the demo.",
+            report.run.id
+        );
+        tokio::signal::ctrl_c().await?;
     }
     hub.abort();
     emulator.shutdown().await;

@@ -12,3 +12,4 @@ pub mod server;
 pub mod setup;
 pub mod store;
 pub mod telemetry;
+pub mod web;

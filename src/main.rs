@@ -44,17 +44,17 @@ enum Command {
     },
     /// Emulator and hub in one process: run a task over a simulated organization.
     Demo(spokehub::demo::DemoArgs),
-    /// Cancel a run through a running hub's API (needs SPOKEHUB_API_TOKEN).
+    /// Cancel a run through a running hub's API, any replica (needs SPOKEHUB_API_TOKEN).
     Cancel {
         /// The hub run's id (a UUID, as in the check run and the API).
         run_id: String,
-        /// The hub's address.
-        #[arg(
-            long,
-            env = "SPOKEHUB_HUB_URL",
-            default_value = "http://127.0.0.1:3000"
-        )]
-        hub_url: String,
+        /// The hub's address (default: the public URL `serve` is configured with,
+        /// SPOKEHUB_PUBLIC_URL or `server.public_url`, else its listen address).
+        #[arg(long, env = "SPOKEHUB_HUB_URL")]
+        hub_url: Option<String>,
+        /// The configuration file `serve` reads (default: `spokehub.toml` when present).
+        #[arg(long, env = "SPOKEHUB_CONFIG")]
+        config: Option<PathBuf>,
         /// The hub's API token (the one `spokehub serve` was given).
         #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
         api_token: String,
@@ -215,8 +215,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel {
             run_id,
             hub_url,
+            config,
             api_token,
         } => {
+            let hub_url = cancel_target(hub_url, config.as_deref())?;
             let url = format!(
                 "{}/api/v1/runs/{run_id}/cancel",
                 hub_url.trim_end_matches('/')
@@ -277,6 +279,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the database `serve` would use, read-only: never creates or changes it.
+/// Where `cancel` finds the hub: `--hub-url`, else where `serve` says people reach it.
+fn cancel_target(
+    hub_url: Option<String>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    if let Some(u) = hub_url {
+        return Ok(u);
+    }
+    let file = spokehub::config::load_file_config(config)?;
+    if let Some(u) = std::env::var("SPOKEHUB_PUBLIC_URL")
+        .ok()
+        .or(file.server.public_url.clone())
+    {
+        return Ok(u);
+    }
+    let listen = std::env::var("SPOKEHUB_LISTEN")
+        .ok()
+        .or(file.server.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
+    Ok(format!("http://{listen}"))
+}
+
 async fn open_ledger(ledger: &LedgerArgs) -> anyhow::Result<(spokehub::store::Store, String)> {
     let file = spokehub::config::load_file_config(ledger.config.as_deref())?;
     let (url, setting) = spokehub::config::database_url(&ledger.database_url, &file)?;

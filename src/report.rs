@@ -40,7 +40,7 @@ const PROBLEMS: [SpokeStatus; 4] = [
 ];
 
 /// Problems first, then work in progress, then successes and skips.
-fn rank(s: SpokeStatus) -> usize {
+pub fn rank(s: SpokeStatus) -> usize {
     use SpokeStatus as S;
     PROBLEMS.iter().position(|p| *p == s).unwrap_or(match s {
         S::RetryWait => 4,
@@ -54,7 +54,7 @@ fn rank(s: SpokeStatus) -> usize {
     })
 }
 
-fn is_problem(s: SpokeStatus) -> bool {
+pub fn is_problem(s: SpokeStatus) -> bool {
     PROBLEMS.contains(&s)
 }
 
@@ -77,7 +77,7 @@ fn plain(s: &str, max: usize) -> String {
 }
 
 /// A spoke status as people say it.
-fn label(s: SpokeStatus, dry_run: bool) -> &'static str {
+pub fn label(s: SpokeStatus, dry_run: bool) -> &'static str {
     match s {
         SpokeStatus::Planned if dry_run => "target",
         SpokeStatus::RetryWait => "waiting to retry",

@@ -233,6 +233,10 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
         "next steps point at the README: {printed}"
     );
     assert!(!all.contains(&emu.webhook_secret), "webhook secret printed");
+    assert!(
+        !all.contains(&emu.oauth_client_secret),
+        "OAuth client secret printed"
+    );
     assert!(!all.contains("PRIVATE KEY"), "key printed");
 
     // The code was single-use.
@@ -248,6 +252,18 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
     assert_eq!(file.github.app_id, Some(emu.app_id));
     assert_eq!(file.github.api_url.as_deref(), Some(emu.base_url.as_str()));
     assert_eq!(file.server.public_url.as_deref(), Some(public_url.as_str()));
+    // The run page's sign-in: the App's OAuth client, as the conversion returned it.
+    assert_eq!(
+        file.github.oauth_client_id.as_deref(),
+        Some(emu.oauth_client_id.as_str())
+    );
+    assert_eq!(
+        file.github
+            .oauth_client_secret
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret),
+        Some(emu.oauth_client_secret.as_str())
+    );
     assert!(
         matches!(&file.hub.repository, Some(spokehub::config::OneOrMany::One(r)) if *r == emu.hub_repo),
         "hub.repository is the org's hub repository"

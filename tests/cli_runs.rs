@@ -154,3 +154,49 @@ async fn status_watch_follows_a_run_until_it_completes_and_exit_status_says_how_
     let o = spokehub(&world, &["status", &failed.run.id.to_string()]);
     assert_eq!(o.status.code(), Some(0), "without --exit-status: {o:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_finds_the_hub_through_the_configuration_serve_reads() {
+    // World::start gives the hub the API token `test-api-token`.
+    let world = World::start(
+        &scenario(2, "[[org.repo]]\nname = \"svc-0001\"\nstuck = true\n"),
+        FAST_HUB,
+    )
+    .await;
+    world.press_run_workflow(json!({"task": "stuck"})).await;
+    let id = world.latest_run_wait().await;
+    // The hub's address comes from the configuration file, as `serve` would read it.
+    std::fs::write(
+        world.dir.path().join("spokehub.toml"),
+        format!("[server]\npublic_url = \"{}\"\n", world.hub_url()),
+    )
+    .unwrap();
+    let mut completions = world.hub.engine.subscribe_completions();
+    let refused = command(&world, &["cancel", &id.to_string()])
+        .env("SPOKEHUB_API_TOKEN", "wrong")
+        .env_remove("SPOKEHUB_HUB_URL")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{refused:?}"
+    );
+    let o = command(&world, &["cancel", &id.to_string()])
+        .env("SPOKEHUB_API_TOKEN", "test-api-token")
+        .env_remove("SPOKEHUB_HUB_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("cancelled"), "{}", stdout(&o));
+    assert_eq!(common::next_completion(&mut completions).await, id);
+    let again = command(&world, &["cancel", &id.to_string()])
+        .env("SPOKEHUB_API_TOKEN", "test-api-token")
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "a completed run cannot be cancelled"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already completed"));
+}

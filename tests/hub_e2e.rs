@@ -333,16 +333,16 @@ async fn the_run_api_needs_the_bearer_token() {
     assert_eq!(ok["id"], report.run.id.to_string());
     assert_eq!(ok["totals"]["succeeded"], 2);
     assert_eq!(ok["spokes"].as_array().unwrap().len(), 2);
-    // The check run's details link answers, without naming any repository.
+    // Without sign-in configured, the details link names nothing (the page is in run_page.rs).
     let page = world
         .http
         .get(format!("{}/runs/{}", world.hub_url(), report.run.id))
         .send()
         .await
         .unwrap();
-    assert_eq!(page.status(), 200);
+    assert_eq!(page.status(), 404);
     let text = page.text().await.unwrap();
-    assert!(text.contains(&report.run.id.to_string()));
+    assert!(!text.contains(&report.run.id.to_string()));
     assert!(!text.contains("svc-"), "{text}");
     assert_eq!(world.health().await, 200);
 }

@@ -197,14 +197,8 @@ pub async fn conversion(State(sh): State<Arc<Shared>>, Path(code): Path<String>)
     }
     let mut v = json::app(&sh.ctx);
     if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "client_id".into(),
-            json!(format!("Iv1.{}", sh.ctx.app_slug)),
-        );
-        obj.insert(
-            "client_secret".into(),
-            json!(hex::encode(rand::random::<[u8; 20]>())),
-        );
+        obj.insert("client_id".into(), json!(sh.oauth.client_id));
+        obj.insert("client_secret".into(), json!(sh.oauth.client_secret()));
         obj.insert(
             "webhook_secret".into(),
             json!(sh.webhook_secret.expose_secret()),

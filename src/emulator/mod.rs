@@ -40,6 +40,7 @@ mod app_manifest;
 mod control;
 mod http;
 mod json;
+mod oauth;
 mod routes_actions;
 mod routes_app;
 mod routes_checks;
@@ -86,6 +87,9 @@ pub struct EmulatorHandle {
     /// PEM (PKCS#8) of the App's private key.
     pub private_key_pem: String,
     pub webhook_secret: String,
+    /// The App's OAuth client (signing in with GitHub).
+    pub oauth_client_id: String,
+    pub oauth_client_secret: String,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     queue: tokio::task::JoinHandle<()>,
@@ -101,6 +105,8 @@ impl fmt::Debug for EmulatorHandle {
             .field("hub_repo", &self.hub_repo)
             .field("private_key_pem", &"[redacted]")
             .field("webhook_secret", &"[redacted]")
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("oauth_client_secret", &"[redacted]")
             .finish()
     }
 }
@@ -141,12 +147,14 @@ fn write_out(dir: &Path, h: &EmulatorHandle) -> anyhow::Result<()> {
     }
     let abs = std::fs::canonicalize(&pem_path).unwrap_or(pem_path);
     let env = format!(
-        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_HUB_REPOSITORY={}\n",
+        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_HUB_REPOSITORY={}\nSPOKEHUB_OAUTH_CLIENT_ID={}\nSPOKEHUB_OAUTH_CLIENT_SECRET={}\n",
         h.app_id,
         abs.display(),
         h.webhook_secret,
         h.base_url,
-        h.hub_repo
+        h.hub_repo,
+        h.oauth_client_id,
+        h.oauth_client_secret,
     );
     let env_path = dir.join("app.env");
     std::fs::write(&env_path, env)
@@ -165,6 +173,7 @@ fn router(shared: Arc<Shared>) -> Router {
     use routes_checks as c;
     let api = Router::new()
         .route("/app", get(app::get_app))
+        .route("/user", get(oauth::get_user))
         .route("/app/installations", get(app::list_installations))
         .route(
             "/app/installations/{id}/access_tokens",
@@ -226,6 +235,12 @@ fn router(shared: Arc<Shared>) -> Router {
             "/organizations/{org}/settings/apps/new",
             get(app_manifest::new_app).post(app_manifest::new_app),
         )
+        .route(
+            "/login/oauth/authorize",
+            get(oauth::authorize).post(oauth::authorize_post),
+        )
+        .route("/login/oauth/access_token", post(oauth::access_token))
+        .route("/_emulator/oauth/expire", post(oauth::expire))
         .route("/_emulator/state", get(control::state))
         .route("/_emulator/hub/dispatch", post(control::hub_dispatch))
         .route(
@@ -320,6 +335,7 @@ impl Emulator {
             manifests: app_manifest::PendingApps::default(),
             actions: action_callback::ActionRunner::new(&scenario)?,
             check_runs_changed: tokio::sync::Notify::new(),
+            oauth: oauth::OAuthStore::new(&scenario),
             scenario,
         });
         let queue = tokio::spawn(webhooks::run_queue(shared.clone(), rx));
@@ -340,6 +356,8 @@ impl Emulator {
             hub_repo,
             private_key_pem: private_pem,
             webhook_secret,
+            oauth_client_id: shared.oauth.client_id.clone(),
+            oauth_client_secret: shared.oauth.client_secret().to_owned(),
             stop,
             server,
             queue,

@@ -115,9 +115,27 @@ pub async fn installation_repos(State(sh): S, Query(q): Query<PageQuery>) -> Api
 }
 
 /// `GET /repos/{owner}/{repo}`
-pub async fn get_repo(State(sh): S, Path((o, r)): Path<(String, String)>) -> ApiResult {
+pub async fn get_repo(
+    State(sh): S,
+    Path((o, r)): Path<(String, String)>,
+    user: Option<axum::Extension<super::oauth::SignedInUser>>,
+) -> ApiResult {
     let w = sh.world();
     let i = w.repo(&sh.ctx, &o, &r).ok_or_else(ApiError::not_found)?;
+    if let Some(axum::Extension(super::oauth::SignedInUser(u))) = user {
+        // A person's token sees only what the person can read, with their permissions.
+        let name = &w.repos[i].name;
+        if !u.can_read(name) {
+            return Err(ApiError::not_found());
+        }
+        let write = u.can_write(name);
+        let mut v = json::repo_rest(&sh.ctx, &w.repos[i]);
+        v["permissions"] = serde_json::json!({
+            "admin": false, "maintain": false, "push": write, "triage": write, "pull": true
+        });
+        drop(w);
+        return Ok(raw_json(v.to_string(), None));
+    }
     let body = json::repo_rest_cached(&sh.ctx, &w.repos[i]);
     drop(w);
     Ok(raw_json(body.to_string(), None))

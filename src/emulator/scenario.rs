@@ -56,6 +56,81 @@ pub struct Scenario {
     pub spoke: SpokeConfig,
     #[serde(default)]
     pub faults: Faults,
+    /// Signing in with GitHub: the App's OAuth client.
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+    /// People who can sign in, and what each may see (default: `octocat` with write access
+    /// to every repository, `mona` with read access, `outsider` with none).
+    #[serde(default = "default_users")]
+    pub users: Vec<UserConfig>,
+}
+
+/// The App's OAuth client (the web flow of "Sign in with GitHub").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Default `Iv1.<slug>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Random when absent.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Lifetime of user-to-server tokens (GitHub: 8 hours).
+    #[serde(default = "default_user_token_ttl")]
+    pub token_ttl_s: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            token_ttl_s: default_user_token_ttl(),
+        }
+    }
+}
+
+fn default_user_token_ttl() -> u64 {
+    28_800
+}
+
+/// A person of the organization: repository names they may read and write (`"*"`: all).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub login: String,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+impl UserConfig {
+    fn listed(list: &[String], repo: &str) -> bool {
+        list.iter()
+            .any(|r| r == "*" || r.eq_ignore_ascii_case(repo))
+    }
+    /// Whether this person may read repository `name` (of the organization).
+    pub fn can_read(&self, name: &str) -> bool {
+        self.can_write(name) || Self::listed(&self.read, name)
+    }
+    /// Whether this person may push to repository `name`.
+    pub fn can_write(&self, name: &str) -> bool {
+        Self::listed(&self.write, name)
+    }
+}
+
+fn default_users() -> Vec<UserConfig> {
+    let user = |login: &str, read: &[&str], write: &[&str]| UserConfig {
+        login: login.into(),
+        read: read.iter().map(|s| s.to_string()).collect(),
+        write: write.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        user("octocat", &[], &["*"]),
+        user("mona", &["*"], &[]),
+        user("outsider", &[], &[]),
+    ]
 }
 
 /// The emulated GitHub App.
@@ -184,6 +259,9 @@ pub struct RepoConfig {
     /// How long runs here last (ms, a range), instead of `spoke.duration_ms`.
     #[serde(default)]
     pub duration_ms: Option<[u64; 2]>,
+    /// The summary the spoke's report sends with its result (Markdown, as a task writes it).
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
 fn default_visibility() -> String {
@@ -351,6 +429,8 @@ impl Scenario {
             },
             spoke: SpokeConfig::default(),
             faults: Faults::default(),
+            oauth: OAuthConfig::default(),
+            users: default_users(),
         }
     }
 
@@ -384,6 +464,29 @@ impl Scenario {
                     ));
                 }
             }
+        }
+        let mut logins = std::collections::HashSet::new();
+        for u in &self.users {
+            if u.login.is_empty()
+                || !u
+                    .login
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(invalid(
+                    "users.login",
+                    format!("{:?} is not a GitHub login", u.login),
+                ));
+            }
+            if !logins.insert(u.login.to_ascii_lowercase()) {
+                return Err(invalid(
+                    "users.login",
+                    format!("{} is listed twice", u.login),
+                ));
+            }
+        }
+        if self.oauth.token_ttl_s == 0 {
+            return Err(invalid("oauth.token_ttl_s", "must be at least 1"));
         }
         if self.spoke.action_concurrency == 0 {
             return Err(invalid("spoke.action_concurrency", "must be at least 1"));

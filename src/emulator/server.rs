@@ -41,6 +41,8 @@ pub struct Shared {
     pub actions: super::action_callback::ActionRunner,
     /// Woken whenever a check run is created or updated.
     pub check_runs_changed: tokio::sync::Notify,
+    /// "Sign in with GitHub": the App's OAuth client and the user tokens it issued.
+    pub oauth: super::oauth::OAuthStore,
 }
 
 impl Shared {
@@ -72,6 +74,14 @@ enum AuthKind {
     None,
     Jwt,
     Token,
+    /// A user-to-server token (signing in with GitHub).
+    User,
+}
+
+/// Routes a user-to-server token may call in the emulator: who the person is and whether they
+/// can see a repository (what signing in with GitHub needs).
+fn user_route(method: &Method, route: &str) -> bool {
+    method == Method::GET && (route == "/user" || route == "/repos/{o}/{r}")
 }
 
 fn auth_kind(path: &str) -> AuthKind {
@@ -183,7 +193,15 @@ pub async fn api_middleware(
     if faults.api_latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.api_latency_ms)).await;
     }
-    let kind = auth_kind(&path);
+    let user = match auth_kind(&path) {
+        AuthKind::Token => bearer(req.headers()).and_then(|t| shared.oauth.user_of(t)),
+        _ => None,
+    };
+    let kind = if user.is_some() {
+        AuthKind::User
+    } else {
+        auth_kind(&path)
+    };
     let selected = version::select(req.headers(), faults.ghes_3_20);
     let version = selected.as_ref().ok().copied();
     let gate = match gate(&shared, &method, &route, kind, req.headers(), selected) {
@@ -199,6 +217,16 @@ pub async fn api_middleware(
     }
     if let Some(v) = version {
         req.extensions_mut().insert(v);
+    }
+    if let Some(user) = user {
+        if !user_route(&method, &route) {
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+            );
+            return finish(e.into_response(), Some(&gate), &request_id, version);
+        }
+        req.extensions_mut().insert(user);
     }
     let resp = next.run(req).await;
     if gate.lose_response {

@@ -185,7 +185,7 @@ fn spoke_callback(shared: &Shared, w: &mut World, id: u64) {
     };
     let repo = &w.repos[run.repo];
     let get = |k: &str| run.inputs.get(k).cloned().unwrap_or_default();
-    let payload = json!({
+    let mut payload = json!({
         "hub_run_id": get("hub_run_id"),
         "repo": repo.full_name,
         "status": run.conclusion,
@@ -194,6 +194,9 @@ fn spoke_callback(shared: &Shared, w: &mut World, id: u64) {
         "run_url": run.html_url,
         "callback_token": get("callback_token"),
     });
+    if let Some(summary) = &repo.summary {
+        payload["summary"] = json!(summary);
+    }
     let hub = w.hub_repo;
     repository_dispatch(
         shared,

@@ -45,6 +45,8 @@ pub struct Repo {
     pub stuck: bool,
     /// How long runs here last (ms, a range), instead of the scenario's `spoke.duration_ms`.
     pub duration_ms: Option<[u64; 2]>,
+    /// The summary the spoke's report sends.
+    pub summary: Option<String>,
     /// Workflow run ids, in creation order.
     pub runs: Vec<u64>,
     /// Check run ids, in creation order.
@@ -235,6 +237,7 @@ impl World {
                 default_branch: "main".into(),
                 stuck: false,
                 duration_ms: None,
+                summary: None,
             })
             .collect();
         let mut index: HashMap<String, usize> = configs
@@ -267,6 +270,7 @@ impl World {
                     default_branch: "main".into(),
                     stuck: false,
                     duration_ms: None,
+                    summary: None,
                 });
                 index.insert(sc.org.hub_repo.clone(), configs.len() - 1);
                 configs.len() - 1
@@ -311,6 +315,7 @@ impl World {
                 conclusion: c.conclusion,
                 stuck: c.stuck,
                 duration_ms: c.duration_ms,
+                summary: c.summary,
                 runs: Vec::new(),
                 check_runs: Vec::new(),
                 next_run_number: 1,

@@ -89,6 +89,21 @@ impl Engine {
         Ok(format!("re-run of {rerun} failed spokes"))
     }
 
+    /// "Re-run failed" on the run page, by a person with write access to the hub repository:
+    /// what the newest check run's button does. `None` when there is no such run.
+    pub async fn rerun_failed_by(&self, id: &HubRunId, by: &str) -> anyhow::Result<Option<usize>> {
+        let Some(run) = self.store().run(id).await? else {
+            return Ok(None);
+        };
+        if run.cancel_requested {
+            tracing::info!(hub_run_id = %id, by, "re-run ignored: the run was cancelled");
+            return Ok(Some(0));
+        }
+        let moved = self.rerun_failed(&run).await?;
+        tracing::info!(hub_run_id = %id, by, spokes = moved, "re-run of failed spokes from the run page");
+        Ok(Some(moved))
+    }
+
     /// Re-opens a run and moves its failed and timed-out spokes to `retry_wait`, due now.
     ///
     /// Safe to repeat after a failure at any step (the delivery is processed again): the new

@@ -174,20 +174,3 @@ pub async fn cancel(
         }
     }
 }
-
-/// `GET /runs/{id}`: where check runs' "details" link points. Run details name private
-/// repositories and this page has no login, so it only says where the details are.
-pub async fn run_page(Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<HubRunId>() else {
-        return error(StatusCode::NOT_FOUND, "no such run");
-    };
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!(
-            "spokehub hub run {id}\n\nIts result is in the check run on GitHub (the Checks tab of the \
-             hub repository's commit). Operators read every spoke with `spokehub status {id}` or \
-             GET /api/v1/runs/{id} with the API token.\n"
-        ),
-    )
-        .into_response()
-}

@@ -30,6 +30,8 @@ pub struct Credentials {
     pub name: String,
     pub pem: SecretString,
     pub webhook_secret: SecretString,
+    /// The App's OAuth client ("Sign in with GitHub" on the run page), when GitHub sent it.
+    pub oauth: Option<(String, SecretString)>,
 }
 
 /// Fails when `out` already holds either file (checked before the flow starts).
@@ -81,6 +83,10 @@ struct GithubOut<'a> {
     private_key_file: &'a Path,
     webhook_secret: &'a str,
     api_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oauth_client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oauth_client_secret: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +114,8 @@ pub fn write(
             private_key_file: &key,
             webhook_secret: creds.webhook_secret.expose_secret(),
             api_url: api_url.as_str().trim_end_matches('/'),
+            oauth_client_id: creds.oauth.as_ref().map(|(id, _)| id.as_str()),
+            oauth_client_secret: creds.oauth.as_ref().map(|(_, s)| s.expose_secret()),
         },
         server: ServerOut {
             public_url: public_url.as_str().trim_end_matches('/'),
@@ -142,6 +150,7 @@ mod tests {
                 "-----BEGIN RSA PRIVATE KEY-----\nk\n-----END RSA PRIVATE KEY-----\n",
             ),
             webhook_secret: SecretString::from("s\"e=c\\ret"),
+            oauth: Some(("Iv1.abc".into(), SecretString::from("oauth-secret"))),
         };
         let api = Url::parse("https://ghes.example/api/v3").unwrap();
         let public = Url::parse("https://hub.example/").unwrap();
@@ -174,6 +183,14 @@ mod tests {
         assert_eq!(
             file.server.public_url.as_deref(),
             Some("https://hub.example")
+        );
+        assert_eq!(file.github.oauth_client_id.as_deref(), Some("Iv1.abc"));
+        assert_eq!(
+            file.github
+                .oauth_client_secret
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some("oauth-secret")
         );
         assert!(check_free(dir.path()).is_err());
         assert!(matches!(

@@ -57,6 +57,10 @@ struct Conversion {
     html_url: String,
     pem: SecretString,
     webhook_secret: Option<SecretString>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<SecretString>,
 }
 
 fn escape(s: &str) -> String {
@@ -199,6 +203,7 @@ async fn exchange(f: &Flow, code: &str) -> anyhow::Result<Created> {
         name: name.clone(),
         pem: c.pem,
         webhook_secret,
+        oauth: c.client_id.zip(c.client_secret),
     };
     let out = f.out.clone();
     let (api_url, public_url, hub_repo) =

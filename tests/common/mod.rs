@@ -2,7 +2,9 @@
 //! with helpers to act as a person and to read what GitHub (the emulator) ends up showing.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod postgres;
+pub mod web;
 
 use std::time::Duration;
 
@@ -59,6 +61,29 @@ impl World {
         hub_toml: &str,
         edit: impl FnOnce(&mut spokehub::config::Config),
     ) -> World {
+        Self::start_full(database_url, scenario, hub_toml, |c, _, _| edit(c)).await
+    }
+
+    /// A world whose hub serves the run page: its public URL is its own address and it signs
+    /// people in with the emulator's OAuth client.
+    pub async fn start_with_page(scenario: &str, hub_toml: &str) -> World {
+        Self::start_full(None, scenario, hub_toml, |c, emulator, addr| {
+            c.public_url = Some(format!("http://{addr}/").parse().unwrap());
+            c.oauth = Some(spokehub::config::OAuthClient {
+                client_id: emulator.oauth_client_id.clone(),
+                client_secret: emulator.oauth_client_secret.clone().into(),
+            });
+        })
+        .await
+    }
+
+    /// [`World::start_editing`] with the emulator and the hub's address at hand.
+    pub async fn start_full(
+        database_url: Option<String>,
+        scenario: &str,
+        hub_toml: &str,
+        edit: impl FnOnce(&mut spokehub::config::Config, &EmulatorHandle, std::net::SocketAddr),
+    ) -> World {
         let scenario = Scenario::from_toml(scenario).expect("valid scenario");
         let dir = tempfile::tempdir().unwrap();
         let hub_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -69,7 +94,7 @@ impl World {
             .expect("emulator starts");
         let database_url = database_url.unwrap_or_else(|| sqlite_url(&dir));
         let mut config = hub_config_on(&emulator, &database_url, hub_toml, Some("test-api-token"));
-        edit(&mut config);
+        edit(&mut config, &emulator, hub_listener.local_addr().unwrap());
         let hub = spokehub::server::start(config, hub_listener)
             .await
             .expect("hub starts");
@@ -137,6 +162,18 @@ impl World {
             .await
             .unwrap()
             .expect("a run was started")
+    }
+
+    /// The most recently started run, once there is one (up to 60 s).
+    pub async fn latest_run_wait(&self) -> HubRunId {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(id)) = self.hub.engine.store().latest_run_id().await {
+                return id;
+            }
+            assert!(std::time::Instant::now() < deadline, "no run started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn report(&self, id: &HubRunId) -> RunReport {

@@ -1,0 +1,507 @@
+//! The handlers of `/runs` and `/runs/{id}`: who may see what (GitHub decides, with the
+//! person's token), the live part of the page (server-sent events while the run is active)
+//! and its buttons.
+
+use std::convert::Infallible;
+use std::hash::{Hash as _, Hasher as _};
+use std::time::Duration;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::Deserialize;
+
+use super::auth::{csrf_ok, visitor, CsrfForm, Visitor};
+use super::github::{Access, WebGitHubError};
+use super::pages::{self, RunView, SpokeFilter, Viewer};
+use super::session::Session;
+use super::{html, page_off, see_other, with_cookie, Web, WebState};
+use crate::engine::Engine;
+use crate::hub::{HubRunId, RunStatus, Spoke, SpokeStatus, Totals};
+use crate::store::RunRecord;
+
+/// How often the live stream looks for changes.
+const LIVE_EVERY: Duration = Duration::from_millis(500);
+/// A live stream ends after this long (the browser reconnects), within the connection's
+/// lifetime.
+const LIVE_FOR: Duration = Duration::from_secs(45);
+
+/// Why a page cannot be shown.
+enum Denied {
+    /// Not signed in: to the sign-in, then back here.
+    SignIn,
+    /// Unknown run, or GitHub does not show the person its hub repository: the same 404.
+    NotFound(Box<Session>),
+    /// GitHub or the ledger did not answer.
+    Unavailable(String),
+}
+
+fn denied_page(d: Denied, return_to: &str) -> Response {
+    match d {
+        Denied::SignIn => {
+            let q = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("return_to", return_to)
+                .finish();
+            see_other(&format!("/auth/login?{q}"))
+        }
+        Denied::NotFound(s) => html(
+            StatusCode::NOT_FOUND,
+            pages::not_found(Some(&Viewer {
+                login: &s.login,
+                csrf: &s.csrf,
+            })),
+        ),
+        Denied::Unavailable(why) => {
+            tracing::warn!(error = %why, "the run page cannot be shown");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::message(
+                    "Try again",
+                    "GitHub or the hub's database did not answer. Reload in a moment.",
+                ),
+            )
+        }
+    }
+}
+
+/// For requests made by the page's script: plain statuses, no redirects.
+fn denied_status(d: Denied) -> Response {
+    match d {
+        Denied::SignIn => StatusCode::UNAUTHORIZED.into_response(),
+        Denied::NotFound(_) => StatusCode::NOT_FOUND.into_response(),
+        Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+fn from_github(e: WebGitHubError, session: Session) -> Denied {
+    match e {
+        WebGitHubError::SignedOut => Denied::SignIn,
+        WebGitHubError::Refused(_) => Denied::NotFound(Box::new(session)),
+        WebGitHubError::Unavailable(why) => Denied::Unavailable(why),
+    }
+}
+
+/// A run the signed-in person may see, with what they may do.
+struct Allowed {
+    session: Session,
+    set_cookie: Option<String>,
+    run: RunRecord,
+    access: Access,
+}
+
+async fn allowed(
+    engine: &Engine,
+    web: &Web,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Allowed, Denied> {
+    let Visitor::SignedIn {
+        session,
+        set_cookie,
+    } = visitor(web, headers).await
+    else {
+        return Err(Denied::SignIn);
+    };
+    let Ok(id) = id.parse::<HubRunId>() else {
+        return Err(Denied::NotFound(Box::new(session)));
+    };
+    let run = match engine.store().run(&id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return Err(Denied::NotFound(Box::new(session))),
+        Err(e) => return Err(Denied::Unavailable(e.to_string())),
+    };
+    let (access, session, set_cookie) = match web
+        .github
+        .access(session.user_id, &session.access_token, &run.hub_repo)
+        .await
+    {
+        Ok(a) => (a, session, set_cookie),
+        // GitHub refused the token before its time: refresh it once.
+        Err(WebGitHubError::SignedOut) => {
+            let Some((session, cookie)) = super::auth::renew(web, session).await else {
+                return Err(Denied::SignIn);
+            };
+            match web
+                .github
+                .access(session.user_id, &session.access_token, &run.hub_repo)
+                .await
+            {
+                Ok(a) => (a, session, Some(cookie)),
+                Err(e) => return Err(from_github(e, session)),
+            }
+        }
+        Err(e) => return Err(from_github(e, session)),
+    };
+    if access == Access::None {
+        return Err(Denied::NotFound(Box::new(session)));
+    }
+    Ok(Allowed {
+        session,
+        set_cookie,
+        run,
+        access,
+    })
+}
+
+#[derive(Deserialize, Default)]
+pub struct FilterQuery {
+    problems: Option<String>,
+    state: Option<String>,
+    q: Option<String>,
+    page: Option<usize>,
+}
+
+impl FilterQuery {
+    fn filter(&self) -> SpokeFilter {
+        SpokeFilter {
+            problems_only: self.problems.as_deref().is_some_and(|v| !v.is_empty()),
+            state: self
+                .state
+                .as_deref()
+                .and_then(|s| s.parse::<SpokeStatus>().ok()),
+            search: self
+                .q
+                .as_deref()
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(100)
+                .collect(),
+            page: self.page.unwrap_or(1).max(1),
+        }
+    }
+}
+
+/// Renders the run's page (`whole`) or its live part.
+async fn render(
+    engine: &Engine,
+    web: &Web,
+    a: &Allowed,
+    q: &FilterQuery,
+    whole: bool,
+) -> Result<String, Denied> {
+    let unavailable = |e: crate::store::StoreError| Denied::Unavailable(e.to_string());
+    let spokes: Vec<Spoke> = engine
+        .store()
+        .spokes(&a.run.id)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|r| r.spoke)
+        .collect();
+    let events = engine
+        .store()
+        .run_events(&a.run.id)
+        .await
+        .map_err(unavailable)?;
+    let totals = Totals::of(&spokes);
+    let filter = q.filter();
+    let view = RunView {
+        run: &a.run,
+        totals: &totals,
+        spokes: &spokes,
+        events: &events,
+        filter: &filter,
+        can_act: a.access == Access::Write,
+        web_url: &web.web_url,
+    };
+    let viewer = Viewer {
+        login: &a.session.login,
+        csrf: &a.session.csrf,
+    };
+    Ok(if whole {
+        pages::run_page(&view, &viewer)
+    } else {
+        pages::run_live(&view, &viewer)
+    })
+}
+
+fn path_and_query(id: &str, uri: &axum::http::Uri) -> String {
+    match uri.query() {
+        Some(q) => format!("/runs/{id}?{q}"),
+        None => format!("/runs/{id}"),
+    }
+}
+
+/// `GET /runs/{id}`
+pub async fn page(
+    State(engine): State<Engine>,
+    Extension(web): Extension<WebState>,
+    Path(id): Path<String>,
+    Query(q): Query<FilterQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let Some(web) = web.0 else {
+        return page_off();
+    };
+    let here = path_and_query(&id, &uri);
+    let a = match allowed(&engine, &web, &headers, &id).await {
+        Ok(a) => a,
+        Err(d) => return denied_page(d, &here),
+    };
+    match render(&engine, &web, &a, &q, true).await {
+        Ok(body) => with_cookie(html(StatusCode::OK, body), a.set_cookie),
+        Err(d) => denied_page(d, &here),
+    }
+}
+
+/// `GET /runs/{id}/fragment`: the live part of the page, for its script.
+pub async fn fragment(
+    State(engine): State<Engine>,
+    Extension(web): Extension<WebState>,
+    Path(id): Path<String>,
+    Query(q): Query<FilterQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(web) = web.0 else {
+        return page_off();
+    };
+    let a = match allowed(&engine, &web, &headers, &id).await {
+        Ok(a) => a,
+        Err(d) => return denied_status(d),
+    };
+    match render(&engine, &web, &a, &q, false).await {
+        Ok(body) => with_cookie(html(StatusCode::OK, body), a.set_cookie),
+        Err(d) => denied_status(d),
+    }
+}
+
+/// What changes on the page, in one number.
+fn fingerprint(run: &RunRecord, spokes: &[crate::store::SpokeRecord]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    run.status.as_str().hash(&mut h);
+    run.conclusion.hash(&mut h);
+    run.cancel_requested.hash(&mut h);
+    run.check_run_id.hash(&mut h);
+    for r in spokes {
+        let s = &r.spoke;
+        s.status.as_str().hash(&mut h);
+        s.attempt.hash(&mut h);
+        s.reason.hash(&mut h);
+        s.finished_at.hash(&mut h);
+        s.workflow_run_id.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// `GET /runs/{id}/live`: server-sent events, `change` whenever the run or a spoke changes,
+/// `done` when it completes.
+pub async fn live(
+    State(engine): State<Engine>,
+    Extension(web): Extension<WebState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(web) = web.0 else {
+        return page_off();
+    };
+    let a = match allowed(&engine, &web, &headers, &id).await {
+        Ok(a) => a,
+        Err(d) => return denied_status(d),
+    };
+    let run_id = a.run.id;
+    let started = tokio::time::Instant::now();
+    let stream = futures::stream::unfold(
+        (engine, None::<u64>, false),
+        move |(engine, last, ended)| async move {
+            if ended || started.elapsed() > LIVE_FOR {
+                return None;
+            }
+            loop {
+                if last.is_some() {
+                    tokio::time::sleep(LIVE_EVERY).await;
+                }
+                if started.elapsed() > LIVE_FOR {
+                    return None;
+                }
+                let run = engine.store().run(&run_id).await.ok().flatten()?;
+                let spokes = engine.store().spokes(&run_id).await.ok()?;
+                let fp = fingerprint(&run, &spokes);
+                let done = run.status == RunStatus::Completed;
+                if done {
+                    let e = Event::default().event("done").data(fp.to_string());
+                    return Some((Ok::<_, Infallible>(e), (engine, Some(fp), true)));
+                }
+                if last != Some(fp) {
+                    let kind = if last.is_none() { "hello" } else { "change" };
+                    let e = Event::default().event(kind).data(fp.to_string());
+                    return Some((Ok(e), (engine, Some(fp), false)));
+                }
+            }
+        },
+    );
+    let mut r = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    super::secure_headers(r.headers_mut());
+    with_cookie(r, a.set_cookie)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    active: Option<String>,
+    task: Option<String>,
+}
+
+/// `GET /runs`: the recent runs of the hub repositories the person can read.
+pub async fn list(
+    State(engine): State<Engine>,
+    Extension(web): Extension<WebState>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let Some(web) = web.0 else {
+        return page_off();
+    };
+    let here = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/runs".into());
+    let Visitor::SignedIn {
+        session,
+        set_cookie,
+    } = visitor(&web, &headers).await
+    else {
+        return denied_page(Denied::SignIn, &here);
+    };
+    let active_only = q.active.as_deref().is_some_and(|v| !v.is_empty());
+    let runs = match engine
+        .store()
+        .recent_runs(
+            active_only,
+            q.task.as_deref().filter(|t| !t.is_empty()),
+            200,
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return denied_page(Denied::Unavailable(e.to_string()), &here),
+    };
+    let mut seen: std::collections::HashMap<String, Access> = Default::default();
+    let mut visible = Vec::new();
+    for run in runs {
+        let key = run.hub_repo.as_str().to_ascii_lowercase();
+        let access = match seen.get(&key) {
+            Some(a) => *a,
+            None => match web
+                .github
+                .access(session.user_id, &session.access_token, &run.hub_repo)
+                .await
+            {
+                Ok(a) => {
+                    seen.insert(key, a);
+                    a
+                }
+                Err(e) => return denied_page(from_github(e, session), &here),
+            },
+        };
+        if access != Access::None {
+            visible.push(run);
+        }
+    }
+    let viewer = Viewer {
+        login: &session.login,
+        csrf: &session.csrf,
+    };
+    with_cookie(
+        html(
+            StatusCode::OK,
+            pages::runs_list(&visible, &viewer, active_only),
+        ),
+        set_cookie,
+    )
+}
+
+/// Checks a button's post: signed in, may see the run, may push to its hub repository, and
+/// the form is the page's own.
+async fn button(
+    engine: &Engine,
+    web: &Web,
+    headers: &HeaderMap,
+    id: &str,
+    form: &CsrfForm,
+) -> Result<Allowed, Response> {
+    let a = allowed(engine, web, headers, id)
+        .await
+        .map_err(|d| denied_page(d, &format!("/runs/{id}")))?;
+    if !csrf_ok(web, &a.session, form, headers) {
+        tracing::warn!(login = %a.session.login, "a run-page form without this session's token refused");
+        return Err(html(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                "Refused",
+                "This form did not come from this page. Reload it and try again.",
+            ),
+        ));
+    }
+    if a.access != Access::Write {
+        return Err(html(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                "Not allowed",
+                "Cancelling and re-running need write access to the hub repository.",
+            ),
+        ));
+    }
+    Ok(a)
+}
+
+/// `POST /runs/{id}/cancel`
+pub async fn cancel(
+    State(engine): State<Engine>,
+    Extension(web): Extension<WebState>,
+    Path(id): Path<String>,
+    Query(q): Query<FilterQuery>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some(web) = web.0 else {
+        return page_off();
+    };
+    let a = match button(&engine, &web, &headers, &id, &form).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let by = format!("{} on the run page", a.session.login);
+    if let Err(e) = engine.cancel_run(&a.run.id, &by).await {
+        return denied_page(Denied::Unavailable(format!("{e:#}")), "/runs");
+    }
+    with_cookie(see_other(&back_to(&a.run, &q)), a.set_cookie)
+}
+
+/// `POST /runs/{id}/rerun-failed`
+pub async fn rerun_failed(
+    State(engine): State<Engine>,
+    Extension(web): Extension<WebState>,
+    Path(id): Path<String>,
+    Query(q): Query<FilterQuery>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let Some(web) = web.0 else {
+        return page_off();
+    };
+    let a = match button(&engine, &web, &headers, &id, &form).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if let Err(e) = engine.rerun_failed_by(&a.run.id, &a.session.login).await {
+        return denied_page(Denied::Unavailable(format!("{e:#}")), "/runs");
+    }
+    with_cookie(see_other(&back_to(&a.run, &q)), a.set_cookie)
+}
+
+/// The run's page with the filter the button was pressed under.
+fn back_to(run: &RunRecord, q: &FilterQuery) -> String {
+    let f = q.filter();
+    let query = f.query(f.page);
+    if query.is_empty() {
+        format!("/runs/{}", run.id)
+    } else {
+        format!("/runs/{}?{query}", run.id)
+    }
+}
