@@ -265,7 +265,7 @@ pub fn run_live(v: &RunView, viewer: &Viewer) -> String {
         out,
         "<h1>{task} <span class=\"run-id\">run {id}</span></h1>\
          <dl id=\"run-facts\"><dt>Status</dt><dd id=\"run-status\" class=\"status-{st}\">{status}</dd>\
-         <dt>Targets</dt><dd><code>{targets}</code></dd>\
+         <dt>Targets</dt><dd>{targets}</dd>\
          <dt>Parameters</dt><dd><code>{params}</code></dd>\
          <dt>Started by</dt><dd>{sender}</dd>\
          <dt>Hub repository</dt><dd>{hub}</dd>\
@@ -273,12 +273,12 @@ pub fn run_live(v: &RunView, viewer: &Viewer) -> String {
          <dt>Created</dt><dd>{created}</dd>",
         task = esc(&run.task),
         id = esc(&id),
-        st = run.status.as_str(),
+        st = run.conclusion.as_deref().map(esc).unwrap_or_else(|| run.status.as_str().to_owned()),
         status = esc(&status),
         targets = if run.targets.trim().is_empty() {
             "every repository of the installation".to_owned()
         } else {
-            esc(&run.targets)
+            format!("<code>{}</code>", esc(&run.targets))
         },
         params = esc(&run.params),
         sender = esc(&run.sender),
