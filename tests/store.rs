@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use spokehub::hub::{
-    apply, HubRunId, InstallationId, Policy, RepoName, Spoke, SpokeEvent, SpokeStatus, Transition,
-    TransitionContext,
+    apply, Channel, HubRunId, InstallationId, Policy, RepoName, ReportOutcome, Spoke, SpokeEvent,
+    SpokeStatus, Transition, TransitionContext,
 };
 use spokehub::store::{
     now_ms, NewDelivery, NewRun, NewSpoke, OpenReadOnlyError, ReplicaId, Store, StoreError,
@@ -78,7 +78,54 @@ on_both_databases!(
     concurrent_claims_never_take_one_run_twice,
     deliveries_are_claimed_once_retried_after_a_back_off_and_finished,
     changes_read_from_a_mark_include_every_writers_commits,
+    the_spokes_fingerprint_moves_with_every_change_and_the_newest_events_come_last,
 );
+
+/// What the run page's live stream watches: one aggregate that changes with every spoke
+/// change, and the newest events of a long log.
+async fn the_spokes_fingerprint_moves_with_every_change_and_the_newest_events_come_last(db: Db) {
+    let store = db.open().await;
+    let (id, repos) = run_with_spokes(&store, 3).await;
+    let before = store.spokes_fingerprint(&id).await.unwrap();
+    assert_eq!(
+        store.spokes_fingerprint(&id).await.unwrap(),
+        before,
+        "stable at rest"
+    );
+    let mut seen = vec![before];
+    for event in [
+        SpokeEvent::DispatchStarted,
+        SpokeEvent::DispatchAccepted {
+            run_id: Some(7),
+            run_url: None,
+        },
+        SpokeEvent::Report {
+            attempt: 1,
+            run_id: Some(7),
+            run_url: None,
+            outcome: ReportOutcome::Running,
+            channel: Channel::WorkflowRun,
+            summary: None,
+        },
+    ] {
+        store
+            .transition(&id, &repos[1], decide(event))
+            .await
+            .unwrap();
+        let now = store.spokes_fingerprint(&id).await.unwrap();
+        assert!(!seen.contains(&now), "the fingerprint did not move: {now}");
+        seen.push(now);
+    }
+    let (total, newest) = store.run_events_newest(&id, 2).await.unwrap();
+    let all = store.run_events(&id).await.unwrap();
+    assert_eq!(total as usize, all.len());
+    assert!(all.len() >= 3);
+    assert_eq!(
+        newest,
+        all[all.len() - 2..].to_vec(),
+        "the newest two, oldest first"
+    );
+}
 
 fn decide(event: SpokeEvent) -> impl Fn(&Spoke) -> Transition + Send + Sync + 'static {
     move |s: &Spoke| {

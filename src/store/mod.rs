@@ -325,6 +325,23 @@ impl Store {
         on_db!(self, db => db.run_events(id).await)
     }
 
+    /// The number of a run's events and the newest `limit` of them, oldest first (what the
+    /// run page shows; a 10,000-spoke run has tens of thousands).
+    pub async fn run_events_newest(
+        &self,
+        id: &HubRunId,
+        limit: i64,
+    ) -> StoreResult<(i64, Vec<(i64, Option<String>, String, String)>)> {
+        on_db!(self, db => db.run_events_newest(id, limit).await)
+    }
+
+    /// A value that changes whenever a spoke of the run changes state, attempt, times or
+    /// reason: per status, the count, attempts, latest start and end and reasons' length. One
+    /// aggregate query, for the run page's live stream, instead of reading every spoke.
+    pub async fn spokes_fingerprint(&self, id: &HubRunId) -> StoreResult<String> {
+        on_db!(self, db => db.spokes_fingerprint(id).await)
+    }
+
     /// The active run (not a dry run) of this task over these targets in this hub repository,
     /// if any: the concurrency rule.
     pub async fn active_run_for(

@@ -242,6 +242,15 @@ impl GitHubWeb {
                     Access::Read
                 }
             }
+            // A rate limit is not an answer about the person: try again later.
+            403 if resp
+                .headers()
+                .get("x-ratelimit-remaining")
+                .is_some_and(|v| v == "0")
+                || resp.headers().contains_key("retry-after") =>
+            {
+                return Err(unavailable("GitHub's rate limit for the person's token"));
+            }
             403 | 404 => Access::None,
             401 => return Err(WebGitHubError::SignedOut),
             s => return Err(unavailable(format!("GET /repos/…: {s}"))),

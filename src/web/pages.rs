@@ -200,7 +200,9 @@ pub struct RunView<'a> {
     pub run: &'a RunRecord,
     pub totals: &'a Totals,
     pub spokes: &'a [Spoke],
+    /// The newest events, oldest first, and how many the run has in all.
     pub events: &'a [(i64, Option<String>, String, String)],
+    pub events_total: usize,
     pub filter: &'a SpokeFilter,
     /// The person may cancel and re-run.
     pub can_act: bool,
@@ -328,7 +330,7 @@ pub fn run_live(v: &RunView, viewer: &Viewer) -> String {
         out.push_str(&actions(v, viewer));
     }
     out.push_str(&spoke_table(v));
-    out.push_str(&event_log(v.events));
+    out.push_str(&event_log(v.events, v.events_total));
     out
 }
 
@@ -427,7 +429,7 @@ fn spoke_table(v: &RunView) -> String {
     )
 }
 
-fn event_log(events: &[(i64, Option<String>, String, String)]) -> String {
+fn event_log(events: &[(i64, Option<String>, String, String)], total: usize) -> String {
     let mut rows = String::new();
     let start = events.len().saturating_sub(EVENTS_SHOWN);
     for (at, repo, kind, detail) in events[start..].iter().rev() {
@@ -440,8 +442,8 @@ fn event_log(events: &[(i64, Option<String>, String, String)]) -> String {
             esc(detail)
         );
     }
-    let shown = if start > 0 {
-        format!(" (the newest {EVENTS_SHOWN} of {})", events.len())
+    let shown = if total > events.len() - start {
+        format!(" (the newest {} of {total})", events.len() - start)
     } else {
         String::new()
     };

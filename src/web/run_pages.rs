@@ -191,9 +191,9 @@ async fn render(
         .into_iter()
         .map(|r| r.spoke)
         .collect();
-    let events = engine
+    let (events_total, events) = engine
         .store()
-        .run_events(&a.run.id)
+        .run_events_newest(&a.run.id, pages::EVENTS_SHOWN as i64)
         .await
         .map_err(unavailable)?;
     let totals = Totals::of(&spokes);
@@ -203,6 +203,7 @@ async fn render(
         totals: &totals,
         spokes: &spokes,
         events: &events,
+        events_total: events_total as usize,
         filter: &filter,
         can_act: a.access == Access::Write,
         web_url: &web.web_url,
@@ -269,21 +270,14 @@ pub async fn fragment(
     }
 }
 
-/// What changes on the page, in one number.
-fn fingerprint(run: &RunRecord, spokes: &[crate::store::SpokeRecord]) -> u64 {
+/// What changes on the page: the run's own state and the spokes' fingerprint.
+fn fingerprint(run: &RunRecord, spokes: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     run.status.as_str().hash(&mut h);
     run.conclusion.hash(&mut h);
     run.cancel_requested.hash(&mut h);
     run.check_run_id.hash(&mut h);
-    for r in spokes {
-        let s = &r.spoke;
-        s.status.as_str().hash(&mut h);
-        s.attempt.hash(&mut h);
-        s.reason.hash(&mut h);
-        s.finished_at.hash(&mut h);
-        s.workflow_run_id.hash(&mut h);
-    }
+    spokes.hash(&mut h);
     h.finish()
 }
 
@@ -318,7 +312,7 @@ pub async fn live(
                     return None;
                 }
                 let run = engine.store().run(&run_id).await.ok().flatten()?;
-                let spokes = engine.store().spokes(&run_id).await.ok()?;
+                let spokes = engine.store().spokes_fingerprint(&run_id).await.ok()?;
                 let fp = fingerprint(&run, &spokes);
                 let done = run.status == RunStatus::Completed;
                 if done {

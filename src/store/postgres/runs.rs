@@ -249,4 +249,37 @@ impl Db {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    pub async fn run_events_newest(
+        &self,
+        id: &HubRunId,
+        limit: i64,
+    ) -> StoreResult<(i64, Vec<(i64, Option<String>, String, String)>)> {
+        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE run_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        let mut newest: Vec<(i64, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT at, repo, kind, detail FROM events WHERE run_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(id.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        newest.reverse();
+        Ok((total, newest))
+    }
+
+    pub async fn spokes_fingerprint(&self, id: &HubRunId) -> StoreResult<String> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*), COALESCE(SUM(attempt), 0)::BIGINT,
+                    COALESCE(MAX(finished_at), 0), COALESCE(MAX(started_at), 0),
+                    COALESCE(SUM(LENGTH(reason)), 0)::BIGINT, COUNT(workflow_run_id)
+             FROM spokes WHERE run_id = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(format!("{rows:?}"))
+    }
 }

@@ -251,4 +251,36 @@ impl Db {
             .await?,
         )
     }
+
+    pub async fn run_events_newest(
+        &self,
+        id: &HubRunId,
+        limit: i64,
+    ) -> StoreResult<(i64, Vec<(i64, Option<String>, String, String)>)> {
+        let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events WHERE run_id = ?")
+            .bind(id.to_string())
+            .fetch_one(&self.read)
+            .await?;
+        let mut newest: Vec<(i64, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT at, repo, kind, detail FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        newest.reverse();
+        Ok((total, newest))
+    }
+
+    pub async fn spokes_fingerprint(&self, id: &HubRunId) -> StoreResult<String> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*), COALESCE(SUM(attempt), 0), COALESCE(MAX(finished_at), 0),
+                    COALESCE(MAX(started_at), 0), COALESCE(SUM(LENGTH(reason)), 0), COUNT(workflow_run_id)
+             FROM spokes WHERE run_id = ? GROUP BY status ORDER BY status",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        Ok(format!("{rows:?}"))
+    }
 }
