@@ -88,7 +88,13 @@ fn mint_token(shared: &Shared, w: &mut World) -> String {
     );
     let expires_at =
         Utc::now() + chrono::Duration::seconds(shared.scenario.spoke.token_lifetime_s as i64);
-    w.tokens.insert(token.clone(), Token { expires_at });
+    w.tokens.insert(
+        token.clone(),
+        Token {
+            expires_at,
+            scope: Default::default(),
+        },
+    );
     w.counters.tokens_minted += 1;
     token
 }

@@ -41,10 +41,12 @@ mod control;
 mod http;
 mod json;
 mod oauth;
+pub mod oidc;
 mod routes_actions;
 mod routes_app;
 mod routes_checks;
 pub mod scenario;
+mod scopes;
 mod server;
 mod sim;
 mod state;
@@ -241,6 +243,13 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/login/oauth/access_token", post(oauth::access_token))
         .route("/_emulator/oauth/expire", post(oauth::expire))
+        .route(
+            "/_services/token/.well-known/openid-configuration",
+            get(oidc::discovery),
+        )
+        .route("/_services/token/.well-known/jwks", get(oidc::jwks))
+        .route("/_services/token/id-token", get(oidc::id_token))
+        .route("/_emulator/oidc/jobs", post(oidc::add_job))
         .route("/_emulator/state", get(control::state))
         .route("/_emulator/hub/dispatch", post(control::hub_dispatch))
         .route(
@@ -336,6 +345,7 @@ impl Emulator {
             actions: action_callback::ActionRunner::new(&scenario)?,
             check_runs_changed: tokio::sync::Notify::new(),
             oauth: oauth::OAuthStore::new(&scenario),
+            oidc_issuer: std::sync::OnceLock::new(),
             scenario,
         });
         let queue = tokio::spawn(webhooks::run_queue(shared.clone(), rx));

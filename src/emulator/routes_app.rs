@@ -50,11 +50,12 @@ pub async fn create_token(State(sh): S, Path(id): Path<String>, Body(body): Body
     if id.parse::<u64>().ok() != Some(sh.ctx.installation_id) {
         return Err(ApiError::not_found());
     }
-    if let Ok(Json(v)) = &body {
-        if !(v.is_object() || v.is_null()) {
-            return Err(ApiError::unprocessable("Invalid request."));
-        }
-    }
+    let request = match &body {
+        Ok(Json(v)) if v.is_object() || v.is_null() => v.clone(),
+        Ok(_) => return Err(ApiError::unprocessable("Invalid request.")),
+        Err(()) => Value::Null,
+    };
+    let scope = super::scopes::requested(&sh.world(), &sh.ctx, &request)?;
     let mut raw = [0u8; 27];
     rand::Rng::fill(&mut rand::thread_rng(), &mut raw[..]);
     let token = format!(
@@ -63,31 +64,48 @@ pub async fn create_token(State(sh): S, Path(id): Path<String>, Body(body): Body
     );
     let expires_at =
         Utc::now() + chrono::Duration::seconds(sh.scenario.spoke.token_lifetime_s as i64);
+    let mut answer = json!({
+        "token": token, "expires_at": ts(expires_at),
+        "permissions": scope.permissions_json(), "repository_selection": "all",
+    });
     {
         let mut w = sh.world();
+        if let Some(repos) = &scope.repos {
+            let mut sorted: Vec<usize> = repos.iter().copied().collect();
+            sorted.sort_unstable();
+            answer["repository_selection"] = json!("selected");
+            answer["repositories"] = Value::Array(
+                sorted
+                    .iter()
+                    .map(|&i| json::repo_rest(&sh.ctx, &w.repos[i]))
+                    .collect(),
+            );
+        }
         let now = Utc::now();
         w.tokens.retain(|_, t| t.expires_at > now);
-        w.tokens.insert(token.clone(), Token { expires_at });
+        w.tokens.insert(token.clone(), Token { expires_at, scope });
         w.counters.tokens_minted += 1;
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "token": token, "expires_at": ts(expires_at),
-            "permissions": json::permissions(), "repository_selection": "all",
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// `GET /installation/repositories`
-pub async fn installation_repos(State(sh): S, Query(q): Query<PageQuery>) -> ApiResult {
+pub async fn installation_repos(
+    State(sh): S,
+    Query(q): Query<PageQuery>,
+    scope: Option<axum::Extension<super::scopes::TokenScope>>,
+) -> ApiResult {
     let (per, page) = q.resolve()?;
     let w = sh.world();
-    let total = w.repos.len();
+    // A narrowed token lists only its repositories.
+    let reaches = |i: usize| scope.as_ref().is_none_or(|s| s.0.reaches(i));
+    let total = (0..w.repos.len()).filter(|&i| reaches(i)).count();
     let items: Vec<Arc<str>> = w
         .repos
         .iter()
+        .enumerate()
+        .filter(|(i, _)| reaches(*i))
+        .map(|(_, r)| r)
         .skip((page - 1) * per)
         .take(per)
         .map(|r| json::repo_rest_cached(&sh.ctx, r))

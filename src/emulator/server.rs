@@ -43,6 +43,8 @@ pub struct Shared {
     pub check_runs_changed: tokio::sync::Notify,
     /// "Sign in with GitHub": the App's OAuth client and the user tokens it issued.
     pub oauth: super::oauth::OAuthStore,
+    /// The Actions OIDC issuer, made at its first use (its key takes a moment to generate).
+    pub oidc_issuer: std::sync::OnceLock<super::oidc::Issuer>,
 }
 
 impl Shared {
@@ -55,6 +57,15 @@ impl Shared {
             .next_webhook
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(&self.webhook_urls[n % self.webhook_urls.len()])
+    }
+
+    /// The Actions OIDC issuer.
+    pub fn oidc(&self) -> &super::oidc::Issuer {
+        self.oidc_issuer.get_or_init(|| {
+            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
+                .expect("an RSA key for the OIDC issuer");
+            super::oidc::Issuer::new(&key).expect("the OIDC issuer's key loads")
+        })
     }
 
     /// Milliseconds since the emulator started.
@@ -204,8 +215,19 @@ pub async fn api_middleware(
     };
     let selected = version::select(req.headers(), faults.ghes_3_20);
     let version = selected.as_ref().ok().copied();
-    let gate = match gate(&shared, &method, &route, kind, req.headers(), selected) {
-        Ok(g) => g,
+    let gate = match gate(
+        &shared,
+        (&method, &route, &path),
+        kind,
+        req.headers(),
+        selected,
+    ) {
+        Ok((g, scope)) => {
+            if let Some(scope) = scope {
+                req.extensions_mut().insert(scope);
+            }
+            g
+        }
         Err((e, g)) => {
             let g = g.unwrap_or_else(|| snapshot(&shared));
             return finish(e.into_response(), Some(&g), &request_id, version);
@@ -242,12 +264,11 @@ type GateError = (ApiError, Option<Gate>);
 /// lock.
 fn gate(
     shared: &Shared,
-    method: &Method,
-    route: &str,
+    (method, route, path): (&Method, &str, &str),
     kind: AuthKind,
     headers: &HeaderMap,
     version: Result<ApiVersion, ApiError>,
-) -> Result<Gate, GateError> {
+) -> Result<(Gate, Option<super::scopes::TokenScope>), GateError> {
     let faults = &shared.scenario.faults;
     // JWT verification is CPU work: do it before taking the lock.
     let jwt = if kind == AuthKind::Jwt {
@@ -269,10 +290,17 @@ fn gate(
         .entry(version.as_str())
         .or_insert(0) += 1;
     jwt.map_err(|e| (e, None))?;
+    let mut scope = None;
     if kind == AuthKind::Token {
         let token = bearer(headers).unwrap_or("");
         match w.tokens.get(token) {
-            Some(t) if t.expires_at > now_s => {}
+            Some(t) if t.expires_at > now_s => {
+                // A narrowed token: outside its repositories 404, beyond its permissions 403.
+                t.scope
+                    .check(&w, &shared.ctx, method, route, path)
+                    .map_err(|e| (e, None))?;
+                scope = Some(t.scope.clone());
+            }
             _ => return Err((ApiError::unauthorized("Bad credentials"), None)),
         }
     }
@@ -308,7 +336,7 @@ fn gate(
         w.counters.lost_responses += 1;
         g.lose_response = true;
     }
-    Ok(g)
+    Ok((g, scope))
 }
 
 /// Primary and secondary limits of the installation token bucket.

@@ -148,6 +148,8 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct Token {
     pub expires_at: DateTime<Utc>,
+    /// The repositories and permissions it was narrowed to.
+    pub scope: super::scopes::TokenScope,
 }
 
 /// A `repository_dispatch` event created through the API (or by a simulated spoke).

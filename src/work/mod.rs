@@ -1,0 +1,4 @@
+//! Pulled work (the pull and hybrid models): who may claim a spoke's work. Workers in GitHub
+//! Actions prove who they are with their job's OIDC ID token ([`oidc`]).
+
+pub mod oidc;
