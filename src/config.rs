@@ -339,6 +339,22 @@ impl Config {
         .transpose()?
         .unwrap_or_else(|| web_url_for(&api_url));
         let oauth = oauth_client(args, &file)?;
+        // Signing in sends people back to PUBLIC_URL/auth/callback, and the pages link from
+        // the root of the hub's address.
+        if oauth.is_some() {
+            match &public_url {
+                None => bail!(
+                    "setting SPOKEHUB_PUBLIC_URL (or server.public_url) is required with an OAuth \
+                     client: GitHub sends people back to PUBLIC_URL/auth/callback"
+                ),
+                Some(u) if u.path() != "/" => bail!(
+                    "setting SPOKEHUB_PUBLIC_URL (or server.public_url): the run page needs the hub \
+                     at the root of its address, got the path {:?}",
+                    u.path()
+                ),
+                Some(_) => {}
+            }
+        }
         let replica_id = args
             .replica_id
             .as_deref()
@@ -669,6 +685,18 @@ mod tests {
             .to_string();
         assert!(e.contains("SPOKEHUB_OAUTH_CLIENT_SECRET"), "{e}");
         a.oauth_client_secret = Some("s".into());
+        let e = Config::from_parts(&a, FileConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("SPOKEHUB_PUBLIC_URL"), "{e}");
+        a.public_url = Some("https://hub.example/spokehub".into());
+        let e = Config::from_parts(&a, FileConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("root"), "{e}");
+        a.public_url = Some("https://hub.example".into());
         let c = Config::from_parts(&a, FileConfig::default()).unwrap();
         assert_eq!(c.oauth.unwrap().client_id, "Iv1.x");
         let mut b = args();

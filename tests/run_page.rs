@@ -142,6 +142,7 @@ async fn people_without_access_get_the_same_404_as_an_unknown_run() {
         .await
         .unwrap();
     assert_eq!(pressed.status(), StatusCode::FORBIDDEN);
+    assert!(pressed.text().await.unwrap().contains("need write access"));
     let after = world.report(&report.run.id).await;
     assert_eq!(after.run.status, RunStatus::Completed, "nothing was re-run");
 }

@@ -137,7 +137,10 @@ fn load_key(sc: &Scenario) -> anyhow::Result<Option<RsaPrivateKey>> {
     Ok(Some(key))
 }
 
-fn write_out(dir: &Path, h: &EmulatorHandle) -> anyhow::Result<()> {
+/// `app.pem` and `app.env` (what `spokehub serve` needs to talk to this emulator). With a
+/// webhook URL `http://HUB/webhook`, the hub's public URL is `http://HUB` and the run page's
+/// OAuth client is included.
+fn write_out(dir: &Path, h: &EmulatorHandle, hub_url: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let pem_path = dir.join("app.pem");
     std::fs::write(&pem_path, &h.private_key_pem)
@@ -149,15 +152,20 @@ fn write_out(dir: &Path, h: &EmulatorHandle) -> anyhow::Result<()> {
     }
     let abs = std::fs::canonicalize(&pem_path).unwrap_or(pem_path);
     let env = format!(
-        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_HUB_REPOSITORY={}\nSPOKEHUB_OAUTH_CLIENT_ID={}\nSPOKEHUB_OAUTH_CLIENT_SECRET={}\n",
+        "SPOKEHUB_APP_ID={}\nSPOKEHUB_PRIVATE_KEY_FILE={}\nSPOKEHUB_WEBHOOK_SECRET={}\nSPOKEHUB_GITHUB_API_URL={}\nSPOKEHUB_HUB_REPOSITORY={}\n",
         h.app_id,
         abs.display(),
         h.webhook_secret,
         h.base_url,
         h.hub_repo,
-        h.oauth_client_id,
-        h.oauth_client_secret,
     );
+    let env = match hub_url {
+        Some(hub) => format!(
+            "{env}SPOKEHUB_PUBLIC_URL={hub}\nSPOKEHUB_OAUTH_CLIENT_ID={}\nSPOKEHUB_OAUTH_CLIENT_SECRET={}\n",
+            h.oauth_client_id, h.oauth_client_secret
+        ),
+        None => env,
+    };
     let env_path = dir.join("app.env");
     std::fs::write(&env_path, env)
         .with_context(|| format!("cannot write {}", env_path.display()))?;
@@ -288,6 +296,10 @@ impl Emulator {
         webhook_urls: Vec<String>,
         out_dir: Option<PathBuf>,
     ) -> anyhow::Result<EmulatorHandle> {
+        let hub_url = webhook_urls
+            .first()
+            .and_then(|u| u.strip_suffix("/webhook"))
+            .map(str::to_owned);
         let key = match load_key(&scenario)? {
             Some(k) => k,
             None => {
@@ -373,7 +385,7 @@ impl Emulator {
             queue,
         };
         if let Some(dir) = out_dir {
-            write_out(&dir, &handle)?;
+            write_out(&dir, &handle, hub_url.as_deref())?;
         }
         Ok(handle)
     }

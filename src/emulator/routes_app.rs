@@ -142,8 +142,9 @@ pub async fn get_repo(
     let i = w.repo(&sh.ctx, &o, &r).ok_or_else(ApiError::not_found)?;
     if let Some(axum::Extension(super::oauth::SignedInUser(u))) = user {
         // A person's token sees only what the person can read, with their permissions.
+        // As on GitHub: anyone signed in may read a public repository.
         let name = &w.repos[i].name;
-        if !u.can_read(name) {
+        if !u.can_read(name) && w.repos[i].visibility != "public" {
             return Err(ApiError::not_found());
         }
         let write = u.can_write(name);

@@ -102,6 +102,10 @@ impl TransitionRecord {
     }
 }
 
+/// One status's line of a run's spoke fingerprint: status, count, attempts, latest end,
+/// latest start, reasons' length, run ids, run links, summaries' length.
+pub(super) type FingerprintRow = (String, i64, i64, i64, i64, i64, i64, i64, i64);
+
 /// The columns of a run row (`SELECT {RUN_COLUMNS}`).
 pub(super) const RUN_COLUMNS: &str =
     "id, installation_id, hub_repo, task, targets, params, dry_run, git_ref, head_sha, sender,

@@ -116,7 +116,16 @@ async fn refresh(web: &Web, refresh_token: &str) -> Result<UserTokens, WebGitHub
 /// Where to go after signing in: a path of this hub only (never `//host` or a URL).
 fn local_path(p: Option<&str>) -> String {
     match p {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        // Printable ASCII only: browsers drop tabs and newlines from URLs, so `/\t/evil`
+        // would become `//evil`.
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && p.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            p.to_owned()
+        }
         _ => "/runs".to_owned(),
     }
 }
@@ -295,6 +304,10 @@ mod tests {
             "https://evil.example",
             "/\\evil.example",
             "",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\r\n/evil",
         ] {
             assert_eq!(local_path(Some(bad)), "/runs", "{bad}");
         }

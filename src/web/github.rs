@@ -251,7 +251,9 @@ impl GitHubWeb {
             {
                 return Err(unavailable("GitHub's rate limit for the person's token"));
             }
-            403 | 404 => Access::None,
+            // Not cached: a 403 (SSO not authorized, say) may change within minutes.
+            403 => return Ok(Access::None),
+            404 => Access::None,
             401 => return Err(WebGitHubError::SignedOut),
             s => return Err(unavailable(format!("GET /repos/…: {s}"))),
         };

@@ -91,7 +91,8 @@ pub fn select<'s>(spokes: &'s [Spoke], filter: &SpokeFilter) -> (Vec<&'s Spoke>,
             .then_with(|| a.repo.as_str().cmp(b.repo.as_str()))
     });
     let total = kept.len();
-    let start = (filter.page.max(1) - 1) * PAGE_SIZE;
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let start = (filter.page.clamp(1, pages) - 1) * PAGE_SIZE;
     let page = kept.into_iter().skip(start).take(PAGE_SIZE).collect();
     (page, total)
 }

@@ -38,8 +38,21 @@ enum Denied {
     Unavailable(String),
 }
 
-fn denied_page(d: Denied, return_to: &str) -> Response {
-    match d {
+/// A refusal, with the session cookie to hand back when its token was refreshed on the way
+/// (refresh tokens are single-use: a dropped cookie would sign the person out later).
+struct Refusal {
+    why: Denied,
+    set_cookie: Option<String>,
+}
+
+impl Refusal {
+    fn new(why: Denied, set_cookie: Option<String>) -> Refusal {
+        Refusal { why, set_cookie }
+    }
+}
+
+fn denied_page(r: Refusal, return_to: &str) -> Response {
+    let page = match r.why {
         Denied::SignIn => {
             let q = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("return_to", return_to)
@@ -63,16 +76,18 @@ fn denied_page(d: Denied, return_to: &str) -> Response {
                 ),
             )
         }
-    }
+    };
+    with_cookie(page, r.set_cookie)
 }
 
 /// For requests made by the page's script: plain statuses, no redirects.
-fn denied_status(d: Denied) -> Response {
-    match d {
-        Denied::SignIn => StatusCode::UNAUTHORIZED.into_response(),
-        Denied::NotFound(_) => StatusCode::NOT_FOUND.into_response(),
-        Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+fn denied_status(r: Refusal) -> Response {
+    let status = match r.why {
+        Denied::SignIn => StatusCode::UNAUTHORIZED,
+        Denied::NotFound(_) => StatusCode::NOT_FOUND,
+        Denied::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    with_cookie(status.into_response(), r.set_cookie)
 }
 
 fn from_github(e: WebGitHubError, session: Session) -> Denied {
@@ -91,51 +106,75 @@ struct Allowed {
     access: Access,
 }
 
+/// What GitHub lets the person do with `repo`; a token GitHub refuses before its time is
+/// refreshed once. The session (perhaps refreshed) comes back with the answer.
+async fn access_to(
+    web: &Web,
+    session: Session,
+    set_cookie: Option<String>,
+    repo: &crate::hub::RepoName,
+) -> Result<(Access, Session, Option<String>), Refusal> {
+    match web
+        .github
+        .access(session.user_id, &session.access_token, repo)
+        .await
+    {
+        Ok(a) => Ok((a, session, set_cookie)),
+        Err(WebGitHubError::SignedOut) => {
+            let Some((session, cookie)) = super::auth::renew(web, session).await else {
+                return Err(Refusal::new(Denied::SignIn, None));
+            };
+            match web
+                .github
+                .access(session.user_id, &session.access_token, repo)
+                .await
+            {
+                Ok(a) => Ok((a, session, Some(cookie))),
+                Err(e) => Err(Refusal::new(from_github(e, session), Some(cookie))),
+            }
+        }
+        Err(e) => Err(Refusal::new(from_github(e, session), set_cookie)),
+    }
+}
+
 async fn allowed(
     engine: &Engine,
     web: &Web,
     headers: &HeaderMap,
     id: &str,
-) -> Result<Allowed, Denied> {
+) -> Result<Allowed, Refusal> {
     let Visitor::SignedIn {
-        session,
-        set_cookie,
+        mut session,
+        mut set_cookie,
     } = visitor(web, headers).await
     else {
-        return Err(Denied::SignIn);
+        return Err(Refusal::new(Denied::SignIn, None));
     };
+    // Ask GitHub about the configured hub repositories before looking the run up, so an
+    // unknown id and a hidden run take the same path (their timing tells nothing either).
+    let mut sees_a_hub = false;
+    for hub in &engine.config().access.repositories {
+        let (a, s, c) = access_to(web, session, set_cookie, hub).await?;
+        (session, set_cookie) = (s, c);
+        sees_a_hub |= a != Access::None;
+    }
+    let not_found = |session: Session, set_cookie: Option<String>| {
+        Refusal::new(Denied::NotFound(Box::new(session)), set_cookie)
+    };
+    if !sees_a_hub {
+        return Err(not_found(session, set_cookie));
+    }
     let Ok(id) = id.parse::<HubRunId>() else {
-        return Err(Denied::NotFound(Box::new(session)));
+        return Err(not_found(session, set_cookie));
     };
     let run = match engine.store().run(&id).await {
         Ok(Some(run)) => run,
-        Ok(None) => return Err(Denied::NotFound(Box::new(session))),
-        Err(e) => return Err(Denied::Unavailable(e.to_string())),
+        Ok(None) => return Err(not_found(session, set_cookie)),
+        Err(e) => return Err(Refusal::new(Denied::Unavailable(e.to_string()), set_cookie)),
     };
-    let (access, session, set_cookie) = match web
-        .github
-        .access(session.user_id, &session.access_token, &run.hub_repo)
-        .await
-    {
-        Ok(a) => (a, session, set_cookie),
-        // GitHub refused the token before its time: refresh it once.
-        Err(WebGitHubError::SignedOut) => {
-            let Some((session, cookie)) = super::auth::renew(web, session).await else {
-                return Err(Denied::SignIn);
-            };
-            match web
-                .github
-                .access(session.user_id, &session.access_token, &run.hub_repo)
-                .await
-            {
-                Ok(a) => (a, session, Some(cookie)),
-                Err(e) => return Err(from_github(e, session)),
-            }
-        }
-        Err(e) => return Err(from_github(e, session)),
-    };
+    let (access, session, set_cookie) = access_to(web, session, set_cookie, &run.hub_repo).await?;
     if access == Access::None {
-        return Err(Denied::NotFound(Box::new(session)));
+        return Err(not_found(session, set_cookie));
     }
     Ok(Allowed {
         session,
@@ -169,7 +208,7 @@ impl FilterQuery {
                 .chars()
                 .take(100)
                 .collect(),
-            page: self.page.unwrap_or(1).max(1),
+            page: self.page.unwrap_or(1).clamp(1, 1_000_000),
         }
     }
 }
@@ -245,7 +284,7 @@ pub async fn page(
     };
     match render(&engine, &web, &a, &q, true).await {
         Ok(body) => with_cookie(html(StatusCode::OK, body), a.set_cookie),
-        Err(d) => denied_page(d, &here),
+        Err(d) => denied_page(Refusal::new(d, a.set_cookie), &here),
     }
 }
 
@@ -266,7 +305,7 @@ pub async fn fragment(
     };
     match render(&engine, &web, &a, &q, false).await {
         Ok(body) => with_cookie(html(StatusCode::OK, body), a.set_cookie),
-        Err(d) => denied_status(d),
+        Err(d) => denied_status(Refusal::new(d, a.set_cookie)),
     }
 }
 
@@ -356,11 +395,11 @@ pub async fn list(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/runs".into());
     let Visitor::SignedIn {
-        session,
-        set_cookie,
+        mut session,
+        mut set_cookie,
     } = visitor(&web, &headers).await
     else {
-        return denied_page(Denied::SignIn, &here);
+        return denied_page(Refusal::new(Denied::SignIn, None), &here);
     };
     let active_only = q.active.as_deref().is_some_and(|v| !v.is_empty());
     let runs = match engine
@@ -373,7 +412,12 @@ pub async fn list(
         .await
     {
         Ok(r) => r,
-        Err(e) => return denied_page(Denied::Unavailable(e.to_string()), &here),
+        Err(e) => {
+            return denied_page(
+                Refusal::new(Denied::Unavailable(e.to_string()), set_cookie),
+                &here,
+            )
+        }
     };
     let mut seen: std::collections::HashMap<String, Access> = Default::default();
     let mut visible = Vec::new();
@@ -381,16 +425,13 @@ pub async fn list(
         let key = run.hub_repo.as_str().to_ascii_lowercase();
         let access = match seen.get(&key) {
             Some(a) => *a,
-            None => match web
-                .github
-                .access(session.user_id, &session.access_token, &run.hub_repo)
-                .await
-            {
-                Ok(a) => {
+            None => match access_to(&web, session, set_cookie, &run.hub_repo).await {
+                Ok((a, s, c)) => {
+                    (session, set_cookie) = (s, c);
                     seen.insert(key, a);
                     a
                 }
-                Err(e) => return denied_page(from_github(e, session), &here),
+                Err(r) => return denied_page(r, &here),
             },
         };
         if access != Access::None {
@@ -424,22 +465,24 @@ async fn button(
         .map_err(|d| denied_page(d, &format!("/runs/{id}")))?;
     if !csrf_ok(web, &a.session, form, headers) {
         tracing::warn!(login = %a.session.login, "a run-page form without this session's token refused");
-        return Err(html(
+        let page = html(
             StatusCode::FORBIDDEN,
             pages::message(
                 "Refused",
                 "This form did not come from this page. Reload it and try again.",
             ),
-        ));
+        );
+        return Err(with_cookie(page, a.set_cookie));
     }
     if a.access != Access::Write {
-        return Err(html(
+        let page = html(
             StatusCode::FORBIDDEN,
             pages::message(
                 "Not allowed",
                 "Cancelling and re-running need write access to the hub repository.",
             ),
-        ));
+        );
+        return Err(with_cookie(page, a.set_cookie));
     }
     Ok(a)
 }
@@ -462,7 +505,8 @@ pub async fn cancel(
     };
     let by = format!("{} on the run page", a.session.login);
     if let Err(e) = engine.cancel_run(&a.run.id, &by).await {
-        return denied_page(Denied::Unavailable(format!("{e:#}")), "/runs");
+        let why = Denied::Unavailable(format!("{e:#}"));
+        return denied_page(Refusal::new(why, a.set_cookie), "/runs");
     }
     with_cookie(see_other(&back_to(&a.run, &q)), a.set_cookie)
 }
@@ -484,7 +528,8 @@ pub async fn rerun_failed(
         Err(r) => return r,
     };
     if let Err(e) = engine.rerun_failed_by(&a.run.id, &a.session.login).await {
-        return denied_page(Denied::Unavailable(format!("{e:#}")), "/runs");
+        let why = Denied::Unavailable(format!("{e:#}"));
+        return denied_page(Refusal::new(why, a.set_cookie), "/runs");
     }
     with_cookie(see_other(&back_to(&a.run, &q)), a.set_cookie)
 }

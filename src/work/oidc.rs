@@ -260,7 +260,8 @@ impl WorkerRule {
             "{}/{}@refs/heads/{}",
             self.hub_repo, self.workflow_path, self.default_branch
         );
-        if !c.job_workflow_ref.eq_ignore_ascii_case(&expected) {
+        // Git refs and paths are case-sensitive: compare exactly.
+        if c.job_workflow_ref != expected {
             return Err(WorkerRefused::Workflow(c.job_workflow_ref.clone()));
         }
         match c.run_id.parse::<u64>() {

@@ -1,6 +1,6 @@
 //! Hub runs.
 
-use super::super::model::{RunRow, RUN_COLUMNS};
+use super::super::model::{FingerprintRow, RunRow, RUN_COLUMNS};
 use super::super::{corrupt, now_ms, NewRun, NewSpoke, RunRecord, StoreResult};
 use super::Db;
 use crate::hub::{HubRunId, InstallationId, RepoName, RunStatus, Sha};
@@ -273,9 +273,10 @@ impl Db {
     }
 
     pub async fn spokes_fingerprint(&self, id: &HubRunId) -> StoreResult<String> {
-        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<FingerprintRow> = sqlx::query_as(
             "SELECT status, COUNT(*), COALESCE(SUM(attempt), 0), COALESCE(MAX(finished_at), 0),
-                    COALESCE(MAX(started_at), 0), COALESCE(SUM(LENGTH(reason)), 0), COUNT(workflow_run_id)
+                    COALESCE(MAX(started_at), 0), COALESCE(SUM(LENGTH(reason)), 0), COUNT(workflow_run_id),
+                    COUNT(run_url), COALESCE(SUM(LENGTH(summary)), 0)
              FROM spokes WHERE run_id = ? GROUP BY status ORDER BY status",
         )
         .bind(id.to_string())

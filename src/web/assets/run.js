@@ -69,7 +69,9 @@
   });
   source.onerror = function () {
     failures += 1;
-    if (failures >= 3) {
+    // CLOSED: the hub answered with an error (not signed in, gone, unavailable) and the
+    // browser will not retry; three failed reconnects: events do not get through.
+    if (source.readyState === EventSource.CLOSED || failures >= 3) {
       source.close();
       poll();
     }
