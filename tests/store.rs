@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use spokehub::hub::{
-    apply, Channel, HubRunId, InstallationId, Policy, RepoName, ReportOutcome, Spoke, SpokeEvent,
-    SpokeStatus, Transition, TransitionContext,
+    apply, Channel, HubRunId, InstallationId, Lease, Policy, RepoName, ReportOutcome, Spoke,
+    SpokeEvent, SpokeStatus, Transition, TransitionContext,
 };
 use spokehub::store::{
     now_ms, NewDelivery, NewRun, NewSpoke, OpenReadOnlyError, ReplicaId, Store, StoreError,
@@ -79,6 +79,7 @@ on_both_databases!(
     deliveries_are_claimed_once_retried_after_a_back_off_and_finished,
     changes_read_from_a_mark_include_every_writers_commits,
     the_spokes_fingerprint_moves_with_every_change_and_the_newest_events_come_last,
+    a_workers_lease_round_trips_through_the_ledger,
 );
 
 /// What the run page's live stream watches: one aggregate that changes with every spoke
@@ -794,4 +795,66 @@ async fn changes_read_from_a_mark_include_every_writers_commits(db: Db) {
         mark = next;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Pulled work's lease is part of the spoke as stored: claimed, heartbeated, ended.
+async fn a_workers_lease_round_trips_through_the_ledger(db: Db) {
+    let store = db.open().await;
+    let (id, repos) = run_with_spokes(&store, 1).await;
+    let repo = &repos[0];
+    store
+        .transition(&id, repo, decide(SpokeEvent::Enqueue))
+        .await
+        .unwrap();
+    let until = now_ms() + 60_000;
+    let claimed = store
+        .transition(
+            &id,
+            repo,
+            decide(SpokeEvent::Claim {
+                lease: Lease {
+                    id: "lease-1".into(),
+                    worker: "agent-a".into(),
+                    until,
+                },
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.current().status, SpokeStatus::Running);
+    let read = store.spoke(&id, repo).await.unwrap().unwrap().spoke;
+    let lease = read.lease.expect("the lease is stored");
+    assert_eq!(
+        (lease.id.as_str(), lease.worker.as_str(), lease.until),
+        ("lease-1", "agent-a", until)
+    );
+    store
+        .transition(
+            &id,
+            repo,
+            decide(SpokeEvent::Heartbeat {
+                lease_id: "lease-1".into(),
+                until: until + 1_000,
+            }),
+        )
+        .await
+        .unwrap();
+    let read = store.spoke(&id, repo).await.unwrap().unwrap().spoke;
+    assert_eq!(read.lease.unwrap().until, until + 1_000);
+    let done = store
+        .transition(
+            &id,
+            repo,
+            decide(SpokeEvent::Complete {
+                lease_id: "lease-1".into(),
+                outcome: ReportOutcome::Succeeded,
+                summary: Some("ok".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.current().status, SpokeStatus::Succeeded);
+    let read = store.spoke(&id, repo).await.unwrap().unwrap().spoke;
+    assert!(read.lease.is_none(), "the lease ends with the attempt");
+    assert_eq!(read.summary.as_deref(), Some("ok"));
 }

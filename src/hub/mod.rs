@@ -20,7 +20,7 @@ pub use repo::{RepoInfo, Visibility};
 pub use run::{conclude, Conclusion, ParseRunError, RunStatus, Totals};
 pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
-    apply, callback_closed, scheduled_due, Channel, ParseStatusError, ReportOutcome, Spoke,
+    apply, callback_closed, scheduled_due, Channel, Lease, ParseStatusError, ReportOutcome, Spoke,
     SpokeEvent, SpokeStatus, Transition, TransitionContext,
 };
 pub use summary::{escape_cell, render, CheckOutput, SummaryContext};

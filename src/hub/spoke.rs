@@ -133,6 +133,21 @@ pub struct Spoke {
     /// `None` for a re-run an operator asked for.
     #[serde(default)]
     pub retry_after: Option<SpokeStatus>,
+    /// Pulled work: the worker's lease on the current attempt while it runs it.
+    #[serde(default)]
+    pub lease: Option<Lease>,
+}
+
+/// A worker's hold on a pulled spoke's attempt (pull and hybrid models): one at a time, until
+/// `until` unless heartbeated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Names the lease in the work API (`/api/v1/work/{id}/...`).
+    pub id: String,
+    /// Who holds it (an agent's name, or a worker job).
+    pub worker: String,
+    /// Unix ms.
+    pub until: i64,
 }
 
 impl Spoke {
@@ -152,6 +167,7 @@ impl Spoke {
             conflicts: 0,
             summary: None,
             retry_after: None,
+            lease: None,
         }
     }
 
@@ -287,6 +303,20 @@ pub enum SpokeEvent {
     Cancel,
     /// Operator "re-run failed": failed | timed_out -> retry_wait due now (not limited by retry.limit).
     Rerun,
+    /// Pulled work: planned | retry_wait -> dispatched (queued for a worker) with attempt + 1.
+    Enqueue,
+    /// Pulled work: a worker claims a queued attempt: dispatched -> running under `lease`.
+    Claim { lease: Lease },
+    /// The lease's worker is alive: its lease runs until `until` (never shortened).
+    Heartbeat { lease_id: String, until: i64 },
+    /// The lease's worker reports the attempt's end; refused as stale once the lease is lost.
+    Complete {
+        lease_id: String,
+        outcome: ReportOutcome,
+        summary: Option<String>,
+    },
+    /// The lease ran out (the worker died): the attempt ends as failed, retried by policy.
+    LeaseExpired { lease_id: String },
 }
 
 /// What [`apply`] needs besides the spoke and the event.
@@ -334,9 +364,16 @@ pub fn scheduled_due(spoke: &Spoke, policy: &Policy) -> Option<i64> {
         SpokeStatus::Dispatching | SpokeStatus::Dispatched => spoke
             .dispatched_at
             .map(|t| t.saturating_add(ms(policy.timeouts.queued))),
-        SpokeStatus::Running => spoke
-            .started_at
-            .map(|t| t.saturating_add(ms(policy.timeouts.running))),
+        SpokeStatus::Running => {
+            let timeout = spoke
+                .started_at
+                .map(|t| t.saturating_add(ms(policy.timeouts.running)));
+            match (&spoke.lease, timeout) {
+                (Some(l), Some(t)) => Some(t.min(l.until)),
+                (Some(l), None) => Some(l.until),
+                (None, t) => t,
+            }
+        }
         SpokeStatus::Unknown | SpokeStatus::RetryWait => spoke.due_at,
         _ => None,
     }
@@ -402,10 +439,12 @@ fn consume_attempt(
         s.due_at = None;
     }
     s.reason = Some(reason);
+    s.lease = None;
     s
 }
 
 fn finish(mut s: Spoke, status: SpokeStatus, reason: Option<String>, now: i64) -> Spoke {
+    s.lease = None;
     s.status = status;
     s.reason = reason;
     s.finished_at = Some(now);
@@ -544,6 +583,139 @@ pub fn apply(spoke: &Spoke, event: SpokeEvent, ctx: &TransitionContext) -> Trans
             }
             _ => invalid(spoke, "re-run"),
         },
+        SpokeEvent::Enqueue => match spoke.status {
+            S::Planned | S::RetryWait => {
+                s.attempt = s.attempt.saturating_add(1);
+                s.workflow_run_id = None;
+                s.run_url = None;
+                s.summary = None;
+                s.lease = None;
+                s.status = S::Dispatched;
+                s.reason = None;
+                s.dispatched_at = Some(now);
+                s.started_at = None;
+                s.finished_at = None;
+                s.due_at = scheduled_due(&s, ctx.policy);
+                Transition::Changed(s)
+            }
+            _ => invalid(spoke, "enqueue"),
+        },
+        SpokeEvent::Claim { lease } => pulled::claim(spoke, lease, ctx),
+        SpokeEvent::Heartbeat { lease_id, until } => {
+            pulled::heartbeat(spoke, &lease_id, until, ctx)
+        }
+        SpokeEvent::Complete {
+            lease_id,
+            outcome,
+            summary,
+        } => pulled::complete(spoke, &lease_id, outcome, summary, ctx),
+        SpokeEvent::LeaseExpired { lease_id } => pulled::expired(spoke, &lease_id, ctx),
+    }
+}
+
+/// The transitions of pulled work: a queued attempt is claimed under a lease, heartbeated,
+/// completed by the lease's holder while the lease lasts, or ended when the lease runs out.
+mod pulled {
+    use super::*;
+
+    /// The spoke's live lease named `lease_id` (`None`: another, none, or run out at `now`).
+    fn live<'s>(spoke: &'s Spoke, lease_id: &str, now: i64) -> Option<&'s Lease> {
+        spoke
+            .lease
+            .as_ref()
+            .filter(|l| l.id == lease_id && l.until > now && spoke.status == SpokeStatus::Running)
+    }
+
+    pub(super) fn claim(spoke: &Spoke, lease: Lease, ctx: &TransitionContext) -> Transition {
+        match spoke.status {
+            SpokeStatus::Dispatched if spoke.lease.is_none() => {
+                let mut s = spoke.clone();
+                s.status = SpokeStatus::Running;
+                s.started_at = Some(ctx.now);
+                s.reason = None;
+                s.lease = Some(lease);
+                s.due_at = scheduled_due(&s, ctx.policy);
+                Transition::Changed(s)
+            }
+            SpokeStatus::Running if spoke.lease.as_ref().is_some_and(|l| l.id == lease.id) => {
+                Transition::Unchanged
+            }
+            _ => invalid(spoke, "claim"),
+        }
+    }
+
+    pub(super) fn heartbeat(
+        spoke: &Spoke,
+        lease_id: &str,
+        until: i64,
+        ctx: &TransitionContext,
+    ) -> Transition {
+        let Some(lease) = live(spoke, lease_id, ctx.now) else {
+            return invalid(spoke, "heartbeat of a lost lease");
+        };
+        if until <= lease.until {
+            return Transition::Unchanged;
+        }
+        let mut s = spoke.clone();
+        if let Some(l) = s.lease.as_mut() {
+            l.until = until;
+        }
+        s.due_at = scheduled_due(&s, ctx.policy);
+        Transition::Changed(s)
+    }
+
+    pub(super) fn complete(
+        spoke: &Spoke,
+        lease_id: &str,
+        outcome: ReportOutcome,
+        summary: Option<String>,
+        ctx: &TransitionContext,
+    ) -> Transition {
+        let what = format!(
+            "{} result of lease {lease_id} for {}",
+            outcome.name(),
+            spoke.repo
+        );
+        if live(spoke, lease_id, ctx.now).is_none() {
+            return Transition::Stale {
+                detail: format!("{what}: the lease is no longer held"),
+            };
+        }
+        if !outcome.is_final() {
+            return invalid(spoke, "a result that is not final");
+        }
+        let mut s = spoke.clone();
+        s.summary = summary;
+        let next = match outcome {
+            ReportOutcome::Succeeded => finish(s, SpokeStatus::Succeeded, None, ctx.now),
+            ReportOutcome::Cancelled => {
+                finish(s, SpokeStatus::Cancelled, Some("cancelled".into()), ctx.now)
+            }
+            ReportOutcome::Failed { detail } => {
+                consume_attempt(s, SpokeStatus::Failed, failure_reason(&detail), ctx)
+            }
+            ReportOutcome::Running => return invalid(spoke, "a result that is not final"),
+        };
+        Transition::Changed(next)
+    }
+
+    pub(super) fn expired(spoke: &Spoke, lease_id: &str, ctx: &TransitionContext) -> Transition {
+        match &spoke.lease {
+            Some(l) if l.id == lease_id && spoke.status == SpokeStatus::Running => {
+                if l.until > ctx.now {
+                    return invalid(spoke, "expiry of a lease that still runs");
+                }
+                let reason = format!("{FAILED}: the worker's lease ran out ({})", l.worker);
+                Transition::Changed(consume_attempt(
+                    spoke.clone(),
+                    SpokeStatus::Failed,
+                    reason,
+                    ctx,
+                ))
+            }
+            // Already ended another way (completed, cancelled, timed out): nothing to do.
+            _ => Transition::Unchanged,
+        }
     }
 }
 

@@ -533,3 +533,246 @@ fn dispatch_events_only_in_their_states() {
         }
     }
 }
+
+// Pulled work (pull and hybrid models).
+
+fn lease(id: &str, until: i64) -> Lease {
+    Lease {
+        id: id.into(),
+        worker: format!("worker-of-{id}"),
+        until,
+    }
+}
+
+fn queued(now: i64) -> Spoke {
+    changed(go(&Spoke::planned(repo()), SpokeEvent::Enqueue, now))
+}
+
+#[test]
+fn enqueue_starts_an_attempt_that_waits_for_a_worker() {
+    let s = queued(1_000);
+    assert_eq!(s.status, SpokeStatus::Dispatched);
+    assert_eq!(s.attempt, 1);
+    assert_eq!(s.dispatched_at, Some(1_000));
+    assert_eq!(s.due_at, Some(1_000 + QUEUED), "the queued timeout applies");
+    assert!(s.lease.is_none());
+    // Only planned and waiting spokes are queued.
+    assert!(matches!(
+        go(&s, SpokeEvent::Enqueue, 2_000),
+        Transition::Invalid { .. }
+    ));
+}
+
+#[test]
+fn a_queued_attempt_is_claimed_once_and_the_lease_bounds_its_due_time() {
+    let s = queued(1_000);
+    let running = changed(go(
+        &s,
+        SpokeEvent::Claim {
+            lease: lease("a", 31_000),
+        },
+        2_000,
+    ));
+    assert_eq!(running.status, SpokeStatus::Running);
+    assert_eq!(running.started_at, Some(2_000));
+    assert_eq!(
+        running.due_at,
+        Some(31_000),
+        "the lease ends before the running timeout"
+    );
+    // A second claim of the same attempt is refused; a retried claim of the same lease is a no-op.
+    assert!(matches!(
+        go(
+            &running,
+            SpokeEvent::Claim {
+                lease: lease("b", 40_000)
+            },
+            2_500
+        ),
+        Transition::Invalid { .. }
+    ));
+    assert_eq!(
+        go(
+            &running,
+            SpokeEvent::Claim {
+                lease: lease("a", 31_000)
+            },
+            2_500
+        ),
+        Transition::Unchanged
+    );
+}
+
+#[test]
+fn heartbeats_extend_only_a_live_lease_of_its_holder() {
+    let s = changed(go(
+        &queued(0),
+        SpokeEvent::Claim {
+            lease: lease("a", 30_000),
+        },
+        0,
+    ));
+    let hb = |id: &str, until, now| {
+        go(
+            &s,
+            SpokeEvent::Heartbeat {
+                lease_id: id.into(),
+                until,
+            },
+            now,
+        )
+    };
+    let extended = changed(hb("a", 60_000, 20_000));
+    assert_eq!(extended.lease.as_ref().unwrap().until, 60_000);
+    assert_eq!(extended.due_at, Some(60_000));
+    assert_eq!(
+        hb("a", 10_000, 5_000),
+        Transition::Unchanged,
+        "never shortened"
+    );
+    assert!(
+        matches!(hb("b", 60_000, 20_000), Transition::Invalid { .. }),
+        "not its lease"
+    );
+    assert!(
+        matches!(hb("a", 60_000, 30_000), Transition::Invalid { .. }),
+        "a lease that ran out cannot be revived"
+    );
+}
+
+#[test]
+fn the_lease_holder_completes_and_a_lost_lease_s_result_is_stale() {
+    let s = changed(go(
+        &queued(0),
+        SpokeEvent::Claim {
+            lease: lease("a", 30_000),
+        },
+        0,
+    ));
+    let complete = |id: &str, outcome, now| {
+        go(
+            &s,
+            SpokeEvent::Complete {
+                lease_id: id.into(),
+                outcome,
+                summary: Some("done".into()),
+            },
+            now,
+        )
+    };
+    let ok = changed(complete("a", ReportOutcome::Succeeded, 10_000));
+    assert_eq!(ok.status, SpokeStatus::Succeeded);
+    assert_eq!(ok.summary.as_deref(), Some("done"));
+    assert!(ok.lease.is_none() && ok.due_at.is_none());
+    let failed = changed(complete(
+        "a",
+        ReportOutcome::Failed { detail: None },
+        10_000,
+    ));
+    assert_eq!(
+        failed.status,
+        SpokeStatus::RetryWait,
+        "failures retry by policy"
+    );
+    assert!(failed.lease.is_none());
+    assert!(matches!(
+        complete("b", ReportOutcome::Succeeded, 10_000),
+        Transition::Stale { .. }
+    ));
+    assert!(matches!(
+        complete("a", ReportOutcome::Succeeded, 30_000),
+        Transition::Stale { .. }
+    ));
+    assert!(matches!(
+        complete("a", ReportOutcome::Running, 10_000),
+        Transition::Invalid { .. }
+    ));
+    // After the spoke was cancelled, the holder's result changes nothing.
+    let cancelled = changed(go(&s, SpokeEvent::Cancel, 5_000));
+    assert!(cancelled.lease.is_none());
+    let late = go(
+        &cancelled,
+        SpokeEvent::Complete {
+            lease_id: "a".into(),
+            outcome: ReportOutcome::Succeeded,
+            summary: None,
+        },
+        6_000,
+    );
+    assert!(matches!(late, Transition::Stale { .. }));
+}
+
+#[test]
+fn a_lease_that_runs_out_ends_the_attempt_and_the_next_is_a_new_one() {
+    let s = changed(go(
+        &queued(0),
+        SpokeEvent::Claim {
+            lease: lease("a", 30_000),
+        },
+        0,
+    ));
+    let expire = |s: &Spoke, now| {
+        go(
+            s,
+            SpokeEvent::LeaseExpired {
+                lease_id: "a".into(),
+            },
+            now,
+        )
+    };
+    assert!(
+        matches!(expire(&s, 29_999), Transition::Invalid { .. }),
+        "still running"
+    );
+    let ended = changed(expire(&s, 30_000));
+    assert_eq!(ended.status, SpokeStatus::RetryWait);
+    assert_eq!(ended.retry_after, Some(SpokeStatus::Failed));
+    assert!(ended.reason.as_deref().unwrap().contains("lease ran out"));
+    assert!(ended.lease.is_none());
+    assert_eq!(expire(&ended, 31_000), Transition::Unchanged, "idempotent");
+    // The retry is a new attempt that another worker claims; the old holder's result is stale.
+    let again = changed(go(&ended, SpokeEvent::Enqueue, 40_000));
+    assert_eq!(again.attempt, 2);
+    let b = changed(go(
+        &again,
+        SpokeEvent::Claim {
+            lease: lease("b", 70_000),
+        },
+        41_000,
+    ));
+    let late = go(
+        &b,
+        SpokeEvent::Complete {
+            lease_id: "a".into(),
+            outcome: ReportOutcome::Succeeded,
+            summary: None,
+        },
+        42_000,
+    );
+    assert!(matches!(late, Transition::Stale { .. }));
+    // Out of retries, a lost lease fails the spoke.
+    let mut last = b.clone();
+    last.attempt = 3;
+    let failed = changed(go(
+        &last,
+        SpokeEvent::LeaseExpired {
+            lease_id: "b".into(),
+        },
+        70_000,
+    ));
+    assert_eq!(failed.status, SpokeStatus::Failed);
+}
+
+#[test]
+fn the_running_timeout_still_applies_under_a_long_lease() {
+    let s = changed(go(
+        &queued(0),
+        SpokeEvent::Claim {
+            lease: lease("a", RUNNING * 2),
+        },
+        0,
+    ));
+    assert_eq!(s.due_at, Some(RUNNING));
+    let t = changed(go(&s, SpokeEvent::TimedOut, RUNNING));
+    assert!(t.lease.is_none(), "a timeout ends the lease");
+}

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::{corrupt, StoreResult};
 use crate::hub::{
-    HubRunId, InstallationId, RepoName, RunStatus, Sha, Spoke, SpokeStatus, Transition,
+    HubRunId, InstallationId, Lease, RepoName, RunStatus, Sha, Spoke, SpokeStatus, Transition,
 };
 
 /// A verified delivery about to be recorded.
@@ -166,7 +166,8 @@ impl RunRow {
 /// The columns of a spoke row (`SELECT {SPOKE_COLUMNS}`).
 pub(super) const SPOKE_COLUMNS: &str =
     "repo, default_branch, status, reason, attempt, workflow_run_id, run_url,
-     dispatched_at, started_at, finished_at, due_at, conflicts, summary, retry_after";
+     dispatched_at, started_at, finished_at, due_at, conflicts, summary, retry_after,
+     lease_id, lease_worker, lease_until";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct SpokeRow {
@@ -184,6 +185,9 @@ pub(super) struct SpokeRow {
     conflicts: i64,
     summary: Option<String>,
     retry_after: Option<String>,
+    lease_id: Option<String>,
+    lease_worker: Option<String>,
+    lease_until: Option<i64>,
 }
 
 impl SpokeRow {
@@ -209,6 +213,11 @@ impl SpokeRow {
                     .retry_after
                     .map(|s| s.parse().map_err(|_| corrupt("spokes", &s)))
                     .transpose()?,
+                lease: match (self.lease_id, self.lease_worker, self.lease_until) {
+                    (Some(id), Some(worker), Some(until)) => Some(Lease { id, worker, until }),
+                    (None, None, None) => None,
+                    _ => return Err(corrupt("spokes", "a lease with missing parts")),
+                },
             },
             default_branch: self.default_branch,
         })

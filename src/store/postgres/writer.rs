@@ -230,8 +230,9 @@ async fn write_spoke(conn: &mut PgConnection, run_id: &str, s: &Spoke) -> StoreR
     sqlx::query(
         "UPDATE spokes SET status = $1, reason = $2, attempt = $3, workflow_run_id = $4,
             run_url = $5, dispatched_at = $6, started_at = $7, finished_at = $8, due_at = $9,
-            conflicts = $10, summary = $11, retry_after = $12
-         WHERE run_id = $13 AND repo = $14",
+            conflicts = $10, summary = $11, retry_after = $12, lease_id = $13,
+            lease_worker = $14, lease_until = $15
+         WHERE run_id = $16 AND repo = $17",
     )
     .bind(s.status.as_str())
     .bind(&s.reason)
@@ -245,6 +246,9 @@ async fn write_spoke(conn: &mut PgConnection, run_id: &str, s: &Spoke) -> StoreR
     .bind(s.conflicts as i64)
     .bind(&s.summary)
     .bind(s.retry_after.map(|r| r.as_str()))
+    .bind(s.lease.as_ref().map(|l| l.id.as_str()))
+    .bind(s.lease.as_ref().map(|l| l.worker.as_str()))
+    .bind(s.lease.as_ref().map(|l| l.until))
     .bind(run_id)
     .bind(s.repo.as_str())
     .execute(&mut *conn)

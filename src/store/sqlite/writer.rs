@@ -165,7 +165,7 @@ async fn write_spoke(
     sqlx::query(
         "UPDATE spokes SET status = ?, reason = ?, attempt = ?, workflow_run_id = ?, run_url = ?,
             dispatched_at = ?, started_at = ?, finished_at = ?, due_at = ?, conflicts = ?,
-            summary = ?, retry_after = ?
+            summary = ?, retry_after = ?, lease_id = ?, lease_worker = ?, lease_until = ?
          WHERE run_id = ? AND repo = ?",
     )
     .bind(s.status.as_str())
@@ -180,6 +180,9 @@ async fn write_spoke(
     .bind(s.conflicts as i64)
     .bind(&s.summary)
     .bind(s.retry_after.map(|r| r.as_str()))
+    .bind(s.lease.as_ref().map(|l| l.id.as_str()))
+    .bind(s.lease.as_ref().map(|l| l.worker.as_str()))
+    .bind(s.lease.as_ref().map(|l| l.until))
     .bind(run_id)
     .bind(s.repo.as_str())
     .execute(&mut *conn)
