@@ -80,6 +80,7 @@ on_both_databases!(
     changes_read_from_a_mark_include_every_writers_commits,
     the_spokes_fingerprint_moves_with_every_change_and_the_newest_events_come_last,
     a_workers_lease_round_trips_through_the_ledger,
+    signed_out_sessions_stay_ended,
 );
 
 /// What the run page's live stream watches: one aggregate that changes with every spoke
@@ -857,4 +858,19 @@ async fn a_workers_lease_round_trips_through_the_ledger(db: Db) {
     let read = store.spoke(&id, repo).await.unwrap().unwrap().spoke;
     assert!(read.lease.is_none(), "the lease ends with the attempt");
     assert_eq!(read.summary.as_deref(), Some("ok"));
+}
+
+/// A signed-out run-page session stays ended until it would have expired; old ones are pruned.
+async fn signed_out_sessions_stay_ended(db: Db) {
+    let store = db.open().await;
+    assert!(!store.session_ended("s1").await.unwrap());
+    store.end_session("s1", now_ms() + 60_000).await.unwrap();
+    store.end_session("s1", now_ms() + 60_000).await.unwrap();
+    assert!(store.session_ended("s1").await.unwrap());
+    assert!(!store.session_ended("s2").await.unwrap());
+    // An entry past its time is pruned by the next sign-out.
+    store.end_session("old", now_ms() - 1).await.unwrap();
+    store.end_session("s3", now_ms() + 60_000).await.unwrap();
+    assert!(!store.session_ended("old").await.unwrap());
+    assert!(store.session_ended("s1").await.unwrap());
 }

@@ -186,6 +186,17 @@ impl Store {
         on_db!(self, db => db.check_writable())
     }
 
+    /// A run-page session was signed out: it opens nothing until `until` (unix ms), when it
+    /// would have expired anyway (older entries are pruned here).
+    pub async fn end_session(&self, id: &str, until: i64) -> StoreResult<()> {
+        on_db!(self, db => db.end_session(id, until).await)
+    }
+
+    /// Whether a run-page session was signed out.
+    pub async fn session_ended(&self, id: &str) -> StoreResult<bool> {
+        on_db!(self, db => db.session_ended(id).await)
+    }
+
     /// A write commits (`/healthz`); on SQLite also: the file is the one opened.
     pub async fn health(&self) -> StoreResult<()> {
         on_db!(self, db => db.health().await)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Query};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Extension;
@@ -18,6 +18,8 @@ use super::session::{
     SIGN_IN_MAX_AGE_S,
 };
 use super::{html, page_off, pages, see_other, with_cookie, Web, WebState};
+use crate::engine::Engine;
+use crate::store::Store;
 
 /// A token is refreshed this long before it expires.
 const REFRESH_MARGIN_S: i64 = 60;
@@ -42,8 +44,9 @@ pub enum Visitor {
     SignedOut,
 }
 
-/// The visitor of a request: their session, refreshed first when its token has expired.
-pub async fn visitor(web: &Web, headers: &HeaderMap) -> Visitor {
+/// The visitor of a request: their session (unless it was signed out), refreshed first when
+/// its token has expired.
+pub async fn visitor(web: &Web, store: &Store, headers: &HeaderMap) -> Visitor {
     let Some(session) = cookie(headers, SESSION_COOKIE)
         .and_then(|raw| web.sealer.open::<Session>(SESSION_COOKIE, raw))
     else {
@@ -52,6 +55,14 @@ pub async fn visitor(web: &Web, headers: &HeaderMap) -> Visitor {
     let now = now_s();
     if now - session.created_at > SESSION_MAX_AGE_S {
         return Visitor::SignedOut;
+    }
+    match store.session_ended(&session.id).await {
+        Ok(false) => {}
+        Ok(true) => return Visitor::SignedOut,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether a session was signed out");
+            return Visitor::SignedOut;
+        }
     }
     if session.access_expires_at - REFRESH_MARGIN_S > now {
         return Visitor::SignedIn {
@@ -220,6 +231,7 @@ pub async fn callback(
     };
     tracing::info!(%login, "signed in with GitHub");
     let session = Session {
+        id: random_token(),
         login,
         user_id,
         access_token: tokens.access_token,
@@ -261,6 +273,7 @@ pub fn csrf_ok(web: &Web, session: &Session, form: &CsrfForm, headers: &HeaderMa
 
 /// `POST /auth/logout`
 pub async fn logout(
+    State(engine): State<Engine>,
     Extension(web): Extension<WebState>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
@@ -268,11 +281,23 @@ pub async fn logout(
     let Some(web) = web.0 else {
         return page_off();
     };
-    if let Visitor::SignedIn { session, .. } = visitor(&web, &headers).await {
+    if let Visitor::SignedIn { session, .. } = visitor(&web, engine.store(), &headers).await {
         if !csrf_ok(&web, &session, &form, &headers) {
             return html(
                 StatusCode::FORBIDDEN,
                 pages::message("Refused", "This form did not come from this page."),
+            );
+        }
+        // A copy of the cookie must not outlive the sign-out.
+        let until = (session.created_at + SESSION_MAX_AGE_S) * 1000;
+        if let Err(e) = engine.store().end_session(&session.id, until).await {
+            tracing::error!(error = %e, "cannot record a sign-out");
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::message(
+                    "Try again",
+                    "The sign-out could not be recorded. Try again.",
+                ),
             );
         }
         web.github.forget(session.user_id);

@@ -146,7 +146,7 @@ async fn allowed(
     let Visitor::SignedIn {
         mut session,
         mut set_cookie,
-    } = visitor(web, headers).await
+    } = visitor(web, engine.store(), headers).await
     else {
         return Err(Refusal::new(Denied::SignIn, None));
     };
@@ -397,7 +397,7 @@ pub async fn list(
     let Visitor::SignedIn {
         mut session,
         mut set_cookie,
-    } = visitor(&web, &headers).await
+    } = visitor(&web, engine.store(), &headers).await
     else {
         return denied_page(Refusal::new(Denied::SignIn, None), &here);
     };

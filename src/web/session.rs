@@ -25,6 +25,8 @@ pub const SIGN_IN_MAX_AGE_S: i64 = 600;
 /// A signed-in person. Never logged (no `Debug`): it holds their tokens.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Session {
+    /// Names the session when it is signed out (see `Store::end_session`).
+    pub id: String,
     pub login: String,
     pub user_id: u64,
     /// The user-to-server token and when it expires (unix seconds).

@@ -14,6 +14,7 @@ mod deliveries;
 mod ledger;
 mod rate;
 mod runs;
+mod sessions;
 mod spokes;
 mod writer;
 

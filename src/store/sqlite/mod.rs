@@ -7,6 +7,7 @@
 mod deliveries;
 mod ledger;
 mod runs;
+mod sessions;
 mod spokes;
 mod writer;
 
