@@ -354,3 +354,52 @@ async fn a_token_about_to_expire_is_refreshed_before_it_is_used() {
     let next = get(&format!("{hub}/runs"), &renewed).await;
     assert_eq!(next.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_refresh_of_a_persons_token() {
+    // GitHub's refresh tokens work once: two replicas refreshing one person's token at the
+    // same moment must not sign them out.
+    let Some(url) = common::postgres::fresh_database().await else {
+        return;
+    };
+    // Tokens that live 30 s are always within the refresh margin: every request refreshes.
+    let scenario = page_scenario("[oauth]\ntoken_ttl_s = 30\n");
+    let world = World::start_full(
+        Some(url.clone()),
+        &scenario,
+        FAST_HUB,
+        |c, emulator, addr| {
+            c.public_url = Some(format!("http://{addr}/").parse().unwrap());
+            c.oauth = Some(spokehub::config::OAuthClient {
+                client_id: emulator.oauth_client_id.clone(),
+                client_secret: emulator.oauth_client_secret.clone().into(),
+            });
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_addr = listener.local_addr().unwrap();
+    let mut config = common::hub_config_on(&world.emulator, &url, FAST_HUB, None);
+    config.public_url = Some(format!("http://{second_addr}/").parse().unwrap());
+    config.oauth = Some(spokehub::config::OAuthClient {
+        client_id: world.emulator.oauth_client_id.clone(),
+        client_secret: world.emulator.oauth_client_secret.clone().into(),
+    });
+    let second = spokehub::server::start(config, listener).await.unwrap();
+    let (session, _) = sign_in(&world.hub_url(), "octocat", "/runs").await;
+    let first_url = format!("{}/runs", world.hub_url());
+    let second_url = format!("http://{second_addr}/runs");
+    let (a, b) = tokio::join!(get(&first_url, &session), get(&second_url, &session));
+    assert_eq!(a.status(), StatusCode::OK, "first replica");
+    assert_eq!(b.status(), StatusCode::OK, "second replica");
+    let (ca, cb) = (
+        set_cookie(&a, "spokehub_session").expect("renewed"),
+        set_cookie(&b, "spokehub_session").expect("renewed"),
+    );
+    // Either renewed session works on either replica afterwards.
+    for cookie in [&ca, &cb] {
+        assert_eq!(get(&second_url, cookie).await.status(), StatusCode::OK);
+        assert_eq!(get(&first_url, cookie).await.status(), StatusCode::OK);
+    }
+    second.stop().await;
+}

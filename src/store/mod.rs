@@ -197,6 +197,17 @@ impl Store {
         on_db!(self, db => db.session_ended(id).await)
     }
 
+    /// Records a run-page token refresh (`sealed`: its result, encrypted) under a hash of the
+    /// refresh token it spent; entries older than 5 minutes are pruned here.
+    pub async fn record_refresh(&self, refresh_hash: &str, sealed: &str) -> StoreResult<()> {
+        on_db!(self, db => db.record_refresh(refresh_hash, sealed).await)
+    }
+
+    /// The sealed result of a refresh of that token recorded since `since` (unix ms).
+    pub async fn refreshed(&self, refresh_hash: &str, since: i64) -> StoreResult<Option<String>> {
+        on_db!(self, db => db.refreshed(refresh_hash, since).await)
+    }
+
     /// A write commits (`/healthz`); on SQLite also: the file is the one opened.
     pub async fn health(&self) -> StoreResult<()> {
         on_db!(self, db => db.health().await)

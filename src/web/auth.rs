@@ -1,7 +1,6 @@
 //! Signing in with GitHub (the App's OAuth web flow), the session it leaves, its refresh when
 //! the user-to-server token expires, CSRF checks, and signing out.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Form, Query, State};
@@ -29,10 +28,6 @@ const REFRESH_REUSE: Duration = Duration::from_secs(60);
 fn now_s() -> i64 {
     crate::store::now_ms() / 1000
 }
-
-/// Refreshes done lately, by a hash of the refresh token they used.
-#[derive(Default)]
-pub struct RecentRefreshes(HashMap<[u8; 32], (UserTokens, Instant)>);
 
 /// Who is asking.
 pub enum Visitor {
@@ -70,7 +65,7 @@ pub async fn visitor(web: &Web, store: &Store, headers: &HeaderMap) -> Visitor {
             set_cookie: None,
         };
     }
-    match renew(web, session).await {
+    match renew(web, store, session).await {
         Some((session, cookie)) => Visitor::SignedIn {
             session,
             set_cookie: Some(cookie),
@@ -82,9 +77,9 @@ pub async fn visitor(web: &Web, store: &Store, headers: &HeaderMap) -> Visitor {
 /// The session with a new user-to-server token, and its cookie; `None` when GitHub will not
 /// refresh it (the person signs in again). Used when the token expires, and when GitHub
 /// refuses it earlier (revoked, or expired sooner than it said).
-pub async fn renew(web: &Web, mut session: Session) -> Option<(Session, String)> {
+pub async fn renew(web: &Web, store: &Store, mut session: Session) -> Option<(Session, String)> {
     let refresh_token = session.refresh_token.clone()?;
-    let tokens = match refresh(web, &refresh_token).await {
+    let tokens = match refresh(web, store, &refresh_token).await {
         Ok(t) => t,
         Err(e) => {
             tracing::info!(login = %session.login, error = %e, "the session's token could not be refreshed: signed out");
@@ -101,27 +96,53 @@ pub async fn renew(web: &Web, mut session: Session) -> Option<(Session, String)>
     Some((session, cookie))
 }
 
-/// One refresh per refresh token: concurrent requests of one person (the page and its live
-/// updates) share the first one's new token.
-async fn refresh(web: &Web, refresh_token: &str) -> Result<UserTokens, WebGitHubError> {
-    let key: [u8; 32] = Sha256::digest(refresh_token.as_bytes()).into();
-    let mut recent = web.refreshes.lock().await;
-    recent.0.retain(|_, (_, at)| at.elapsed() < REFRESH_REUSE);
-    if let Some((t, _)) = recent.0.get(&key) {
-        return Ok(UserTokens {
-            access_token: t.access_token.clone(),
-            expires_at: t.expires_at,
-            refresh_token: t.refresh_token.clone(),
-        });
-    }
-    let t = web.github.refresh(refresh_token).await?;
-    let copy = UserTokens {
-        access_token: t.access_token.clone(),
-        expires_at: t.expires_at,
-        refresh_token: t.refresh_token.clone(),
+/// The name of the sealed value of a shared refresh.
+const REFRESH_RECORD: &str = "spokehub_refresh";
+/// How long a refresh that lost the race waits for the winner's record.
+const RACE_WAIT: Duration = Duration::from_secs(2);
+
+/// One refresh per refresh token, across replicas: concurrent requests of one person (the page
+/// and its live updates, on any replica) share the first one's new tokens through the ledger,
+/// sealed, for a minute. GitHub's refresh tokens work once.
+async fn refresh(
+    web: &Web,
+    store: &Store,
+    refresh_token: &str,
+) -> Result<UserTokens, WebGitHubError> {
+    let key = hex::encode(Sha256::digest(refresh_token.as_bytes()));
+    let shared = || async {
+        let since = crate::store::now_ms() - REFRESH_REUSE.as_millis() as i64;
+        let sealed = store.refreshed(&key, since).await.ok().flatten()?;
+        web.sealer.open::<UserTokens>(REFRESH_RECORD, &sealed)
     };
-    recent.0.insert(key, (copy, Instant::now()));
-    Ok(t)
+    // One refresh at a time in this replica; the ledger's record serves the rest.
+    let _turn = web.refreshes.lock().await;
+    if let Some(t) = shared().await {
+        return Ok(t);
+    }
+    match web.github.refresh(refresh_token).await {
+        Ok(t) => {
+            let sealed = web.sealer.seal(REFRESH_RECORD, &t);
+            if let Err(e) = store.record_refresh(&key, &sealed).await {
+                tracing::warn!(error = %e, "cannot share a session's token refresh");
+            }
+            Ok(t)
+        }
+        // Another replica may have spent the token a moment ago: its record is the answer.
+        Err(WebGitHubError::Refused(why)) => {
+            let deadline = Instant::now() + RACE_WAIT;
+            loop {
+                if let Some(t) = shared().await {
+                    return Ok(t);
+                }
+                if Instant::now() > deadline {
+                    return Err(WebGitHubError::Refused(why));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Where to go after signing in: a path of this hub only (never `//host` or a URL).

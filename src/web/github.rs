@@ -45,7 +45,8 @@ pub enum WebGitHubError {
     Unavailable(String),
 }
 
-/// Tokens from the code exchange or a refresh.
+/// Tokens from the code exchange or a refresh (sealed when shared between replicas).
+#[derive(serde::Serialize, Deserialize)]
 pub struct UserTokens {
     pub access_token: String,
     /// Unix seconds.

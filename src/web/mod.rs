@@ -41,8 +41,8 @@ pub struct Web {
     pub public: Url,
     /// GitHub's web address (repository links).
     pub web_url: String,
-    /// A refresh in flight is shared, not repeated (GitHub refresh tokens are single-use).
-    refreshes: tokio::sync::Mutex<auth::RecentRefreshes>,
+    /// Refreshes in this replica take turns (their results are shared through the ledger).
+    refreshes: tokio::sync::Mutex<()>,
 }
 
 impl Web {

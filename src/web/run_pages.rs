@@ -110,6 +110,7 @@ struct Allowed {
 /// refreshed once. The session (perhaps refreshed) comes back with the answer.
 async fn access_to(
     web: &Web,
+    store: &crate::store::Store,
     session: Session,
     set_cookie: Option<String>,
     repo: &crate::hub::RepoName,
@@ -121,7 +122,7 @@ async fn access_to(
     {
         Ok(a) => Ok((a, session, set_cookie)),
         Err(WebGitHubError::SignedOut) => {
-            let Some((session, cookie)) = super::auth::renew(web, session).await else {
+            let Some((session, cookie)) = super::auth::renew(web, store, session).await else {
                 return Err(Refusal::new(Denied::SignIn, None));
             };
             match web
@@ -154,7 +155,7 @@ async fn allowed(
     // unknown id and a hidden run take the same path (their timing tells nothing either).
     let mut sees_a_hub = false;
     for hub in &engine.config().access.repositories {
-        let (a, s, c) = access_to(web, session, set_cookie, hub).await?;
+        let (a, s, c) = access_to(web, engine.store(), session, set_cookie, hub).await?;
         (session, set_cookie) = (s, c);
         sees_a_hub |= a != Access::None;
     }
@@ -172,7 +173,8 @@ async fn allowed(
         Ok(None) => return Err(not_found(session, set_cookie)),
         Err(e) => return Err(Refusal::new(Denied::Unavailable(e.to_string()), set_cookie)),
     };
-    let (access, session, set_cookie) = access_to(web, session, set_cookie, &run.hub_repo).await?;
+    let (access, session, set_cookie) =
+        access_to(web, engine.store(), session, set_cookie, &run.hub_repo).await?;
     if access == Access::None {
         return Err(not_found(session, set_cookie));
     }
@@ -425,7 +427,8 @@ pub async fn list(
         let key = run.hub_repo.as_str().to_ascii_lowercase();
         let access = match seen.get(&key) {
             Some(a) => *a,
-            None => match access_to(&web, session, set_cookie, &run.hub_repo).await {
+            None => match access_to(&web, engine.store(), session, set_cookie, &run.hub_repo).await
+            {
                 Ok((a, s, c)) => {
                     (session, set_cookie) = (s, c);
                     seen.insert(key, a);

@@ -26,4 +26,33 @@ impl Db {
             .await?;
         Ok(found.is_some())
     }
+
+    pub async fn record_refresh(&self, refresh_hash: &str, sealed: &str) -> StoreResult<()> {
+        let now = now_ms();
+        sqlx::query("DELETE FROM session_refreshes WHERE at < ?")
+            .bind(now - 300_000)
+            .execute(&self.write)
+            .await?;
+        sqlx::query(
+            "INSERT INTO session_refreshes (refresh_hash, sealed, at) VALUES (?, ?, ?)
+             ON CONFLICT (refresh_hash) DO NOTHING",
+        )
+        .bind(refresh_hash)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn refreshed(&self, refresh_hash: &str, since: i64) -> StoreResult<Option<String>> {
+        let found: Option<(String,)> = sqlx::query_as(
+            "SELECT sealed FROM session_refreshes WHERE refresh_hash = ? AND at >= ?",
+        )
+        .bind(refresh_hash)
+        .bind(since)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(found.map(|(s,)| s))
+    }
 }
