@@ -743,13 +743,23 @@ async fn changes_read_from_a_mark_include_every_writers_commits(db: Db) {
         return; // SQLite has one writer; its changes are published in-process.
     }
     let (id, repos) = run_with_spokes(&a, 20).await;
-    let mark = a.change_mark().await.unwrap();
-    let (unchanged, _) = a.spoke_changes(&id, mark).await.unwrap();
-    assert!(
-        unchanged.is_empty(),
-        "{} spokes read before any change",
-        unchanged.len()
-    );
+    // A mark is the oldest transaction still running anywhere in the cluster (other tests'
+    // databases included), so it can lag behind the run's creation for a moment: wait for
+    // one past it (a quiet moment), from which nothing is read before any change.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mark = loop {
+        let mark = a.change_mark().await.unwrap();
+        let (unchanged, _) = a.spoke_changes(&id, mark).await.unwrap();
+        if unchanged.is_empty() {
+            break mark;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} spokes still read before any change after 30 s",
+            unchanged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let mut tasks = Vec::new();
     for (i, repo) in repos.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
         let store = if i % 4 == 0 { a.clone() } else { b.clone() };

@@ -443,6 +443,27 @@ fn consume_attempt(
     s
 }
 
+/// A new attempt: the previous one's run, summary and lease are forgotten.
+fn begin_attempt(s: &mut Spoke) {
+    s.attempt = s.attempt.saturating_add(1);
+    s.workflow_run_id = None;
+    s.run_url = None;
+    s.summary = None;
+    s.lease = None;
+}
+
+/// The attempt leaves now: dispatched to GitHub (`dispatching`) or queued for a worker
+/// (`dispatched`), due when it has waited too long.
+fn sent_off(mut s: Spoke, status: SpokeStatus, ctx: &TransitionContext) -> Spoke {
+    s.status = status;
+    s.reason = None;
+    s.dispatched_at = Some(ctx.now);
+    s.started_at = None;
+    s.finished_at = None;
+    s.due_at = scheduled_due(&s, ctx.policy);
+    s
+}
+
 fn finish(mut s: Spoke, status: SpokeStatus, reason: Option<String>, now: i64) -> Spoke {
     s.lease = None;
     s.status = status;
@@ -471,18 +492,9 @@ pub fn apply(spoke: &Spoke, event: SpokeEvent, ctx: &TransitionContext) -> Trans
         SpokeEvent::DispatchStarted => match spoke.status {
             S::Planned | S::RetryWait | S::Unknown => {
                 if spoke.status != S::Unknown {
-                    s.attempt = s.attempt.saturating_add(1);
-                    s.workflow_run_id = None;
-                    s.run_url = None;
-                    s.summary = None;
+                    begin_attempt(&mut s);
                 }
-                s.status = S::Dispatching;
-                s.reason = None;
-                s.dispatched_at = Some(now);
-                s.started_at = None;
-                s.finished_at = None;
-                s.due_at = scheduled_due(&s, ctx.policy);
-                Transition::Changed(s)
+                Transition::Changed(sent_off(s, S::Dispatching, ctx))
             }
             _ => invalid(spoke, "dispatch"),
         },
@@ -585,18 +597,8 @@ pub fn apply(spoke: &Spoke, event: SpokeEvent, ctx: &TransitionContext) -> Trans
         },
         SpokeEvent::Enqueue => match spoke.status {
             S::Planned | S::RetryWait => {
-                s.attempt = s.attempt.saturating_add(1);
-                s.workflow_run_id = None;
-                s.run_url = None;
-                s.summary = None;
-                s.lease = None;
-                s.status = S::Dispatched;
-                s.reason = None;
-                s.dispatched_at = Some(now);
-                s.started_at = None;
-                s.finished_at = None;
-                s.due_at = scheduled_due(&s, ctx.policy);
-                Transition::Changed(s)
+                begin_attempt(&mut s);
+                Transition::Changed(sent_off(s, S::Dispatched, ctx))
             }
             _ => invalid(spoke, "enqueue"),
         },

@@ -490,6 +490,41 @@ async fn button(
     Ok(a)
 }
 
+/// The run page's buttons.
+#[derive(Clone, Copy)]
+enum Button {
+    Cancel,
+    RerunFailed,
+}
+
+/// Presses a button for the signed-in person, then back to the page with its filter.
+async fn press(
+    engine: &Engine,
+    web: &Web,
+    (id, q, headers, form): (&str, &FilterQuery, &HeaderMap, &CsrfForm),
+    which: Button,
+) -> Response {
+    let a = match button(engine, web, headers, id, form).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let done = match which {
+        Button::Cancel => {
+            let by = format!("{} on the run page", a.session.login);
+            engine.cancel_run(&a.run.id, &by).await.map(|_| ())
+        }
+        Button::RerunFailed => engine
+            .rerun_failed_by(&a.run.id, &a.session.login)
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = done {
+        let why = Denied::Unavailable(format!("{e:#}"));
+        return denied_page(Refusal::new(why, a.set_cookie), "/runs");
+    }
+    with_cookie(see_other(&back_to(&a.run, q)), a.set_cookie)
+}
+
 /// `POST /runs/{id}/cancel`
 pub async fn cancel(
     State(engine): State<Engine>,
@@ -499,19 +534,10 @@ pub async fn cancel(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some(web) = web.0 else {
-        return page_off();
-    };
-    let a = match button(&engine, &web, &headers, &id, &form).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let by = format!("{} on the run page", a.session.login);
-    if let Err(e) = engine.cancel_run(&a.run.id, &by).await {
-        let why = Denied::Unavailable(format!("{e:#}"));
-        return denied_page(Refusal::new(why, a.set_cookie), "/runs");
+    match web.0 {
+        Some(web) => press(&engine, &web, (&id, &q, &headers, &form), Button::Cancel).await,
+        None => page_off(),
     }
-    with_cookie(see_other(&back_to(&a.run, &q)), a.set_cookie)
 }
 
 /// `POST /runs/{id}/rerun-failed`
@@ -523,18 +549,18 @@ pub async fn rerun_failed(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let Some(web) = web.0 else {
-        return page_off();
-    };
-    let a = match button(&engine, &web, &headers, &id, &form).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if let Err(e) = engine.rerun_failed_by(&a.run.id, &a.session.login).await {
-        let why = Denied::Unavailable(format!("{e:#}"));
-        return denied_page(Refusal::new(why, a.set_cookie), "/runs");
+    match web.0 {
+        Some(web) => {
+            press(
+                &engine,
+                &web,
+                (&id, &q, &headers, &form),
+                Button::RerunFailed,
+            )
+            .await
+        }
+        None => page_off(),
     }
-    with_cookie(see_other(&back_to(&a.run, &q)), a.set_cookie)
 }
 
 /// The run's page with the filter the button was pressed under.
