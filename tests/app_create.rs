@@ -15,6 +15,9 @@ use url::Url;
 
 use spokehub::emulator::{Emulator, EmulatorHandle, Scenario};
 
+#[path = "common/web.rs"]
+mod web;
+
 const BIN: &str = env!("CARGO_BIN_EXE_spokehub");
 
 /// A loopback port nobody listens on right now (for the hub, whose URL the emulator needs first).
@@ -291,6 +294,21 @@ async fn app_create_against_the_emulator_then_serve_from_the_written_files() {
         }
     })
     .await;
+    // The App the manifest made signs people in to the run page: its callback URL was
+    // registered, the written OAuth client is the App's.
+    let (session, landed) = web::sign_in(
+        public_url.as_str().trim_end_matches('/'),
+        "octocat",
+        "/runs",
+    )
+    .await;
+    assert_eq!(landed, "/runs");
+    assert_eq!(
+        web::get(&format!("{public_url}/runs"), &session)
+            .await
+            .status(),
+        200
+    );
     let pressed = http
         .post(format!("{}/_emulator/hub/dispatch", emu.base_url))
         .json(&json!({"workflow": "spokehub-hub.yml", "ref": "main",

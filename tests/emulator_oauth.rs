@@ -248,3 +248,54 @@ login = "nobody"
     assert_eq!(s, 403);
     assert_eq!(body["message"], "Resource not accessible by integration");
 }
+
+#[tokio::test]
+async fn the_redirect_uri_must_be_a_registered_callback_or_below_it() {
+    let env = start(scenario(
+        "[oauth]\ncallback_urls = [\"http://127.0.0.1:9/auth/callback\"]\n",
+    ))
+    .await;
+    let authorize = |redirect: &str| {
+        let env = &env;
+        let redirect = redirect.to_owned();
+        async move {
+            no_redirects()
+                .get(env.url("/login/oauth/authorize"))
+                .query(&[
+                    ("client_id", env.emu.oauth_client_id.as_str()),
+                    ("redirect_uri", redirect.as_str()),
+                    ("state", "s"),
+                    ("login", "octocat"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(authorize("http://127.0.0.1:9/auth/callback").await, 302);
+    assert_eq!(
+        authorize("http://127.0.0.1:9/auth/callback/more").await,
+        302
+    );
+    for refused in [
+        "http://evil.example/auth/callback",
+        "http://127.0.0.1:10/auth/callback",
+        "https://127.0.0.1:9/auth/callback",
+        "http://127.0.0.1:9/auth/callbackx",
+        "http://127.0.0.1:9/other",
+    ] {
+        assert_eq!(authorize(refused).await, 400, "{refused}");
+    }
+    // More can be registered, as on the App's settings page.
+    let r = env
+        .http
+        .post(env.url("/_emulator/oauth/callbacks"))
+        .json(&json!({"urls": ["http://hub.example/auth/callback"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(authorize("http://hub.example/auth/callback").await, 302);
+}

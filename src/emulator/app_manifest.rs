@@ -174,6 +174,15 @@ pub async fn new_app(
             )
         }
     };
+    // The App exists once the person creates it: its callback URLs are registered.
+    if let Ok(v) = serde_json::from_str::<Value>(manifest) {
+        let urls = v["callback_urls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().and_then(|u| url::Url::parse(u).ok()));
+        sh.oauth.register_callbacks(urls);
+    }
     let code = sh.manifests.issue(Instant::now());
     {
         let mut q = redirect.query_pairs_mut();

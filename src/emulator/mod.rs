@@ -252,6 +252,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/login/oauth/access_token", post(oauth::access_token))
         .route("/_emulator/oauth/expire", post(oauth::expire))
         .route(
+            "/_emulator/oauth/callbacks",
+            post(oauth::register_callbacks),
+        )
+        .route(
             "/_services/token/.well-known/openid-configuration",
             get(oidc::discovery),
         )

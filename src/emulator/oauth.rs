@@ -53,6 +53,8 @@ pub struct OAuthStore {
     client_secret: SecretString,
     token_ttl: Duration,
     users: Vec<Arc<UserConfig>>,
+    /// The App's registered callback URLs (none: any).
+    callbacks: Mutex<Vec<url::Url>>,
     inner: Mutex<Grants>,
 }
 
@@ -87,8 +89,39 @@ impl OAuthStore {
                 .unwrap_or_else(|| SecretString::from(hex::encode(rand::random::<[u8; 20]>()))),
             token_ttl: Duration::from_secs(sc.oauth.token_ttl_s),
             users: sc.users.iter().cloned().map(Arc::new).collect(),
+            callbacks: Mutex::new(
+                sc.oauth
+                    .callback_urls
+                    .iter()
+                    .filter_map(|u| url::Url::parse(u).ok())
+                    .collect(),
+            ),
             inner: Mutex::new(Grants::default()),
         }
+    }
+
+    /// Registers callback URLs (an App manifest's `callback_urls`).
+    pub fn register_callbacks(&self, urls: impl IntoIterator<Item = url::Url>) {
+        self.callbacks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(urls);
+    }
+
+    /// GitHub's rule: the redirect URI has a registered callback URL's scheme, host and port,
+    /// and its path is that URL's path or below it.
+    fn redirect_allowed(&self, uri: &url::Url) -> bool {
+        let callbacks = self.callbacks.lock().unwrap_or_else(|p| p.into_inner());
+        callbacks.is_empty()
+            || callbacks.iter().any(|c| {
+                let base = c.path().trim_end_matches('/');
+                c.scheme() == uri.scheme()
+                    && c.host_str() == uri.host_str()
+                    && c.port_or_known_default() == uri.port_or_known_default()
+                    && (uri.path() == c.path()
+                        || uri.path().trim_end_matches('/') == base
+                        || uri.path().starts_with(&format!("{base}/")))
+            })
     }
 
     pub fn client_secret(&self) -> &str {
@@ -201,12 +234,12 @@ fn check_authorize(sh: &Shared, q: &AuthorizeQuery) -> Result<url::Url, Box<Resp
     q.redirect_uri
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok())
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .filter(|u| matches!(u.scheme(), "http" | "https") && sh.oauth.redirect_allowed(u))
         .ok_or_else(|| {
             Box::new(page(
                 StatusCode::BAD_REQUEST,
                 "Redirect URI mismatch",
-                "<p>The redirect_uri is missing or is not an http(s) URL.</p>",
+                "<p>The redirect_uri is not associated with this application.</p>",
             ))
         })
 }
@@ -432,6 +465,31 @@ pub async fn get_user(State(sh): S, user: Option<Extension<SignedInUser>>) -> Ap
         m.insert("name".into(), json!(u.login));
     }
     Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Callbacks {
+    urls: Vec<String>,
+}
+
+/// `POST /_emulator/oauth/callbacks` `{"urls": [...]}`: registers the App's callback URLs (as
+/// its settings page would).
+pub async fn register_callbacks(State(sh): S, Json(c): Json<Callbacks>) -> Response {
+    let mut parsed = Vec::new();
+    for u in &c.urls {
+        match url::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") => parsed.push(p),
+            _ => {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({"message": format!("not an http(s) URL: {u}")})),
+                )
+                    .into_response()
+            }
+        }
+    }
+    sh.oauth.register_callbacks(parsed);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `POST /_emulator/oauth/expire`: every user access token expires now.

@@ -78,6 +78,11 @@ pub struct OAuthConfig {
     /// Lifetime of user-to-server tokens (GitHub: 8 hours).
     #[serde(default = "default_user_token_ttl")]
     pub token_ttl_s: u64,
+    /// The App's registered callback URLs: a sign-in's `redirect_uri` must be one of them or
+    /// below one (same scheme, host and port). Empty: any http(s) URL, until an App manifest
+    /// or `POST /_emulator/oauth/callbacks` registers some.
+    #[serde(default)]
+    pub callback_urls: Vec<String>,
 }
 
 impl Default for OAuthConfig {
@@ -86,6 +91,7 @@ impl Default for OAuthConfig {
             client_id: None,
             client_secret: None,
             token_ttl_s: default_user_token_ttl(),
+            callback_urls: Vec::new(),
         }
     }
 }
@@ -482,6 +488,14 @@ impl Scenario {
                 return Err(invalid(
                     "users.login",
                     format!("{} is listed twice", u.login),
+                ));
+            }
+        }
+        for u in &self.oauth.callback_urls {
+            if !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                return Err(invalid(
+                    "oauth.callback_urls",
+                    format!("{u:?} is not an http(s) URL"),
                 ));
             }
         }

@@ -67,14 +67,31 @@ impl World {
     /// A world whose hub serves the run page: its public URL is its own address and it signs
     /// people in with the emulator's OAuth client.
     pub async fn start_with_page(scenario: &str, hub_toml: &str) -> World {
-        Self::start_full(None, scenario, hub_toml, |c, emulator, addr| {
+        let world = Self::start_full(None, scenario, hub_toml, |c, emulator, addr| {
             c.public_url = Some(format!("http://{addr}/").parse().unwrap());
             c.oauth = Some(spokehub::config::OAuthClient {
                 client_id: emulator.oauth_client_id.clone(),
                 client_secret: emulator.oauth_client_secret.clone().into(),
             });
         })
-        .await
+        .await;
+        world.register_callback().await;
+        world
+    }
+
+    /// Registers the hub's sign-in callback with the emulator's App, as the manifest does.
+    pub async fn register_callback(&self) {
+        let r = self
+            .http
+            .post(format!(
+                "{}/_emulator/oauth/callbacks",
+                self.emulator.base_url
+            ))
+            .json(&json!({"urls": [format!("{}/auth/callback", self.hub_url())]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
     }
 
     /// [`World::start_editing`] with the emulator and the hub's address at hand.
