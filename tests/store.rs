@@ -81,6 +81,7 @@ on_both_databases!(
     the_spokes_fingerprint_moves_with_every_change_and_the_newest_events_come_last,
     a_workers_lease_round_trips_through_the_ledger,
     signed_out_sessions_stay_ended,
+    agents_are_known_by_their_token_until_revoked,
 );
 
 /// What the run page's live stream watches: one aggregate that changes with every spoke
@@ -883,4 +884,55 @@ async fn signed_out_sessions_stay_ended(db: Db) {
     store.end_session("s3", now_ms() + 60_000).await.unwrap();
     assert!(!store.session_ended("old").await.unwrap());
     assert!(store.session_ended("s1").await.unwrap());
+}
+
+/// Agents of pulled work: added with a token kept as a hash, known by it until revoked, and
+/// seen when it is used.
+async fn agents_are_known_by_their_token_until_revoked(db: Db) {
+    use spokehub::work::agents::{authenticate, new_token, AgentRefused};
+    let store = db.open().await;
+    let (token, hash) = new_token();
+    assert!(store.add_agent("cluster-eu", &hash).await.unwrap());
+    let (other, other_hash) = new_token();
+    assert!(
+        !store.add_agent("cluster-eu", &other_hash).await.unwrap(),
+        "an active agent's name is taken"
+    );
+    let listed = store.agents().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_seen_at.is_none());
+    let agent = authenticate(&store, Some(&token)).await.unwrap();
+    assert_eq!(agent.name, "cluster-eu");
+    assert!(
+        store.agents().await.unwrap()[0].last_seen_at.is_some(),
+        "contact noted"
+    );
+    assert!(matches!(
+        authenticate(&store, Some(&other)).await,
+        Err(AgentRefused::Unknown)
+    ));
+    assert!(matches!(
+        authenticate(&store, None).await,
+        Err(AgentRefused::Missing)
+    ));
+    assert!(matches!(
+        authenticate(&store, Some("ghs_installation_token")).await,
+        Err(AgentRefused::Unknown)
+    ));
+    assert!(store.revoke_agent("cluster-eu").await.unwrap());
+    assert!(!store.revoke_agent("cluster-eu").await.unwrap(), "once");
+    assert!(matches!(
+        authenticate(&store, Some(&token)).await,
+        Err(AgentRefused::Unknown)
+    ));
+    assert!(store.agents().await.unwrap()[0].revoked_at.is_some());
+    // A revoked name may be added again, with a new token; the old one stays dead.
+    let (fresh, fresh_hash) = new_token();
+    assert!(store.add_agent("cluster-eu", &fresh_hash).await.unwrap());
+    assert_eq!(
+        authenticate(&store, Some(&fresh)).await.unwrap().name,
+        "cluster-eu"
+    );
+    assert!(authenticate(&store, Some(&token)).await.is_err());
+    assert!(store.agents().await.unwrap()[0].revoked_at.is_none());
 }

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 
 pub use batch::SpokeChange;
 pub use model::{
-    NewDelivery, NewRun, NewSpoke, RunRecord, SpokeRecord, StoredDelivery, TransitionRecord,
+    AgentRecord, NewDelivery, NewRun, NewSpoke, RunRecord, SpokeRecord, StoredDelivery,
+    TransitionRecord,
 };
 
 use crate::hub::{HubRunId, InstallationId, RepoName, Sha, Spoke, Transition};
@@ -206,6 +207,28 @@ impl Store {
     /// The sealed result of a refresh of that token recorded since `since` (unix ms).
     pub async fn refreshed(&self, refresh_hash: &str, since: i64) -> StoreResult<Option<String>> {
         on_db!(self, db => db.refreshed(refresh_hash, since).await)
+    }
+
+    /// Adds an agent of pulled work with its token's hash; false when an agent of that name
+    /// exists and is not revoked (a revoked one is replaced).
+    pub async fn add_agent(&self, name: &str, token_hash: &str) -> StoreResult<bool> {
+        on_db!(self, db => db.add_agent(name, token_hash).await)
+    }
+
+    /// Revokes an agent: its token opens nothing from now on. False when there is no such
+    /// active agent.
+    pub async fn revoke_agent(&self, name: &str) -> StoreResult<bool> {
+        on_db!(self, db => db.revoke_agent(name).await)
+    }
+
+    /// Every agent, revoked ones included, by name.
+    pub async fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        on_db!(self, db => db.agents().await)
+    }
+
+    /// The active agent whose token hashes to `token_hash`, noting that it was seen now.
+    pub async fn agent_seen(&self, token_hash: &str) -> StoreResult<Option<AgentRecord>> {
+        on_db!(self, db => db.agent_seen(token_hash).await)
     }
 
     /// A write commits (`/healthz`); on SQLite also: the file is the one opened.

@@ -102,6 +102,20 @@ impl TransitionRecord {
     }
 }
 
+/// A self-hosted agent of pulled work (its token is stored only as a hash, and never read).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AgentRecord {
+    pub name: String,
+    /// Unix ms.
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    /// When its token was last accepted.
+    pub last_seen_at: Option<i64>,
+}
+
+/// The columns of an agent row (`SELECT {AGENT_COLUMNS}`).
+pub(super) const AGENT_COLUMNS: &str = "name, created_at, revoked_at, last_seen_at";
+
 /// One status's line of a run's spoke fingerprint: status, count, attempts, latest end,
 /// latest start, reasons' length, run ids, run links, summaries' length.
 pub(super) type FingerprintRow = (String, i64, i64, i64, i64, i64, i64, i64, i64);

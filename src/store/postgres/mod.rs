@@ -10,6 +10,7 @@
 //! - There is no file to watch: [`Db::check_writable`] answers from the last write and the last
 //!   health probe, and a failure starts a probe in the background so it heals by itself.
 
+mod agents;
 mod deliveries;
 mod ledger;
 mod rate;

@@ -4,6 +4,7 @@
 //! transaction such as a spoke transition is serialized without busy retries; reads use a
 //! separate small pool and never block writers (WAL).
 
+mod agents;
 mod deliveries;
 mod ledger;
 mod runs;
