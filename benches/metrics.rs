@@ -43,6 +43,7 @@ async fn main() {
             sender: "bench",
             trigger_delivery: None,
             deadline_at: now_ms() + 3_600_000,
+            mode: spokehub::hub::RunMode::Push,
         })
         .await
         .unwrap();

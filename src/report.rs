@@ -264,6 +264,7 @@ mod tests {
                 created_at: 0,
                 deadline_at: 0,
                 completed_at: None,
+                mode: crate::hub::RunMode::Push,
             },
             totals: Totals::of(&spokes),
             spokes,

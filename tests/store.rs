@@ -82,6 +82,7 @@ on_both_databases!(
     a_workers_lease_round_trips_through_the_ledger,
     signed_out_sessions_stay_ended,
     agents_are_known_by_their_token_until_revoked,
+    concurrent_workers_never_hold_one_attempt_twice,
 );
 
 /// What the run page's live stream watches: one aggregate that changes with every spoke
@@ -146,6 +147,15 @@ fn decide(event: SpokeEvent) -> impl Fn(&Spoke) -> Transition + Send + Sync + 's
 
 /// A run with `n` planned spokes `acme/r0`.. (activated).
 async fn run_with_spokes(store: &Store, n: usize) -> (HubRunId, Vec<RepoName>) {
+    run_with_spokes_in(store, n, spokehub::hub::RunMode::Push).await
+}
+
+/// [`run_with_spokes`] in `mode`.
+async fn run_with_spokes_in(
+    store: &Store,
+    n: usize,
+    mode: spokehub::hub::RunMode,
+) -> (HubRunId, Vec<RepoName>) {
     let id = HubRunId::new_random();
     let hub: RepoName = "acme/hub".parse().unwrap();
     store
@@ -161,6 +171,7 @@ async fn run_with_spokes(store: &Store, n: usize) -> (HubRunId, Vec<RepoName>) {
             sender: "s",
             trigger_delivery: None,
             deadline_at: now_ms() + 60_000,
+            mode,
         })
         .await
         .unwrap();
@@ -464,6 +475,7 @@ async fn a_run_and_its_spokes_round_trip_and_transitions_persist(db: Db) {
         sender: "octocat",
         trigger_delivery: Some("guid-1"),
         deadline_at: now_ms() + 60_000,
+        mode: spokehub::hub::RunMode::Push,
     };
     assert!(store.insert_run(&run).await.unwrap());
     let again = NewRun {
@@ -935,4 +947,83 @@ async fn agents_are_known_by_their_token_until_revoked(db: Db) {
     );
     assert!(authenticate(&store, Some(&token)).await.is_err());
     assert!(store.agents().await.unwrap()[0].revoked_at.is_none());
+}
+
+/// Claims of pulled work, from several workers on two stores at once: every queued spoke is
+/// claimed exactly once, each under the lease handed out for it; spokes of push runs are
+/// never work.
+async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
+    use spokehub::hub::RunMode;
+    use spokehub::work::claim::claim;
+    let (a, b) = (db.open().await, db.open().await);
+    let (pull, repos) = run_with_spokes_in(&a, 40, RunMode::Pull).await;
+    assert_eq!(a.run(&pull).await.unwrap().unwrap().mode, RunMode::Pull);
+    for r in &repos {
+        a.transition(&pull, r, decide(SpokeEvent::Enqueue))
+            .await
+            .unwrap();
+    }
+    let (push, push_repos) = run_with_spokes(&a, 5).await;
+    for r in &push_repos {
+        a.transition(&push, r, decide(SpokeEvent::DispatchStarted))
+            .await
+            .unwrap();
+        a.transition(
+            &push,
+            r,
+            decide(SpokeEvent::DispatchAccepted {
+                run_id: None,
+                run_url: None,
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(&store, &format!("w{w}"), 3, Duration::from_secs(60), |_| {
+                    Policy::default()
+                })
+                .await
+                .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let mut names: Vec<String> = all.iter().map(|c| c.repo.to_string()).collect();
+    names.sort();
+    let mut expected: Vec<String> = repos.iter().map(|r| r.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected, "each queued spoke claimed exactly once");
+    for c in &all {
+        assert_eq!(c.run, pull);
+        assert_eq!(c.attempt, 1);
+        let s = a.spoke(&pull, &c.repo).await.unwrap().unwrap().spoke;
+        assert_eq!(s.status, SpokeStatus::Running);
+        assert_eq!(
+            s.lease.as_ref().map(|l| &l.id),
+            Some(&c.lease.id),
+            "the lease handed out"
+        );
+    }
+    for r in &push_repos {
+        let s = a.spoke(&push, r).await.unwrap().unwrap().spoke;
+        assert_eq!(
+            s.status,
+            SpokeStatus::Dispatched,
+            "push spokes are not pulled work"
+        );
+        assert!(s.lease.is_none());
+    }
 }

@@ -203,6 +203,7 @@ impl Engine {
                 sender: &e.sender,
                 trigger_delivery: Some(guid),
                 deadline_at: now_ms() + policy.timeouts.overall.as_millis() as i64,
+                mode: crate::hub::RunMode::Push,
             })
             .await?;
         if !inserted {

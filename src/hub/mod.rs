@@ -17,7 +17,7 @@ pub use policy::{
     RetryOverrides, RetryPolicy, SuccessThreshold, ThresholdSpec, Timeouts,
 };
 pub use repo::{RepoInfo, Visibility};
-pub use run::{conclude, Conclusion, ParseRunError, RunStatus, Totals};
+pub use run::{conclude, Conclusion, ParseRunError, RunMode, RunStatus, Totals};
 pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
     apply, callback_closed, scheduled_due, Channel, Lease, ParseStatusError, ReportOutcome, Spoke,

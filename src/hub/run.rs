@@ -103,6 +103,38 @@ impl RunStatus {
     }
 }
 
+/// How a run reaches its spokes: dispatched to each repository's spoke workflow (`push`), or
+/// queued for workers that claim them (`pull`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    #[default]
+    Push,
+    Pull,
+}
+
+impl RunMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Push => "push",
+            RunMode::Pull => "pull",
+        }
+    }
+}
+
+impl FromStr for RunMode {
+    type Err = ParseRunError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [RunMode::Push, RunMode::Pull]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| ParseRunError {
+                kind: "run mode",
+                value: s.chars().take(40).collect(),
+            })
+    }
+}
+
 /// A string that names no status or conclusion.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?}")]

@@ -209,6 +209,12 @@ impl Store {
         on_db!(self, db => db.refreshed(refresh_hash, since).await)
     }
 
+    /// Spokes of active pull runs queued for a worker and not leased, oldest first (at most
+    /// `limit`): candidates for a claim, which takes each under its row lock.
+    pub async fn queued_work(&self, limit: i64) -> StoreResult<Vec<(HubRunId, RepoName)>> {
+        on_db!(self, db => db.queued_work(limit).await)
+    }
+
     /// Adds an agent of pulled work with its token's hash; false when an agent of that name
     /// exists and is not revoked (a revoked one is replaced).
     pub async fn add_agent(&self, name: &str, token_hash: &str) -> StoreResult<bool> {

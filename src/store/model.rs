@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::{corrupt, StoreResult};
 use crate::hub::{
-    HubRunId, InstallationId, Lease, RepoName, RunStatus, Sha, Spoke, SpokeStatus, Transition,
+    HubRunId, InstallationId, Lease, RepoName, RunMode, RunStatus, Sha, Spoke, SpokeStatus,
+    Transition,
 };
 
 /// A verified delivery about to be recorded.
@@ -40,6 +41,7 @@ pub struct NewRun<'a> {
     pub sender: &'a str,
     pub trigger_delivery: Option<&'a str>,
     pub deadline_at: i64,
+    pub mode: RunMode,
 }
 
 /// A stored run.
@@ -65,6 +67,7 @@ pub struct RunRecord {
     pub created_at: i64,
     pub deadline_at: i64,
     pub completed_at: Option<i64>,
+    pub mode: RunMode,
 }
 
 /// A spoke as planned: a target (`planned`) or a repository skipped with a reason.
@@ -124,7 +127,7 @@ pub(super) type FingerprintRow = (String, i64, i64, i64, i64, i64, i64, i64, i64
 pub(super) const RUN_COLUMNS: &str =
     "id, installation_id, hub_repo, task, targets, params, dry_run, git_ref, head_sha, sender,
      status, conclusion, reason, cancel_requested, check_run_id, created_at, deadline_at,
-     completed_at";
+     completed_at, mode";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct RunRow {
@@ -146,6 +149,7 @@ pub(super) struct RunRow {
     created_at: i64,
     deadline_at: i64,
     completed_at: Option<i64>,
+    mode: String,
 }
 
 impl RunRow {
@@ -173,6 +177,7 @@ impl RunRow {
             created_at: self.created_at,
             deadline_at: self.deadline_at,
             completed_at: self.completed_at,
+            mode: self.mode.parse().map_err(|e| corrupt("runs", e))?,
         })
     }
 }

@@ -3,4 +3,5 @@
 //! with their own token ([`agents`]).
 
 pub mod agents;
+pub mod claim;
 pub mod oidc;

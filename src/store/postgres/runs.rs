@@ -11,8 +11,8 @@ impl Db {
     pub async fn insert_run(&self, run: &NewRun<'_>) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO runs (id, installation_id, hub_repo, task, targets, params, dry_run, git_ref,
-                               sender, trigger_delivery, status, created_at, deadline_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                               sender, trigger_delivery, status, created_at, deadline_at, mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (trigger_delivery) DO NOTHING",
         )
         .bind(run.id.to_string())
@@ -28,6 +28,7 @@ impl Db {
         .bind(RunStatus::Planning.as_str())
         .bind(now_ms())
         .bind(run.deadline_at)
+        .bind(run.mode.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

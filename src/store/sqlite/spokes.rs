@@ -41,4 +41,17 @@ impl Db {
                 .await?;
         row.map(run_and_repo).transpose()
     }
+
+    pub async fn queued_work(&self, limit: i64) -> StoreResult<Vec<(HubRunId, RepoName)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT s.run_id, s.repo FROM spokes s JOIN runs r ON r.id = s.run_id
+             WHERE r.mode = 'pull' AND r.status = 'active' AND NOT r.cancel_requested
+               AND s.status = 'dispatched' AND s.lease_id IS NULL
+             ORDER BY s.dispatched_at, s.run_id, s.repo LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter().map(run_and_repo).collect()
+    }
 }
