@@ -26,6 +26,7 @@ use serde_json::json;
 use super::http::{ApiError, ApiResult};
 use super::scenario::{Scenario, UserConfig};
 use super::server::Shared;
+use crate::web::pages::esc;
 
 /// How long an authorization code may wait for its exchange (GitHub: 10 minutes).
 const CODE_TTL: Duration = Duration::from_secs(600);
@@ -202,14 +203,6 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         )),
     )
         .into_response()
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 #[derive(Deserialize)]

@@ -185,14 +185,7 @@ pub struct TokenQuery {
 
 /// `GET /_services/token/id-token?api-version=2.0&audience=AUD` with the job's request token.
 pub async fn id_token(State(sh): S, headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("bearer ")
-                .or_else(|| v.strip_prefix("Bearer "))
-        })
-        .unwrap_or("");
+    let token = super::server::bearer(&headers).unwrap_or("");
     let Some(job) = sh.oidc().job(token.trim()) else {
         return (
             StatusCode::UNAUTHORIZED,

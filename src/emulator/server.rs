@@ -114,7 +114,7 @@ fn content_creating(method: &Method, route: &str) -> bool {
     method == Method::POST && (route.ends_with("/dispatches") || route.ends_with("/check-runs"))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("authorization")?.to_str().ok()?;
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))

@@ -19,6 +19,7 @@ use url::Url;
 
 use super::files::{self, Credentials, Written};
 use super::AppCreateArgs;
+use crate::web::pages::esc;
 
 /// What the flow created.
 #[derive(Debug, Clone)]
@@ -63,14 +64,6 @@ struct Conversion {
     client_secret: Option<SecretString>,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn html(status: StatusCode, body: &str) -> Response {
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>spokehub app create</title></head><body>{body}</body></html>"
@@ -92,9 +85,9 @@ async fn form(State(f): State<Arc<Flow>>) -> Response {
              <form method=\"post\" action=\"{action}\">\
              <input type=\"hidden\" name=\"manifest\" value=\"{manifest}\">\
              <button type=\"submit\">Create the GitHub App on {org}</button></form>",
-            org = escape(&f.org),
-            action = escape(f.action.as_str()),
-            manifest = escape(&f.manifest),
+            org = esc(&f.org),
+            action = esc(f.action.as_str()),
+            manifest = esc(&f.manifest),
         ),
     )
 }
@@ -142,10 +135,10 @@ async fn callback(State(f): State<Arc<Flow>>, Query(q): Query<CallbackQuery>) ->
                 "<h1>Created the GitHub App {name}</h1><p>Wrote {config}. Now \
                  <a href=\"{url}\">install it on {org}</a>; the terminal shows the next steps. \
                  You may close this page.</p>",
-                name = escape(&created.name),
-                config = escape(&created.written.config.display().to_string()),
-                url = escape(&created.install_url),
-                org = escape(&f.org),
+                name = esc(&created.name),
+                config = esc(&created.written.config.display().to_string()),
+                url = esc(&created.install_url),
+                org = esc(&f.org),
             );
             if let Some(tx) = f.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = tx.send(created);
@@ -160,7 +153,7 @@ async fn callback(State(f): State<Arc<Flow>>, Query(q): Query<CallbackQuery>) ->
                 StatusCode::BAD_GATEWAY,
                 &format!(
                     "<h1>Could not finish</h1><p>{}</p><p><a href=\"/\">Start again</a></p>",
-                    escape(&format!("{e:#}"))
+                    esc(&format!("{e:#}"))
                 ),
             )
         }

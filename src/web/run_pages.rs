@@ -260,11 +260,11 @@ async fn render(
     })
 }
 
-fn path_and_query(id: &str, uri: &axum::http::Uri) -> String {
-    match uri.query() {
-        Some(q) => format!("/runs/{id}?{q}"),
-        None => format!("/runs/{id}"),
-    }
+/// This request's path and query: where to come back after signing in.
+fn here(uri: &axum::http::Uri) -> String {
+    uri.path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/runs".into())
 }
 
 /// `GET /runs/{id}`
@@ -279,7 +279,7 @@ pub async fn page(
     let Some(web) = web.0 else {
         return page_off();
     };
-    let here = path_and_query(&id, &uri);
+    let here = here(&uri);
     let a = match allowed(&engine, &web, &headers, &id).await {
         Ok(a) => a,
         Err(d) => return denied_page(d, &here),
@@ -392,10 +392,7 @@ pub async fn list(
     let Some(web) = web.0 else {
         return page_off();
     };
-    let here = uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/runs".into());
+    let here = here(&uri);
     let Visitor::SignedIn {
         mut session,
         mut set_cookie,
