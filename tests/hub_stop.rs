@@ -26,10 +26,7 @@ async fn sigterm_mid_run_exits_zero_promptly_and_the_run_completes_after_a_resta
         "[policy]\nconcurrency = 20\nunknown_search_delay = \"300ms\"\nreconcile_after = \"2s\"\n[policy.retry]\nlimit = 0\n",
     )
     .unwrap();
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let listen = hub_process::free_listen();
     let scenario = Scenario::from_toml(&format!(
         "[org]\nlogin = \"acme\"\nrepos = {SPOKES}\nhub_repo = \"platform-hub\"\n\
          [spoke]\nduration_ms = [1000, 3000]\ncallback = \"repository_dispatch\"\n"

@@ -33,10 +33,9 @@ async fn start(open_files: Option<u64>) -> Hub {
     // Every refusal below is a warning the hub logs; hundreds of them say nothing here.
     std::env::set_var("SPOKEHUB_LOG", "error");
     let dir = tempfile::tempdir().unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Not a `:0` port: one from the ephemeral range may go to an outgoing connection before
+    // the hub binds it.
+    let addr: SocketAddr = hub_process::free_listen().parse().unwrap();
     let scenario = Scenario::from_toml(&common::scenario(2, "")).unwrap();
     let emulator = Emulator::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),

@@ -2,6 +2,8 @@
 //! delivery GUID, and a hint at the setting to check, never the secret.
 
 mod common;
+#[path = "common/hub_process.rs"]
+mod hub_process;
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};
@@ -44,10 +46,7 @@ async fn json_logs_are_one_object_a_line_with_the_same_fields() {
 /// another secret, and returns what it logged.
 async fn refusal_logged(format: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let listen = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let listen = hub_process::free_listen();
     let emulator = Emulator::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         Scenario::from_toml(&common::scenario(1, "")).unwrap(),

@@ -341,7 +341,7 @@ pub struct Cluster {
 
 /// A free port below Linux's ephemeral range (32768 and up): a port the kernel hands out for
 /// `:0` may be given to an outgoing connection before a restarted replica binds it again.
-fn free_listen() -> String {
+pub fn free_listen() -> String {
     use rand::Rng as _;
     loop {
         let port = rand::thread_rng().gen_range(20_000..32_000);
