@@ -13,7 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::github::ApiVersion;
-use crate::hub::{parse_duration, HubAccess, Policy, PolicyOverrides, RepoName};
+use crate::hub::{parse_duration, HubAccess, Policy, PolicyOverrides, RepoName, RunMode};
 
 /// Settings given on the command line or in the environment (clap fills both).
 /// No `Debug`: it holds secrets.
@@ -147,6 +147,8 @@ pub struct HubSection {
     pub workflow: Option<String>,
     /// The spoke workflow's file name in every target repository.
     pub spoke_workflow: Option<String>,
+    /// The worker workflow's file name in the hub repository (hybrid tasks).
+    pub worker_workflow: Option<String>,
     /// How often failed webhook deliveries are listed and redelivered (e.g. "5m"; "0s": never).
     pub redeliver_every: Option<String>,
     /// How long a replica's lease on work lasts without renewal (default "30s"): after a
@@ -159,6 +161,66 @@ pub struct HubSection {
 pub struct TaskSection {
     #[serde(default)]
     pub policy: PolicyOverrides,
+    /// How the task reaches its targets: "push" (default), "pull" or "hybrid".
+    pub mode: Option<String>,
+    /// Pulled work on repositories: what the token handed out with each item may do
+    /// (`{ contents = "write" }`), narrowed to the item's repository.
+    pub permissions: Option<BTreeMap<String, String>>,
+}
+
+/// How a task's work reaches its targets, and what a worker's token for one item may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskWork {
+    pub mode: RunMode,
+    /// Permission name -> "read" | "write"; `contents = "read"` unless the task says otherwise.
+    pub permissions: BTreeMap<String, String>,
+}
+
+impl Default for TaskWork {
+    fn default() -> Self {
+        Self {
+            mode: RunMode::Push,
+            permissions: BTreeMap::from([("contents".to_owned(), "read".to_owned())]),
+        }
+    }
+}
+
+/// A task's `mode` and `permissions`, validated; `setting` names a key of the task's table
+/// (and the file) in errors.
+fn task_work_of(
+    section: &TaskSection,
+    setting: impl Fn(&str) -> String,
+) -> anyhow::Result<TaskWork> {
+    let mut work = TaskWork::default();
+    if let Some(mode) = &section.mode {
+        work.mode = mode.parse().map_err(|_| {
+            anyhow!(
+                "setting {}: {mode:?} is not \"push\", \"pull\" or \"hybrid\"",
+                setting("mode")
+            )
+        })?;
+    }
+    if let Some(permissions) = &section.permissions {
+        for (name, level) in permissions {
+            let plain = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            if !plain {
+                bail!(
+                    "setting {}: {name:?} is not a permission name (e.g. contents, pull_requests)",
+                    setting("permissions")
+                );
+            }
+            if !matches!(level.as_str(), "read" | "write") {
+                bail!(
+                    "setting {}: {level:?} is not \"read\" or \"write\"",
+                    setting(&format!("permissions.{name}"))
+                );
+            }
+        }
+        work.permissions = permissions.clone();
+    }
+    Ok(work)
 }
 
 /// The resolved configuration of a hub.
@@ -191,12 +253,21 @@ pub struct Config {
     pub oauth: Option<OAuthClient>,
     pub policy: Policy,
     pub task_policies: BTreeMap<String, Policy>,
+    /// Tasks that are not push tasks, or that declare permissions.
+    pub task_work: BTreeMap<String, TaskWork>,
+    /// The worker workflow's file name in the hub repository (hybrid tasks).
+    pub worker_workflow: String,
 }
 
 impl Config {
     /// The policy of a task: the global one with the task's overrides.
     pub fn policy_for(&self, task: &str) -> &Policy {
         self.task_policies.get(task).unwrap_or(&self.policy)
+    }
+
+    /// How a task's work reaches its targets (push unless configured).
+    pub fn work_for(&self, task: &str) -> TaskWork {
+        self.task_work.get(task).cloned().unwrap_or_default()
     }
 
     /// Resolves flags/environment over the configuration file over defaults.
@@ -305,6 +376,11 @@ impl Config {
             })?;
             task_policies.insert(task.clone(), p);
         }
+        let mut task_work = BTreeMap::new();
+        for (task, section) in &file.tasks {
+            let work = task_work_of(section, |key| in_file(&format!("tasks.{task}.{key}")))?;
+            task_work.insert(task.clone(), work);
+        }
         let access = hub_access(args, &file.hub, &file.name())?;
         let redeliver_every = match &file.hub.redeliver_every {
             None => Some(Duration::from_secs(5 * 60)),
@@ -355,6 +431,15 @@ impl Config {
                 Some(_) => {}
             }
         }
+        // Worker jobs prove who they are with an ID token whose audience is the hub's address.
+        if let Some((task, _)) = task_work.iter().find(|(_, w)| w.mode == RunMode::Hybrid) {
+            if public_url.is_none() {
+                bail!(
+                    "setting SPOKEHUB_PUBLIC_URL (or server.public_url) is required by the hybrid \
+                     task {task:?}: its worker jobs reach the hub there, and their ID tokens name it"
+                );
+            }
+        }
         let replica_id = args
             .replica_id
             .as_deref()
@@ -392,6 +477,12 @@ impl Config {
             oauth,
             policy,
             task_policies,
+            task_work,
+            worker_workflow: file
+                .hub
+                .worker_workflow
+                .clone()
+                .unwrap_or_else(|| "spokehub-workers.yml".into()),
         })
     }
 }
@@ -816,6 +907,45 @@ mod tests {
         let c = Config::from_parts(&args(), file).unwrap();
         assert_eq!(c.policy_for("other").concurrency, 5);
         assert_eq!(c.policy_for("scan").concurrency, 2);
+    }
+
+    #[test]
+    fn tasks_choose_their_model_and_the_permissions_of_their_items() {
+        let file = parse_file_config(
+            "[tasks.scan]\nmode = \"pull\"\n[tasks.bump]\nmode = \"hybrid\"\npermissions = { contents = \"write\", pull_requests = \"write\" }\n[tasks.bump.policy]\nworkers = 8\nwork_lease = \"2m\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.public_url = Some("https://hub.example".into());
+        let c = Config::from_parts(&a, file).unwrap();
+        assert_eq!(c.work_for("other").mode, RunMode::Push, "push by default");
+        assert_eq!(c.work_for("other").permissions["contents"], "read");
+        assert_eq!(c.work_for("scan").mode, RunMode::Pull);
+        assert_eq!(c.work_for("bump").mode, RunMode::Hybrid);
+        assert_eq!(c.work_for("bump").permissions["pull_requests"], "write");
+        assert_eq!(c.policy_for("bump").workers, 8);
+        assert_eq!(c.policy_for("bump").work_lease, Duration::from_secs(120));
+        assert_eq!(c.policy_for("scan").workers, 20);
+        for (text, says) in [
+            ("[tasks.x]\nmode = \"poll\"", "tasks.x.mode"),
+            (
+                "[tasks.x]\npermissions = { contents = \"admin\" }",
+                "tasks.x.permissions.contents",
+            ),
+            (
+                "[tasks.x]\npermissions = { \"Contents!\" = \"read\" }",
+                "tasks.x.permissions",
+            ),
+            ("[tasks.x.policy]\nworkers = 0", "workers"),
+            ("[tasks.x.policy]\nwork_lease = \"10ms\"", "work_lease"),
+        ] {
+            let e = Config::from_parts(&a, parse_file_config(text).unwrap()).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{text}: {e:#}");
+        }
+        // Hybrid workers reach the hub at its public URL.
+        let file = parse_file_config("[tasks.bump]\nmode = \"hybrid\"").unwrap();
+        let e = Config::from_parts(&args(), file).unwrap_err();
+        assert!(format!("{e:#}").contains("SPOKEHUB_PUBLIC_URL"), "{e:#}");
     }
 
     #[test]

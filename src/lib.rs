@@ -1,6 +1,7 @@
 //! spokehub: a GitHub App that runs one operation across many repositories at once and reports
 //! one result. See `README.md` for the product and `hub` for the domain.
 
+pub mod agent;
 pub mod config;
 pub mod demo;
 pub mod emulator;

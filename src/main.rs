@@ -59,6 +59,9 @@ enum Command {
         #[arg(long, env = "SPOKEHUB_API_TOKEN", hide_env_values = true)]
         api_token: String,
     },
+    /// Agents of pulled work: add, revoke and list them (on the hub's database), or run one.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Set up the GitHub App (`app create`).
     #[command(subcommand)]
     App(spokehub::setup::AppCommand),
@@ -106,6 +109,33 @@ enum Command {
         #[command(flatten)]
         ledger: LedgerArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Add an agent; its token is printed once (the hub keeps only a hash of it).
+    Add {
+        /// The agent's name (letters, digits, `-`, `_`, `.`; a host or cluster name).
+        name: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Revoke an agent: its token opens nothing any more.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// List agents with their last contact.
+    List {
+        /// One JSON object per agent, one per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Run an agent: claim items from the hub and run COMMAND once per item.
+    Run(spokehub::agent::AgentRunArgs),
 }
 
 /// Where the read-only commands find the hub's database, as `serve` does.
@@ -241,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(cmd) => agent(cmd).await,
         Command::App(cmd) => {
             init_tracing("warn")?;
             spokehub::setup::run(cmd).await?;
@@ -276,6 +307,81 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ledger,
         } => events(&run_id, json, &ledger).await,
     }
+}
+
+/// `spokehub agent ...`.
+async fn agent(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
+    use spokehub::work::agents;
+    match cmd {
+        AgentCommand::Add { name, ledger } => {
+            if !agents::valid_name(&name) {
+                anyhow::bail!(
+                    "{name:?} is not an agent name: 1 to 64 letters, digits, '-', '_' or '.'"
+                );
+            }
+            let store = open_ledger_for_writing(&ledger).await?;
+            let (token, hash) = agents::new_token();
+            if !store.add_agent(&name, &hash).await? {
+                anyhow::bail!(
+                    "an agent named {name:?} exists; revoke it first (spokehub agent revoke {name})"
+                );
+            }
+            eprintln!(
+                "agent {name} added; its token (shown once, keep it in a file the agent reads):"
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Revoke { name, ledger } => {
+            let store = open_ledger_for_writing(&ledger).await?;
+            if !store.revoke_agent(&name).await? {
+                anyhow::bail!("no active agent named {name:?}");
+            }
+            println!("agent {name} revoked");
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::List { json, ledger } => {
+            let (store, _) = open_ledger(&ledger).await?;
+            let ms = |t: Option<i64>| {
+                t.and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            };
+            for a in store.agents().await? {
+                let state = if a.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "name": a.name,
+                            "state": state,
+                            "added_at": ms(Some(a.created_at)),
+                            "last_seen_at": ms(a.last_seen_at),
+                        })
+                    );
+                } else {
+                    let seen = ms(a.last_seen_at).unwrap_or_else(|| "never".into());
+                    println!("{:<32} {state:<8} last contact {seen}", a.name);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Run(args) => {
+            init_tracing("info")?;
+            spokehub::agent::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Opens the database `serve` uses, to change it (agents); creates nothing but its tables.
+async fn open_ledger_for_writing(ledger: &LedgerArgs) -> anyhow::Result<spokehub::store::Store> {
+    let file = spokehub::config::load_file_config(ledger.config.as_deref())?;
+    let (url, _) = spokehub::config::database_url(&ledger.database_url, &file)?;
+    spokehub::store::Store::open(&url).await
 }
 
 /// Opens the database `serve` would use, read-only: never creates or changes it.

@@ -82,6 +82,7 @@ pub struct Telemetry {
     pub github_waits: Family<ReasonLabel, Counter>,
     pub work_queue_depth: Gauge,
     pub lease_expirations: Counter,
+    pub work_refusals: Family<ReasonLabel, Counter>,
     /// Scrapes answered from one encoding at a time.
     encode_lock: Mutex<()>,
 }
@@ -120,6 +121,7 @@ impl Telemetry {
             github_waits: Family::default(),
             work_queue_depth: Gauge::default(),
             lease_expirations: Counter::default(),
+            work_refusals: Family::default(),
             encode_lock: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -192,6 +194,11 @@ impl Telemetry {
             "spokehub_lease_expirations",
             "Leases of another (dead or stalled) replica this replica took over",
             t.lease_expirations.clone(),
+        );
+        registry.register(
+            "spokehub_work_refusals",
+            "Requests of the work API refused for who sent them, by reason",
+            t.work_refusals.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
         Telemetry { registry, ..t }
@@ -271,6 +278,14 @@ impl Telemetry {
 
     pub fn callback_rejected(&self, reason: &str) {
         self.callbacks_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn work_refused(&self, reason: &str) {
+        self.work_refusals
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
             })

@@ -954,7 +954,8 @@ async fn agents_are_known_by_their_token_until_revoked(db: Db) {
 /// never work.
 async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
     use spokehub::hub::RunMode;
-    use spokehub::work::claim::claim;
+    use spokehub::store::WorkScope;
+    use spokehub::work::claim::{claim, run_of_lease};
     let (a, b) = (db.open().await, db.open().await);
     let (pull, repos) = run_with_spokes_in(&a, 40, RunMode::Pull).await;
     assert_eq!(a.run(&pull).await.unwrap().unwrap().mode, RunMode::Pull);
@@ -985,7 +986,7 @@ async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = claim(&store, &format!("w{w}"), 3, Duration::from_secs(60), |_| {
+                let got = claim(&store, &WorkScope::Agents, &format!("w{w}"), 3, |_| {
                     Policy::default()
                 })
                 .await
@@ -1008,6 +1009,16 @@ async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
     assert_eq!(names, expected, "each queued spoke claimed exactly once");
     for c in &all {
         assert_eq!(c.run, pull);
+        assert_eq!(
+            run_of_lease(&c.lease.id),
+            Some(pull),
+            "a lease names its run"
+        );
+        assert_eq!(
+            a.spoke_by_lease(&c.lease.id).await.unwrap(),
+            Some((pull, c.repo.clone())),
+            "a lease finds its spoke"
+        );
         assert_eq!(c.attempt, 1);
         let s = a.spoke(&pull, &c.repo).await.unwrap().unwrap().spoke;
         assert_eq!(s.status, SpokeStatus::Running);
@@ -1026,4 +1037,20 @@ async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
         );
         assert!(s.lease.is_none());
     }
+    // A hybrid run's items are its own workers' only.
+    let (hybrid, hybrid_repos) = run_with_spokes_in(&a, 3, RunMode::Hybrid).await;
+    for r in &hybrid_repos {
+        a.transition(&hybrid, r, decide(SpokeEvent::Enqueue))
+            .await
+            .unwrap();
+    }
+    let policy = |_: &spokehub::store::RunRecord| Policy::default();
+    for scope in [WorkScope::Agents, WorkScope::RunWorkers(pull)] {
+        let got = claim(&b, &scope, "other", 10, policy).await.unwrap();
+        assert!(got.is_empty(), "{scope:?} claimed a hybrid run's item");
+    }
+    let got = claim(&b, &WorkScope::RunWorkers(hybrid), "job", 10, policy)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
 }

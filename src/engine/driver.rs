@@ -40,6 +40,8 @@ enum Work {
     Dispatch,
     Search,
     Reconcile,
+    /// A pulled spoke's time has come: its queued or running timeout, or its lease ran out.
+    Expire,
 }
 
 /// What a finished piece of spoke work did to the spoke's flight.
@@ -87,6 +89,8 @@ struct RunView {
     /// The current gap between read-backs of a spoke with no news (it doubles each time).
     check_gap: HashMap<RepoName, i64>,
     reconcile_after_ms: i64,
+    /// The run's spokes are pulled by workers: nothing is read back from GitHub.
+    pulled: bool,
 }
 
 /// A spoke that waits for news from GitHub (a webhook or a callback).
@@ -95,7 +99,7 @@ fn awaits_report(status: SpokeStatus) -> bool {
 }
 
 impl RunView {
-    fn new(records: Vec<SpokeRecord>, reconcile_after: Duration) -> Self {
+    fn new(records: Vec<SpokeRecord>, reconcile_after: Duration, pulled: bool) -> Self {
         let mut view = RunView {
             spokes: HashMap::with_capacity(records.len()),
             branches: HashMap::with_capacity(records.len()),
@@ -110,6 +114,7 @@ impl RunView {
             check_at: HashMap::new(),
             check_gap: HashMap::new(),
             reconcile_after_ms: reconcile_after.as_millis().min(i64::MAX as u128) as i64,
+            pulled,
         };
         let mut names: Vec<_> = records.iter().map(|r| r.spoke.repo.clone()).collect();
         names.sort();
@@ -128,20 +133,23 @@ impl RunView {
     }
 
     /// A change heard from the ledger; one the view holds already is no news (with a shared
-    /// ledger a change may be read more than once). Returns whether it was news.
+    /// ledger a change may be read more than once). Returns whether it is news for the check
+    /// run (a lease's renewal is not).
     fn hear(&mut self, spoke: Spoke) -> bool {
-        if self.spokes.get(&spoke.repo) == Some(&spoke) {
-            return false;
-        }
+        let news = match self.spokes.get(&spoke.repo) {
+            Some(old) if *old == spoke => return false,
+            Some(old) => !crate::hub::is_renewal(old, &spoke),
+            None => true,
+        };
         self.update(spoke);
-        true
+        news
     }
 
     fn update(&mut self, spoke: Spoke) {
         if let Some(due) = spoke.due_at {
             self.due.push(Reverse((due, spoke.repo.clone())));
         }
-        if awaits_report(spoke.status) {
+        if awaits_report(spoke.status) && !self.pulled {
             // News: the next read-back is due `reconcile_after` from now.
             self.check_gap.remove(&spoke.repo);
             self.schedule_check(spoke.repo.clone(), now_ms());
@@ -240,6 +248,7 @@ impl RunView {
                     continue;
                 }
                 SpokeStatus::Unknown => Work::Search,
+                SpokeStatus::Dispatched | SpokeStatus::Running if self.pulled => Work::Expire,
                 SpokeStatus::Dispatched | SpokeStatus::Running => Work::Reconcile,
                 _ => continue,
             };
@@ -306,7 +315,8 @@ impl Engine {
         let reconcile_after = self.config().policy_for(&run.task).reconcile_after;
         // With a shared ledger, changes are read from it, from a mark taken before the spokes.
         let mark = self.store().change_mark().await?;
-        let mut view = RunView::new(self.store().spokes(&id).await?, reconcile_after);
+        let pulled = run.mode.is_pulled();
+        let mut view = RunView::new(self.store().spokes(&id).await?, reconcile_after, pulled);
         let _follower = self.store().is_shared().then(|| {
             let engine = self.clone();
             AbortOnDrop(tokio::spawn(async move {
@@ -317,7 +327,7 @@ impl Engine {
             self.complete_dry_run(&run, &client, &view).await?;
             return Ok(DriveEnd::Completed);
         }
-        if resumed {
+        if resumed && !pulled {
             self.recover(&run, &mut view).await?;
         }
         self.run_loop(&run, &client, &mut view, &mut updates).await
@@ -369,9 +379,14 @@ impl Engine {
         let mut task_repos: HashMap<tokio::task::Id, RepoName> = HashMap::new();
         let mut dirty = true;
         let mut last_summary: Option<Instant> = None;
+        // Pulled work was queued since the last look: waiting workers are told.
+        let mut queued = false;
         loop {
             while let Ok(spoke) = updates.try_recv() {
                 dirty |= view.hear(spoke);
+            }
+            if std::mem::take(&mut queued) {
+                self.work_queued(run).await;
             }
             let now = now_ms();
             if now >= run.deadline_at {
@@ -440,6 +455,16 @@ impl Engine {
                 let task_repo = repo.clone();
                 let handle = tasks.spawn(async move {
                     let result = match work {
+                        Work::Dispatch if run.mode.is_pulled() => engine
+                            .enqueue_spoke(&run, &repo)
+                            .await
+                            .map(Launch::from)
+                            .map_err(anyhow::Error::from),
+                        Work::Expire => engine
+                            .expire_pulled(&run, &repo)
+                            .await
+                            .map(|()| Launch::NotADispatch)
+                            .map_err(anyhow::Error::from),
                         Work::Dispatch => engine
                             .dispatch_spoke(&run, &client, &repo, &branch)
                             .await
@@ -505,6 +530,7 @@ impl Engine {
                         Ok((id, (repo, launch))) => {
                             task_repos.remove(&id);
                             view.busy.remove(&repo);
+                            queued |= launch == Launch::Started && view.pulled;
                             // A dispatch that changed nothing (the spoke moved on meanwhile)
                             // sends no update: it no longer counts as in flight.
                             if launch != Launch::Started {
@@ -547,6 +573,9 @@ impl Engine {
                 }
                 Work::Search => spoke.status == SpokeStatus::Unknown,
                 Work::Reconcile => false,
+                Work::Expire => {
+                    matches!(spoke.status, SpokeStatus::Dispatched | SpokeStatus::Running)
+                }
             };
             if again {
                 spoke.due_at = Some(now_ms());
@@ -758,7 +787,7 @@ mod tests {
     #[test]
     fn read_backs_of_a_spoke_without_news_back_off() {
         let repo: RepoName = "acme/svc".parse().unwrap();
-        let mut view = RunView::new(Vec::new(), Duration::from_millis(HOUR as u64));
+        let mut view = RunView::new(Vec::new(), Duration::from_millis(HOUR as u64), false);
         let mut spoke = Spoke::planned(repo.clone());
         spoke.status = SpokeStatus::Running;
         let now = now_ms();

@@ -13,6 +13,7 @@ mod operator;
 mod pacer;
 mod plan;
 mod processor;
+mod pulled;
 mod redeliver;
 
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub struct Metrics {
     pub triggers_refused: AtomicU64,
     /// Check-run buttons and re-requests not acted on (not the run's current check run).
     pub reruns_refused: AtomicU64,
+    /// Requests of the work API refused for who sent them (no, a bad or a revoked token).
+    pub work_refused: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -55,6 +58,7 @@ pub struct MetricsSnapshot {
     pub conflicts: u64,
     pub triggers_refused: u64,
     pub reruns_refused: u64,
+    pub work_refused: u64,
 }
 
 impl Metrics {
@@ -68,6 +72,7 @@ impl Metrics {
             conflicts: g(&self.conflicts),
             triggers_refused: g(&self.triggers_refused),
             reruns_refused: g(&self.reruns_refused),
+            work_refused: g(&self.work_refused),
         }
     }
 }
@@ -161,6 +166,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The GitHub App's client.
+    pub fn github(&self) -> &GitHubApp {
+        &self.inner.github
     }
 
     /// The Prometheus metrics.
@@ -300,6 +310,18 @@ impl Engine {
         repo: &RepoName,
         event: SpokeEvent,
     ) -> StoreResult<TransitionRecord> {
+        self.transition_by(run, repo, move |_| Some(event.clone()))
+            .await
+    }
+
+    /// [`Self::transition`] with the event chosen from the spoke as it is under its row lock
+    /// (`None`: nothing to do).
+    pub(crate) async fn transition_by(
+        &self,
+        run: &RunRecord,
+        repo: &RepoName,
+        event_of: impl Fn(&Spoke) -> Option<SpokeEvent> + Send + Sync + 'static,
+    ) -> StoreResult<TransitionRecord> {
         let policy = self.inner.config.policy_for(&run.task).clone();
         let now = now_ms();
         let record = self
@@ -310,7 +332,10 @@ impl Engine {
                     now,
                     policy: &policy,
                 };
-                crate::hub::apply(spoke, event.clone(), &ctx)
+                match event_of(spoke) {
+                    Some(event) => crate::hub::apply(spoke, event, &ctx),
+                    None => Transition::Unchanged,
+                }
             })
             .await?;
         // Drivers hear of changes from the store, in commit order (see `start`).

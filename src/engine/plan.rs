@@ -203,7 +203,7 @@ impl Engine {
                 sender: &e.sender,
                 trigger_delivery: Some(guid),
                 deadline_at: now_ms() + policy.timeouts.overall.as_millis() as i64,
-                mode: crate::hub::RunMode::Push,
+                mode: self.config().work_for(&trigger.task).mode,
             })
             .await?;
         if !inserted {

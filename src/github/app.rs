@@ -348,6 +348,54 @@ impl GitHubApp {
     }
 }
 
+/// An installation token narrowed to some repositories and permissions.
+#[derive(Debug, Clone)]
+pub struct NarrowedToken {
+    pub token: secrecy::SecretString,
+    pub expires_at: String,
+}
+
+impl GitHubApp {
+    /// Mints an installation token that reaches only `repositories` (names, without the owner)
+    /// with only `permissions` (`POST /app/installations/{id}/access_tokens`): what a worker
+    /// gets with one item of pulled work. A token is a new secret each time, so a lost answer
+    /// costs nothing but the retry; it is not content GitHub limits.
+    pub async fn narrowed_token(
+        &self,
+        installation: InstallationId,
+        repositories: &[&str],
+        permissions: &std::collections::BTreeMap<String, String>,
+    ) -> Result<NarrowedToken, ApiError> {
+        #[derive(Deserialize)]
+        struct Minted {
+            token: String,
+            expires_at: String,
+        }
+        let path = format!("/app/installations/{}/access_tokens", installation.0);
+        let body = serde_json::json!({
+            "repositories": repositories,
+            "permissions": permissions,
+        });
+        let reply = self
+            .inner
+            .conn
+            .send(http::Method::POST, &path, Some(&body), Resend::Safe)
+            .await
+            .map_err(|f| f.error)?;
+        match reply.status {
+            200..=299 => serde_json::from_str::<Minted>(&reply.body)
+                .map(|m| NarrowedToken {
+                    token: secrecy::SecretString::from(m.token),
+                    expires_at: m.expires_at,
+                })
+                .map_err(|e| ApiError::Decode {
+                    detail: format!("POST /app/installations/{{id}}/access_tokens: {e}"),
+                }),
+            s => Err(from_status(s, &path, &reply.body)),
+        }
+    }
+}
+
 /// Why [`GitHubApp::check_credentials`] could not confirm the App. Each names what to check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {

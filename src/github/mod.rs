@@ -21,7 +21,8 @@ pub mod types;
 pub mod webhook;
 
 pub use app::{
-    ApiVersion, CredentialsError, GitHubApp, GitHubConfig, HookDelivery, UnknownApiVersion,
+    ApiVersion, CredentialsError, GitHubApp, GitHubConfig, HookDelivery, NarrowedToken,
+    UnknownApiVersion,
 };
 pub use client::{DispatchOutcome, InstallationClient};
 pub use error::ApiError;

@@ -20,7 +20,7 @@ pub use repo::{RepoInfo, Visibility};
 pub use run::{conclude, Conclusion, ParseRunError, RunMode, RunStatus, Totals};
 pub use selector::{Selector, SelectorError, Verdict};
 pub use spoke::{
-    apply, callback_closed, scheduled_due, Channel, Lease, ParseStatusError, ReportOutcome, Spoke,
-    SpokeEvent, SpokeStatus, Transition, TransitionContext,
+    apply, callback_closed, is_renewal, pulled_due_event, scheduled_due, Channel, Lease,
+    ParseStatusError, ReportOutcome, Spoke, SpokeEvent, SpokeStatus, Transition, TransitionContext,
 };
 pub use summary::{escape_cell, render, CheckOutput, SummaryContext};

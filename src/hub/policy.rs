@@ -32,6 +32,11 @@ pub struct Policy {
     pub reconcile_after: Duration,
     /// At most this many such read-backs per second per installation.
     pub reconcile_rate: u32,
+    /// Pulled work (pull, hybrid): how long a worker's lease on an item lasts without a
+    /// heartbeat; a worker that dies loses its item this long after its last heartbeat.
+    pub work_lease: Duration,
+    /// Hybrid: how many worker jobs one worker-workflow run starts (its matrix).
+    pub workers: usize,
 }
 
 impl Default for Policy {
@@ -47,6 +52,8 @@ impl Default for Policy {
             unknown_search_delay: Duration::from_secs(10),
             reconcile_after: Duration::from_secs(60),
             reconcile_rate: 10,
+            work_lease: Duration::from_secs(60),
+            workers: 20,
         }
     }
 }
@@ -200,6 +207,8 @@ pub struct PolicyOverrides {
     pub unknown_search_delay: Option<String>,
     pub reconcile_after: Option<String>,
     pub reconcile_rate: Option<u32>,
+    pub work_lease: Option<String>,
+    pub workers: Option<usize>,
 }
 
 /// A policy value that is not acceptable; `field` is its TOML key (e.g. `retry.factor`).
@@ -312,6 +321,16 @@ impl Policy {
                 return Err(err("reconcile_rate", "must be at least 1"));
             }
             p.reconcile_rate = r;
+        }
+        dur("work_lease", &o.work_lease, &mut p.work_lease)?;
+        if p.work_lease < Duration::from_secs(1) {
+            return Err(err("work_lease", "must be at least 1s"));
+        }
+        if let Some(w) = o.workers {
+            if !(1..=256).contains(&w) {
+                return Err(err("workers", format!("{w} must be between 1 and 256")));
+            }
+            p.workers = w;
         }
         if let Some(b) = o.cancel_on_timeout {
             p.cancel_on_timeout = b;

@@ -103,14 +103,16 @@ impl RunStatus {
     }
 }
 
-/// How a run reaches its spokes: dispatched to each repository's spoke workflow (`push`), or
-/// queued for workers that claim them (`pull`).
+/// How a run reaches its spokes: dispatched to each repository's spoke workflow (`push`),
+/// queued for agents that claim them (`pull`), or queued for worker jobs the hub starts in
+/// the hub repository with one dispatch (`hybrid`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunMode {
     #[default]
     Push,
     Pull,
+    Hybrid,
 }
 
 impl RunMode {
@@ -118,14 +120,20 @@ impl RunMode {
         match self {
             RunMode::Push => "push",
             RunMode::Pull => "pull",
+            RunMode::Hybrid => "hybrid",
         }
+    }
+
+    /// Whether its spokes are queued for workers to claim (pull, hybrid).
+    pub fn is_pulled(self) -> bool {
+        self != RunMode::Push
     }
 }
 
 impl FromStr for RunMode {
     type Err = ParseRunError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [RunMode::Push, RunMode::Pull]
+        [RunMode::Push, RunMode::Pull, RunMode::Hybrid]
             .into_iter()
             .find(|m| m.as_str() == s)
             .ok_or_else(|| ParseRunError {

@@ -721,6 +721,37 @@ mod pulled {
     }
 }
 
+/// Whether `after` only renews `before`'s lease (a heartbeat): news for no one but the
+/// spoke's own timers (not logged, not a reason to update the check run).
+pub fn is_renewal(before: &Spoke, after: &Spoke) -> bool {
+    let (Some(old), Some(new)) = (&before.lease, &after.lease) else {
+        return false;
+    };
+    let mut renewed = after.clone();
+    renewed.lease = Some(Lease {
+        until: old.until,
+        ..new.clone()
+    });
+    renewed.due_at = before.due_at;
+    old.id == new.id && renewed == *before
+}
+
+/// What ends a pulled spoke whose due time has passed at `now`: its worker's lease ran out
+/// ([`SpokeEvent::LeaseExpired`]), or it waited in the queue or ran too long
+/// ([`SpokeEvent::TimedOut`]). `None` when it is not due (a heartbeat moved it on).
+pub fn pulled_due_event(spoke: &Spoke, now: i64) -> Option<SpokeEvent> {
+    if !spoke.is_due(now) {
+        return None;
+    }
+    match (spoke.status, &spoke.lease) {
+        (SpokeStatus::Running, Some(l)) if l.until <= now => Some(SpokeEvent::LeaseExpired {
+            lease_id: l.id.clone(),
+        }),
+        (SpokeStatus::Dispatched | SpokeStatus::Running, _) => Some(SpokeEvent::TimedOut),
+        _ => None,
+    }
+}
+
 /// The outcome a decided spoke's current attempt ended with, if it is known from its state.
 fn decided_outcome(spoke: &Spoke) -> Option<&'static str> {
     match spoke.status {

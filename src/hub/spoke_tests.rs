@@ -776,3 +776,70 @@ fn the_running_timeout_still_applies_under_a_long_lease() {
     let t = changed(go(&s, SpokeEvent::TimedOut, RUNNING));
     assert!(t.lease.is_none(), "a timeout ends the lease");
 }
+
+#[test]
+fn a_heartbeat_is_a_renewal_and_nothing_else_is() {
+    let s = changed(go(
+        &queued(0),
+        SpokeEvent::Claim {
+            lease: lease("a", 30_000),
+        },
+        0,
+    ));
+    let renewed = changed(go(
+        &s,
+        SpokeEvent::Heartbeat {
+            lease_id: "a".into(),
+            until: 60_000,
+        },
+        10_000,
+    ));
+    assert!(is_renewal(&s, &renewed));
+    assert!(!is_renewal(&queued(0), &s), "a claim is news");
+    let done = changed(go(
+        &s,
+        SpokeEvent::Complete {
+            lease_id: "a".into(),
+            outcome: ReportOutcome::Succeeded,
+            summary: None,
+        },
+        10_000,
+    ));
+    assert!(!is_renewal(&s, &done), "a completion is news");
+    let mut other = renewed.clone();
+    other.lease.as_mut().unwrap().id = "b".into();
+    assert!(!is_renewal(&s, &other), "another lease is news");
+}
+
+#[test]
+fn a_due_pulled_spoke_ends_by_its_lease_or_its_timeouts() {
+    let waiting = queued(0);
+    assert_eq!(pulled_due_event(&waiting, QUEUED - 1), None, "not due yet");
+    assert_eq!(
+        pulled_due_event(&waiting, QUEUED),
+        Some(SpokeEvent::TimedOut),
+        "waited too long in the queue"
+    );
+    let running = changed(go(
+        &waiting,
+        SpokeEvent::Claim {
+            lease: lease("a", 30_000),
+        },
+        1_000,
+    ));
+    assert_eq!(pulled_due_event(&running, 29_999), None);
+    assert_eq!(
+        pulled_due_event(&running, 30_000),
+        Some(SpokeEvent::LeaseExpired {
+            lease_id: "a".into()
+        }),
+        "the worker stopped heartbeating"
+    );
+    // Heartbeated past the running timeout: the timeout ends it.
+    let mut long = running.clone();
+    long.lease.as_mut().unwrap().until = i64::MAX;
+    long.due_at = scheduled_due(&long, &Policy::default());
+    let due = long.due_at.unwrap();
+    assert_eq!(pulled_due_event(&long, due), Some(SpokeEvent::TimedOut));
+    assert_eq!(pulled_due_event(&Spoke::planned(repo()), i64::MAX), None);
+}

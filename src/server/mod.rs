@@ -5,6 +5,7 @@ mod api;
 pub mod body;
 pub mod connections;
 mod intake;
+mod work;
 
 use std::net::SocketAddr;
 
@@ -36,6 +37,9 @@ pub fn router(engine: Engine) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/runs/{id}/cancel", post(api::cancel))
+        .route("/api/v1/work/claim", post(work::claim))
+        .route("/api/v1/work/{lease_id}/heartbeat", post(work::heartbeat))
+        .route("/api/v1/work/{lease_id}/complete", post(work::complete))
         .layer(axum::Extension(api::HealthProbe::default()))
         .merge(crate::web::routes(engine.config()))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))

@@ -95,6 +95,8 @@ pub(super) fn judge(
 ) -> TransitionRecord {
     let transition = decide(&before);
     let (kind, detail) = match &transition {
+        // A heartbeat's renewal is not an event worth a row.
+        Transition::Changed(s) if crate::hub::is_renewal(&before, s) => ("renewal", None),
         Transition::Changed(s) => {
             let detail = format!(
                 "{} -> {} (attempt {}){}",

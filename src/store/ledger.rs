@@ -101,6 +101,8 @@ pub struct ChangeMark(pub(super) i64);
 pub struct Notices {
     pub deliveries: Notify,
     pub runs: Notify,
+    /// Pulled work was queued (every waiting claim looks: `notify_waiters`).
+    pub work: Notify,
     spokes: Mutex<HashMap<HubRunId, Arc<Notify>>>,
 }
 
@@ -123,6 +125,7 @@ impl Notices {
     pub(super) fn wake_all(&self) {
         self.deliveries.notify_one();
         self.runs.notify_one();
+        self.work.notify_waiters();
         for n in self.spokes.lock().expect("notices lock").values() {
             n.notify_one();
         }
@@ -207,6 +210,12 @@ impl Store {
     pub async fn announce_runs(&self) -> StoreResult<()> {
         self.notices.runs.notify_one();
         on_db!(self, db => db.announce("runs").await)
+    }
+
+    /// Tells every replica (and this one) that pulled work was queued: waiting claims look.
+    pub async fn announce_work(&self) -> StoreResult<()> {
+        self.notices.work.notify_waiters();
+        on_db!(self, db => db.announce("work").await)
     }
 
     /// Tells every replica (and this one) that deliveries may be claimed.

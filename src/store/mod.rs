@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 pub use batch::SpokeChange;
 pub use model::{
     AgentRecord, NewDelivery, NewRun, NewSpoke, RunRecord, SpokeRecord, StoredDelivery,
-    TransitionRecord,
+    TransitionRecord, WorkScope,
 };
 
 use crate::hub::{HubRunId, InstallationId, RepoName, Sha, Spoke, Transition};
@@ -209,10 +209,22 @@ impl Store {
         on_db!(self, db => db.refreshed(refresh_hash, since).await)
     }
 
-    /// Spokes of active pull runs queued for a worker and not leased, oldest first (at most
-    /// `limit`): candidates for a claim, which takes each under its row lock.
-    pub async fn queued_work(&self, limit: i64) -> StoreResult<Vec<(HubRunId, RepoName)>> {
-        on_db!(self, db => db.queued_work(limit).await)
+    /// Spokes queued for workers of `scope` and not leased, of active runs, oldest first (at
+    /// most `limit`): candidates for a claim, which takes each under its row lock.
+    pub async fn queued_work(
+        &self,
+        scope: &WorkScope,
+        limit: i64,
+    ) -> StoreResult<Vec<(HubRunId, RepoName)>> {
+        on_db!(self, db => db.queued_work(scope, limit).await)
+    }
+
+    /// The spoke whose current attempt a worker holds under lease `lease_id`.
+    pub async fn spoke_by_lease(
+        &self,
+        lease_id: &str,
+    ) -> StoreResult<Option<(HubRunId, RepoName)>> {
+        on_db!(self, db => db.spoke_by_lease(lease_id).await)
     }
 
     /// Adds an agent of pulled work with its token's hash; false when an agent of that name

@@ -243,6 +243,25 @@ impl SpokeRow {
     }
 }
 
+/// Whose queued work a claim may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkScope {
+    /// A self-hosted agent: the items of pull runs.
+    Agents,
+    /// A worker job the hub started for one hybrid run: that run's items only.
+    RunWorkers(HubRunId),
+}
+
+impl WorkScope {
+    /// The run mode and (for run workers) the run whose items are in scope.
+    pub(super) fn filter(&self) -> (&'static str, Option<String>) {
+        match self {
+            WorkScope::Agents => (RunMode::Pull.as_str(), None),
+            WorkScope::RunWorkers(id) => (RunMode::Hybrid.as_str(), Some(id.to_string())),
+        }
+    }
+}
+
 /// A (run id, repository) pair as stored.
 pub(super) fn run_and_repo((run, repo): (String, String)) -> StoreResult<(HubRunId, RepoName)> {
     Ok((

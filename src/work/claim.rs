@@ -7,7 +7,25 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::hub::{apply, HubRunId, Lease, Policy, RepoName, SpokeEvent, TransitionContext};
-use crate::store::{now_ms, RunRecord, Store, StoreResult};
+use crate::store::{now_ms, RunRecord, Store, StoreResult, WorkScope};
+
+/// A new lease's id: its run's id (so that a result arriving after the lease is gone is still
+/// recorded against its run) and 128 random bits.
+fn lease_id(run: &HubRunId) -> String {
+    format!("{run}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The run a lease id names, if it is one.
+pub fn run_of_lease(lease_id: &str) -> Option<HubRunId> {
+    let (run, rest) = lease_id.split_once('.')?;
+    (rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| run.parse().ok())
+        .flatten()
+}
+
+pub(crate) fn lease_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// A spoke attempt a worker now holds.
 #[derive(Debug, Clone)]
@@ -18,19 +36,19 @@ pub struct Claimed {
     pub lease: Lease,
 }
 
-/// Claims at most `max` queued spokes for `worker`, each under a lease of `ttl`; `policy_of`
-/// gives a run's policy (its timeouts bound the lease's spoke). Empty when nothing is queued.
+/// Claims at most `max` spokes queued for `scope` for `worker`, each under a lease as long as
+/// its run's `work_lease`; `policy_of` gives a run's policy. Empty when nothing is queued.
 pub async fn claim(
     store: &Store,
+    scope: &WorkScope,
     worker: &str,
     max: usize,
-    ttl: Duration,
     policy_of: impl Fn(&RunRecord) -> Policy,
 ) -> StoreResult<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let mut policies: HashMap<HubRunId, Policy> = HashMap::new();
     // More candidates than wanted: others may take some first.
-    let candidates = store.queued_work((max * 4).max(16) as i64).await?;
+    let candidates = store.queued_work(scope, (max * 4).max(16) as i64).await?;
     for (run, repo) in candidates {
         if claimed.len() >= max {
             break;
@@ -47,9 +65,9 @@ pub async fn claim(
             }
         };
         let lease = Lease {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: lease_id(&run),
             worker: worker.to_owned(),
-            until: now_ms() + ttl.as_millis() as i64,
+            until: now_ms() + lease_ms(policy.work_lease),
         };
         let wanted = lease.clone();
         let rec = store

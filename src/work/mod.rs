@@ -5,3 +5,4 @@
 pub mod agents;
 pub mod claim;
 pub mod oidc;
+pub mod worker;

@@ -273,6 +273,7 @@ impl Db {
                         Ok(Some(n)) => match (n.channel(), n.payload()) {
                             (WORK_CHANNEL, "deliveries") => notices.deliveries.notify_one(),
                             (WORK_CHANNEL, "runs") => notices.runs.notify_one(),
+                            (WORK_CHANNEL, "work") => notices.work.notify_waiters(),
                             (SPOKES_CHANNEL, run) => {
                                 if let Ok(run) = run.parse::<HubRunId>() {
                                     notices.spokes_changed(&run);

@@ -1,7 +1,7 @@
 //! Spokes, read (transitions are written by the writer, see `writer`).
 
 use super::super::model::{run_and_repo, SpokeRow, SPOKE_COLUMNS};
-use super::super::{SpokeRecord, StoreResult};
+use super::super::{SpokeRecord, StoreResult, WorkScope};
 use super::Db;
 use crate::hub::{HubRunId, RepoName};
 
@@ -42,16 +42,37 @@ impl Db {
         row.map(run_and_repo).transpose()
     }
 
-    pub async fn queued_work(&self, limit: i64) -> StoreResult<Vec<(HubRunId, RepoName)>> {
+    pub async fn queued_work(
+        &self,
+        scope: &WorkScope,
+        limit: i64,
+    ) -> StoreResult<Vec<(HubRunId, RepoName)>> {
+        let (mode, run) = scope.filter();
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT s.run_id, s.repo FROM spokes s JOIN runs r ON r.id = s.run_id
-             WHERE r.mode = 'pull' AND r.status = 'active' AND NOT r.cancel_requested
+             WHERE r.mode = ? AND (? IS NULL OR r.id = ?)
+               AND r.status = 'active' AND NOT r.cancel_requested
                AND s.status = 'dispatched' AND s.lease_id IS NULL
              ORDER BY s.dispatched_at, s.run_id, s.repo LIMIT ?",
         )
+        .bind(mode)
+        .bind(run.clone())
+        .bind(run)
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
         rows.into_iter().map(run_and_repo).collect()
+    }
+
+    pub async fn spoke_by_lease(
+        &self,
+        lease_id: &str,
+    ) -> StoreResult<Option<(HubRunId, RepoName)>> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT run_id, repo FROM spokes WHERE lease_id = ? LIMIT 1")
+                .bind(lease_id)
+                .fetch_optional(&self.read)
+                .await?;
+        row.map(run_and_repo).transpose()
     }
 }
