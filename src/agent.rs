@@ -61,6 +61,8 @@ struct Agent {
     hub: String,
     token: String,
     name: String,
+    /// This process among the agents sharing the name (a pool): `HOST:PID`, shown in leases.
+    worker: String,
     command: Vec<String>,
 }
 
@@ -96,6 +98,7 @@ pub async fn run(args: AgentRunArgs) -> anyhow::Result<()> {
         hub: args.hub_url.trim_end_matches('/').to_owned(),
         token,
         name: args.name,
+        worker: format!("{}:{}", crate::config::host_name(), std::process::id()),
         command: args.command,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -173,7 +176,7 @@ impl Agent {
 
     /// One long poll: the items claimed, none when nothing came within the wait.
     async fn claim(&self) -> Answer<Vec<Item>> {
-        let body = json!({ "worker": self.name, "max": 1, "wait_s": WAIT_S });
+        let body = json!({ "worker": self.worker, "max": 1, "wait_s": WAIT_S });
         match self
             .post("/api/v1/work/claim", body, Duration::from_secs(WAIT_S + 15))
             .await

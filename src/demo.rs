@@ -45,6 +45,11 @@ pub struct DemoArgs {
     /// a browser (sign in as `octocat` on the emulator's page); Ctrl-C ends.
     #[arg(long)]
     pub stay: bool,
+    /// How the task reaches its repositories: `push` (a spoke-workflow dispatch each) or
+    /// `hybrid` (the hub repository's worker workflow, dispatched once; its jobs run here as
+    /// real processes and need bash, curl and jq).
+    #[arg(long, default_value = "push", value_parser = ["push", "hybrid"])]
+    pub mode: String,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -87,6 +92,18 @@ async fn run_in(
             None => FileConfig::default(),
         },
     )?;
+    if args.mode == "hybrid" {
+        for tool in ["bash", "curl", "jq"] {
+            if !on_path(tool) {
+                bail!("--mode hybrid runs the worker jobs here, which need {tool}: install it (e.g. apt-get install {tool})");
+            }
+        }
+        let work = crate::config::TaskWork {
+            mode: crate::hub::RunMode::Hybrid,
+            ..config.work_for(&args.task)
+        };
+        config.task_work.insert(args.task.clone(), work);
+    }
     // The run page signs people in with the emulator's OAuth client.
     config.oauth = Some(crate::config::OAuthClient {
         client_id: emulator.oauth_client_id.clone(),
@@ -148,6 +165,15 @@ async fn run_in(
         .await?;
     let wall_ms = started.elapsed().as_millis() as u64;
     print!("{}", report.to_table(args.rows));
+    if let Some(n) = state
+        .get("content_creating_requests")
+        .and_then(Value::as_u64)
+    {
+        eprintln!(
+            "{} mode: {n} content-creating requests to GitHub for {} spokes (GitHub allows about 500 an hour)",
+            args.mode, report.totals.total
+        );
+    }
     if args.json {
         let t = &report.totals;
         let line = json!({
@@ -162,6 +188,7 @@ async fn run_in(
             "cancelled": t.cancelled,
             "workflow_runs_created": state.get("workflow_runs_created"),
             "api_requests": state.get("requests_total"),
+            "content_creating_requests": state.get("content_creating_requests"),
             "wall_ms": wall_ms,
         });
         println!("{line}");
@@ -177,6 +204,12 @@ async fn run_in(
     hub.abort();
     emulator.shutdown().await;
     Ok(())
+}
+
+/// Whether an executable named `tool` is on `PATH`.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Whether a check run is the hub's "not started" answer to a trigger: `spokehub: TASK (not

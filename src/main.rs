@@ -122,6 +122,7 @@ enum AgentCommand {
     },
     /// Revoke an agent: its token opens nothing any more.
     Revoke {
+        /// The agent's name.
         name: String,
         #[command(flatten)]
         ledger: LedgerArgs,

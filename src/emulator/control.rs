@@ -288,6 +288,7 @@ fn counts(w: &World) -> Map<String, Value> {
         "api_errors_injected": c.api_errors_injected,
         "lost_responses": c.lost_responses,
         "tokens_minted": c.tokens_minted,
+        "content_creating_requests": c.content_creating_requests,
     });
     match v {
         Value::Object(m) => m,

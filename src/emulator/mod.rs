@@ -26,7 +26,8 @@
 //!   `repository_dispatches_total`, `requests_total`, `requests_by_route` (`"METHOD /route"`),
 //!   `requests_by_api_version`, `webhook_deliveries_total`, `webhooks_sent`, `webhooks_dropped`,
 //!   `webhooks_duplicated`, `webhooks_pending`, `rate_limit_violations` (and `_by_route`), `secondary_limit_hits`,
-//!   `primary_limit_hits`, `api_errors_injected`, `lost_responses`, `tokens_minted`.
+//!   `primary_limit_hits`, `api_errors_injected`, `lost_responses`, `tokens_minted`,
+//!   `content_creating_requests`.
 //! - `GET /_emulator/state` -> the counts plus `org`, `hub_repo`, `repos[]`, `workflow_runs[]`
 //!   (`id, repo, workflow, event, inputs, status, conclusion, display_title, run_attempt,
 //!   run_number, head_sha, actor, html_url, created_at`), `check_runs[]` (`id, repo, head_sha,
@@ -52,6 +53,7 @@ mod sim;
 mod state;
 mod version;
 pub mod webhooks;
+pub mod workers;
 pub mod workflow;
 
 use std::fmt;

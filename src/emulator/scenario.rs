@@ -63,6 +63,35 @@ pub struct Scenario {
     /// to every repository, `mona` with read access, `outsider` with none).
     #[serde(default = "default_users")]
     pub users: Vec<UserConfig>,
+    /// The hub repository's worker workflow (hybrid tasks): its jobs run as real processes.
+    #[serde(default)]
+    pub workers: WorkersConfig,
+}
+
+/// `[workers]`: how the worker workflow's jobs run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// The worker workflow's file in the hub repository.
+    #[serde(default = "default_workers_workflow")]
+    pub workflow: String,
+    /// This share of each worker run's jobs is SIGKILLed in the middle of its first item (a
+    /// runner lost mid-task: the hub gets the item back when its lease runs out).
+    #[serde(default)]
+    pub kill_share: f64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            workflow: default_workers_workflow(),
+            kill_share: 0.0,
+        }
+    }
+}
+
+fn default_workers_workflow() -> String {
+    "spokehub-workers.yml".into()
 }
 
 /// The App's OAuth client (the web flow of "Sign in with GitHub").
@@ -437,6 +466,7 @@ impl Scenario {
             faults: Faults::default(),
             oauth: OAuthConfig::default(),
             users: default_users(),
+            workers: WorkersConfig::default(),
         }
     }
 
@@ -444,6 +474,7 @@ impl Scenario {
         let rates = [
             ("spoke.failure_rate", self.spoke.failure_rate),
             ("spoke.stuck_rate", self.spoke.stuck_rate),
+            ("workers.kill_share", self.workers.kill_share),
             ("faults.api_error_rate", self.faults.api_error_rate),
             ("faults.lost_response_rate", self.faults.lost_response_rate),
             ("faults.webhook_drop_rate", self.faults.webhook_drop_rate),

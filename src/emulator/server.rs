@@ -377,6 +377,9 @@ fn limits(
     }
     w.rate.used += 1;
     g.used = w.rate.used;
+    if content_creating(method, route) {
+        w.counters.content_creating_requests += 1;
+    }
     if let (Some(per_min), true) = (
         faults.secondary_limit_per_minute,
         content_creating(method, route),

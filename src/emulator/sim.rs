@@ -83,6 +83,7 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
         updated_at: now,
     };
     let is_spoke = new.repo != hub_repo && new.event == "workflow_dispatch";
+    let is_worker_run = super::workers::is_worker_run(shared, w, new.repo, &run.workflow_file);
     w.runs.insert(id, run);
     w.counters.workflow_runs_created += 1;
     if is_spoke {
@@ -91,6 +92,10 @@ pub fn create_run(shared: &Arc<Shared>, w: &mut World, new: NewRun) -> Option<u6
         c.spoke_runs_peak_active = c.spoke_runs_peak_active.max(c.spoke_runs_active);
     }
     emit_run_event(shared, w, id, "requested");
+    if is_worker_run {
+        super::workers::start(shared, w, id);
+        return Some(id);
+    }
     let shared = shared.clone();
     tokio::spawn(async move {
         let queued = duration / 4;
@@ -141,6 +146,11 @@ pub fn complete_run(shared: &Arc<Shared>, w: &mut World, id: u64, conclusion: &s
         }
     }
     true
+}
+
+/// Tells the hub that a run has started (`workflow_run` `in_progress`). World locked.
+pub fn emit_in_progress(shared: &Shared, w: &mut World, id: u64) {
+    emit_run_event(shared, w, id, "in_progress");
 }
 
 /// The webhook payload of a `workflow_run` event.

@@ -185,6 +185,9 @@ pub struct Counters {
     pub api_errors_injected: u64,
     pub lost_responses: u64,
     pub tokens_minted: u64,
+    /// Content-creating requests answered (dispatches, check-run creations): GitHub allows an
+    /// installation about 80 a minute and 500 an hour.
+    pub content_creating_requests: u64,
 }
 
 /// Rate-limit bookkeeping for the installation token bucket.
@@ -294,6 +297,7 @@ impl World {
             };
             if i == hub_cfg_idx {
                 add("spokehub-hub.yml", workflow::HUB_WORKFLOW.to_owned());
+                add(&sc.workers.workflow, workflow::WORKERS_WORKFLOW.to_owned());
             }
             if let Some(text) = workflow::spoke_text(&c.spoke_workflow, c.workflow_yaml.as_deref())
             {

@@ -65,6 +65,9 @@ jobs:
 "#;
 
 /// The hub workflow: the "Run workflow" button in the hub repository.
+/// The hub repository's worker workflow (hybrid tasks): the template, as a user copies it.
+pub const WORKERS_WORKFLOW: &str = include_str!("../../workflows-templates/workers.yml");
+
 pub const HUB_WORKFLOW: &str = r#"name: spokehub
 run-name: spokehub ${{ inputs.task }}
 on:

@@ -23,13 +23,15 @@ use super::plan::PlanError;
 use super::{AbortOnDrop, DriveEnd, Engine};
 use crate::github::{CheckRunOutput, CheckRunRequest, InstallationClient};
 use crate::hub::{
-    conclude, render, Conclusion, HubRunId, RepoName, RunStatus, Spoke, SpokeEvent, SpokeStatus,
-    SummaryContext, Totals,
+    conclude, render, Conclusion, HubRunId, RepoName, RunMode, RunStatus, Spoke, SpokeEvent,
+    SpokeStatus, SummaryContext, Totals,
 };
 use crate::store::{now_ms, RunRecord, SpokeRecord};
 
 /// The check run is updated at most this often per run.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(2);
+/// A hybrid run looks at most this often whether its items need another worker run.
+const WORKERS_CHECK: Duration = Duration::from_secs(1);
 /// Back-off of spoke work that failed transiently (the spoke's row keeps the work itself: a
 /// driver that takes the run over finds it due).
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -267,6 +269,15 @@ impl RunView {
         }
     }
 
+    /// When the longest-waiting queued, unclaimed item was queued.
+    fn oldest_queued_at(&self) -> Option<i64> {
+        self.spokes
+            .values()
+            .filter(|s| s.status == SpokeStatus::Dispatched && s.lease.is_none())
+            .filter_map(|s| s.dispatched_at)
+            .min()
+    }
+
     fn totals(&self) -> Totals {
         Totals::of(self.spokes.values())
     }
@@ -381,12 +392,25 @@ impl Engine {
         let mut last_summary: Option<Instant> = None;
         // Pulled work was queued since the last look: waiting workers are told.
         let mut queued = false;
+        // Hybrid: when the run's worker runs were last looked at.
+        let mut workers_checked: Option<Instant> = None;
         loop {
             while let Ok(spoke) = updates.try_recv() {
                 dirty |= view.hear(spoke);
             }
             if std::mem::take(&mut queued) {
                 self.work_queued(run).await;
+            }
+            if run.mode == RunMode::Hybrid
+                && workers_checked.is_none_or(|t: Instant| t.elapsed() >= WORKERS_CHECK)
+            {
+                workers_checked = Some(Instant::now());
+                if let Err(e) = self
+                    .ensure_workers(run, client, view.oldest_queued_at())
+                    .await
+                {
+                    tracing::warn!(error = format!("{e:#}"), "cannot check the run's workers");
+                }
             }
             let now = now_ms();
             if now >= run.deadline_at {
@@ -520,7 +544,11 @@ impl Engine {
                 let in_ms = at.saturating_duration_since(Instant::now()).as_millis() as i64;
                 wake = wake.min(now + in_ms);
             }
-            let sleep_ms = (wake - now).clamp(0, 60_000) as u64;
+            let mut sleep_ms = (wake - now).clamp(0, 60_000) as u64;
+            if run.mode == RunMode::Hybrid {
+                // Its workers are looked at every WORKERS_CHECK.
+                sleep_ms = sleep_ms.min(WORKERS_CHECK.as_millis() as u64);
+            }
             tokio::select! {
                 Some(spoke) = updates.recv() => {
                     dirty |= view.hear(spoke);

@@ -104,6 +104,8 @@ struct Inner {
     stopping: tokio_util::sync::CancellationToken,
     /// Every background task, so that a stop can wait for them.
     tasks: tokio_util::task::TaskTracker,
+    /// Verifies worker jobs' ID tokens (with a public URL, their audience).
+    oidc: Option<crate::work::oidc::OidcVerifier>,
 }
 
 /// A running driver: where its spoke changes go, and the token cancelled when its lease is
@@ -141,6 +143,12 @@ impl Engine {
         telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> anyhow::Result<Engine> {
         let signer = CallbackSigner::new(&store.signing_key().await?);
+        let oidc = config.public_url.as_ref().map(|u| {
+            crate::work::oidc::OidcVerifier::new(
+                crate::work::oidc::issuer_for(&config.api_url),
+                u.as_str().trim_end_matches('/'),
+            )
+        });
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -156,6 +164,7 @@ impl Engine {
                 pacer: pacer::Pacer::default(),
                 stopping: tokio_util::sync::CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
+                oidc,
             }),
         })
     }
@@ -166,6 +175,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The verifier of worker jobs' ID tokens; none without a public URL.
+    pub fn oidc(&self) -> Option<&crate::work::oidc::OidcVerifier> {
+        self.inner.oidc.as_ref()
     }
 
     /// The GitHub App's client.

@@ -50,6 +50,8 @@ pub enum WorkError {
     LeaseLost,
     #[error("the hub cannot do this now; try again")]
     Unavailable,
+    #[error("the run is over: there is no more work for its workers")]
+    RunOver,
 }
 
 impl IntoResponse for WorkError {
@@ -60,6 +62,7 @@ impl IntoResponse for WorkError {
             WorkError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WorkError::LeaseLost => StatusCode::CONFLICT,
             WorkError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            WorkError::RunOver => StatusCode::GONE,
         };
         (status, Json(json!({ "message": self.to_string() }))).into_response()
     }
@@ -78,7 +81,7 @@ async fn sender(engine: &Engine, headers: &HeaderMap, route: &str) -> Result<Wor
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(super::api::bearer_token);
-    match identify(engine.store(), bearer).await {
+    match identify(engine, bearer).await {
         Ok(worker) => Ok(worker),
         Err(Refused::Store(e)) => Err(e.into()),
         Err(refused) => {
@@ -92,7 +95,11 @@ async fn sender(engine: &Engine, headers: &HeaderMap, route: &str) -> Result<Wor
                 reason = refused.reason(),
                 "work API request refused: {refused}"
             );
-            Err(WorkError::Unauthorized(refused.to_string()))
+            if refused.is_forbidden() {
+                Err(WorkError::Forbidden(refused.to_string()))
+            } else {
+                Err(WorkError::Unauthorized(refused.to_string()))
+            }
         }
     }
 }
@@ -147,6 +154,17 @@ pub async fn claim(
                 items.push(item(&engine, c).await?);
             }
             return Ok(Json(json!({ "items": items })).into_response());
+        }
+        // A worker run's jobs stop once their run is over.
+        if let crate::store::WorkScope::RunWorkers(id) = &scope {
+            let over = engine
+                .store()
+                .run(id)
+                .await?
+                .is_none_or(|r| r.status == crate::hub::RunStatus::Completed);
+            if over {
+                return Err(WorkError::RunOver);
+            }
         }
         let now = tokio::time::Instant::now();
         if now >= deadline || engine.is_stopping() {

@@ -219,6 +219,32 @@ impl Store {
         on_db!(self, db => db.queued_work(scope, limit).await)
     }
 
+    /// Records a worker-workflow run the hub started for a hybrid run.
+    pub async fn add_worker_run(
+        &self,
+        hub_run: &HubRunId,
+        workflow_run_id: u64,
+    ) -> StoreResult<()> {
+        on_db!(self, db => db.add_worker_run(hub_run, workflow_run_id).await)
+    }
+
+    /// The hybrid run a worker-workflow run was started for, if the hub started it.
+    pub async fn hub_run_of_worker(&self, workflow_run_id: u64) -> StoreResult<Option<HubRunId>> {
+        let id = on_db!(self, db => db.hub_run_of_worker(workflow_run_id).await)?;
+        id.map(|s| s.parse().map_err(|e| corrupt("worker_runs", e)))
+            .transpose()
+    }
+
+    /// Records that a worker workflow was dispatched for a hybrid run (before its run id is known).
+    pub async fn add_worker_dispatch(&self, hub_run: &HubRunId) -> StoreResult<()> {
+        on_db!(self, db => db.add_worker_dispatch(hub_run).await)
+    }
+
+    /// How many worker workflows were dispatched for a hybrid run, and when the last was (unix ms).
+    pub async fn worker_dispatches(&self, hub_run: &HubRunId) -> StoreResult<(i64, Option<i64>)> {
+        on_db!(self, db => db.worker_dispatches(hub_run).await)
+    }
+
     /// The spoke whose current attempt a worker holds under lease `lease_id`.
     pub async fn spoke_by_lease(
         &self,

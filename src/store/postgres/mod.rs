@@ -17,6 +17,7 @@ mod rate;
 mod runs;
 mod sessions;
 mod spokes;
+mod worker_runs;
 mod writer;
 
 use std::str::FromStr;

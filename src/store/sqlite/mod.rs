@@ -10,6 +10,7 @@ mod ledger;
 mod runs;
 mod sessions;
 mod spokes;
+mod worker_runs;
 mod writer;
 
 use std::str::FromStr;
