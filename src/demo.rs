@@ -135,11 +135,13 @@ async fn run_in(
     let store = hub.engine.store().clone();
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let mut progress = Progress::new(!args.json && std::io::stderr().is_terminal());
+    // Reading every spoke is cheap for small runs; a large one is looked at once a second.
+    let mut poll = Duration::from_millis(200);
     let report: RunReport = loop {
         if Instant::now() > deadline {
             bail!("the run did not complete within {} s", args.timeout_s);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(poll).await;
         let Some(id) = store.latest_run_id().await? else {
             // No run yet: the hub may have refused to start one (it says so on a check run).
             if let Some(refusal) = refusal(&http, &emulator.base_url).await? {
@@ -152,6 +154,9 @@ async fn run_in(
             continue;
         };
         progress.show(&report.totals);
+        if report.spokes.len() > 1_000 {
+            poll = Duration::from_secs(1);
+        }
         if report.run.status == RunStatus::Completed {
             break report;
         }

@@ -205,3 +205,89 @@ async fn three_agents_share_300_targets_and_a_killed_agent_loses_only_its_lease(
     let status = a1.wait().unwrap();
     assert!(!status.success(), "a revoked agent is refused and stops");
 }
+
+/// A task for agent targets: logs which agent ran which target.
+const AGENT_TASK: &str = r#"
+set -eu
+test -z "${SPOKEHUB_TOKEN:-}"
+echo "ran $AGENT $SPOKEHUB_TARGET $SPOKEHUB_ATTEMPT" >> "$LOG"
+echo "rolled out on $SPOKEHUB_TARGET" > "$SPOKEHUB_SUMMARY_FILE"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_targets_give_each_named_agent_its_own_item() {
+    let hub = format!("{AGENT_HUB}\n[tasks.rollout]\nmode = \"pull\"\n");
+    let world = World::start(&scenario(3, ""), &hub).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("task.sh"), AGENT_TASK).unwrap();
+    let names = ["c0", "c1", "c2", "c3", "c4"];
+    for name in names {
+        let out = spokehub(&["agent", "add", name], &world.database_url);
+        assert!(out.status.success());
+        std::fs::write(dir.path().join(format!("{name}.token")), out.stdout).unwrap();
+    }
+    let mut agents: Vec<Child> = names
+        .iter()
+        .map(|n| start_agent(&world, dir.path(), n))
+        .collect();
+    let mut completions = world.hub.engine.subscribe_completions();
+    world
+        .press_run_workflow(json!({"task": "rollout", "targets": "agent:* -agent:c4 agent:gone"}))
+        .await;
+    let id = tokio::time::timeout(Duration::from_secs(60), completions.recv())
+        .await
+        .expect("the run completes")
+        .unwrap();
+    for a in &mut agents {
+        a.kill().unwrap();
+        a.wait().unwrap();
+    }
+    let report = world.report(&id).await;
+    let mut targets: Vec<(String, SpokeStatus)> = report
+        .spokes
+        .iter()
+        .map(|s| (s.repo.to_string(), s.status))
+        .collect();
+    targets.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        targets,
+        vec![
+            ("agent:c0".into(), SpokeStatus::Succeeded),
+            ("agent:c1".into(), SpokeStatus::Succeeded),
+            ("agent:c2".into(), SpokeStatus::Succeeded),
+            ("agent:c3".into(), SpokeStatus::Succeeded),
+            ("agent:gone".into(), SpokeStatus::Skipped),
+        ],
+        "one item per selected agent; a named agent that does not exist is skipped"
+    );
+    let lines = log_lines(dir.path());
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for line in &lines {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[1], f[2], "an agent's item ran on that agent: {line}");
+    }
+    let c0 = report
+        .spokes
+        .iter()
+        .find(|s| s.repo.as_str() == "agent:c0")
+        .unwrap();
+    assert_eq!(
+        c0.summary.as_deref().map(str::trim),
+        Some("rolled out on c0")
+    );
+    // A push task cannot reach agents: the run ends with the reason.
+    let report = world
+        .run_to_completion(json!({"task": "push-task", "targets": "agent:*"}))
+        .await;
+    assert_eq!(report.run.conclusion.as_deref(), Some("failure"));
+    assert!(
+        report
+            .run
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("pull task"),
+        "{:?}",
+        report.run.reason
+    );
+}

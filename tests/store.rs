@@ -986,9 +986,13 @@ async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = claim(&store, &WorkScope::Agents, &format!("w{w}"), 3, |_| {
-                    Policy::default()
-                })
+                let got = claim(
+                    &store,
+                    &WorkScope::Agent("pool".into()),
+                    &format!("w{w}"),
+                    3,
+                    |_| Policy::default(),
+                )
                 .await
                 .unwrap();
                 if got.is_empty() {
@@ -1045,7 +1049,7 @@ async fn concurrent_workers_never_hold_one_attempt_twice(db: Db) {
             .unwrap();
     }
     let policy = |_: &spokehub::store::RunRecord| Policy::default();
-    for scope in [WorkScope::Agents, WorkScope::RunWorkers(pull)] {
+    for scope in [WorkScope::Agent("pool".into()), WorkScope::RunWorkers(pull)] {
         let got = claim(&b, &scope, "other", 10, policy).await.unwrap();
         assert!(got.is_empty(), "{scope:?} claimed a hybrid run's item");
     }

@@ -293,34 +293,11 @@ impl Engine {
         }
         let selector = Selector::parse(&run.targets)
             .map_err(|e| PlanError::Fatal(format!("input `targets`: {e}")))?;
-        let mut repos = client.list_repositories().await?;
-        if selector.needs_properties() {
-            let mut props = client.custom_properties(run.hub_repo.owner()).await?;
-            for repo in &mut repos {
-                if let Some(p) = props.remove(&repo.name) {
-                    repo.properties = p;
-                }
-            }
-        }
-        // The hub repositories run the hub workflow; they are never spokes.
-        let access = &self.config().access;
-        let mut spokes: Vec<NewSpoke> = repos
-            .into_iter()
-            .filter(|repo| !access.is_hub(&repo.name))
-            .filter_map(|repo| {
-                let (status, reason) = match selector.evaluate(&repo) {
-                    Verdict::Target => (SpokeStatus::Planned, None),
-                    Verdict::Skip(reason) => (SpokeStatus::Skipped, Some(reason)),
-                    Verdict::NotSelected => return None,
-                };
-                Some(NewSpoke {
-                    repo: repo.name,
-                    default_branch: repo.default_branch,
-                    status,
-                    reason,
-                })
-            })
-            .collect();
+        let mut spokes = if selector.targets_agents() {
+            self.plan_agents(run, &selector).await?
+        } else {
+            self.plan_repositories(run, &client, &selector).await?
+        };
         tracing::info!(
             targets = spokes
                 .iter()
@@ -355,6 +332,89 @@ impl Engine {
                 .spoke_ended(&run.task, spoke.status.as_str(), None);
         }
         Ok(())
+    }
+
+    /// The spokes of a run over repositories: the installation's, as the selector says.
+    async fn plan_repositories(
+        &self,
+        run: &RunRecord,
+        client: &crate::github::InstallationClient,
+        selector: &Selector,
+    ) -> Result<Vec<NewSpoke>, PlanError> {
+        let mut repos = client.list_repositories().await?;
+        if selector.needs_properties() {
+            let mut props = client.custom_properties(run.hub_repo.owner()).await?;
+            for repo in &mut repos {
+                if let Some(p) = props.remove(&repo.name) {
+                    repo.properties = p;
+                }
+            }
+        }
+        // The hub repositories run the hub workflow; they are never spokes.
+        let access = &self.config().access;
+        Ok(repos
+            .into_iter()
+            .filter(|repo| !access.is_hub(&repo.name))
+            .filter_map(|repo| {
+                let (status, reason) = match selector.evaluate(&repo) {
+                    Verdict::Target => (SpokeStatus::Planned, None),
+                    Verdict::Skip(reason) => (SpokeStatus::Skipped, Some(reason)),
+                    Verdict::NotSelected => return None,
+                };
+                Some(NewSpoke {
+                    repo: repo.name,
+                    default_branch: repo.default_branch,
+                    status,
+                    reason,
+                })
+            })
+            .collect())
+    }
+
+    /// The spokes of a run over agents (`agent:NAME`, `agent:*`): one per selected active
+    /// agent, claimable by that agent only; a named agent that is not active is skipped.
+    async fn plan_agents(
+        &self,
+        run: &RunRecord,
+        selector: &Selector,
+    ) -> Result<Vec<NewSpoke>, PlanError> {
+        if run.mode != crate::hub::RunMode::Pull {
+            return Err(PlanError::Fatal(format!(
+                "input `targets`: agent: terms select agents, which only a pull task reaches \
+                 (set [tasks.{}] mode = \"pull\")",
+                run.task
+            )));
+        }
+        let active: Vec<String> = self
+            .store()
+            .agents()
+            .await?
+            .into_iter()
+            .filter(|a| a.revoked_at.is_none())
+            .map(|a| a.name)
+            .collect();
+        let (chosen, missing) = selector.select_agents(&active);
+        let target = |name: &str| {
+            RepoName::agent(name).map_err(|e| PlanError::Fatal(format!("input `targets`: {e}")))
+        };
+        let mut spokes = Vec::with_capacity(chosen.len() + missing.len());
+        for name in &chosen {
+            spokes.push(NewSpoke {
+                repo: target(name)?,
+                default_branch: String::new(),
+                status: SpokeStatus::Planned,
+                reason: None,
+            });
+        }
+        for (name, why) in missing {
+            spokes.push(NewSpoke {
+                repo: target(&name)?,
+                default_branch: String::new(),
+                status: SpokeStatus::Skipped,
+                reason: Some(why),
+            });
+        }
+        Ok(spokes)
     }
 
     /// The run's check run: found by `external_id` if an earlier attempt created it (a crash

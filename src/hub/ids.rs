@@ -65,17 +65,40 @@ impl From<HubRunId> for String {
     }
 }
 
-/// A repository's full name, `owner/name`, as GitHub spells it.
+/// A spoke's target: a repository's full name, `owner/name`, as GitHub spells it; or, for pull
+/// tasks whose targets are the agents themselves (clusters, hosts), `agent:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RepoName {
     full: String,
+    /// Where the owner ends: the `/` of a repository, the `:` of an agent target.
     slash: usize,
+    kind: TargetKind,
 }
+
+/// What a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TargetKind {
+    Repository,
+    Agent,
+}
+
+/// How agent targets are written (and stored).
+pub const AGENT_TARGET_PREFIX: &str = "agent:";
 
 impl RepoName {
     pub fn new(owner: &str, name: &str) -> Result<Self, ParseIdError> {
         format!("{owner}/{name}").parse()
+    }
+
+    /// The target that is the agent `name` itself (`agent:NAME`).
+    pub fn agent(name: &str) -> Result<Self, ParseIdError> {
+        format!("{AGENT_TARGET_PREFIX}{name}").parse()
+    }
+
+    /// The agent's name when this target is an agent, not a repository.
+    pub fn agent_name(&self) -> Option<&str> {
+        (self.kind == TargetKind::Agent).then(|| self.name())
     }
     pub fn owner(&self) -> &str {
         &self.full[..self.slash]
@@ -104,6 +127,16 @@ fn valid_segment(s: &str, max: usize) -> bool {
 impl FromStr for RepoName {
     type Err = ParseIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(agent) = s.strip_prefix(AGENT_TARGET_PREFIX) {
+            if !valid_segment(agent, 64) {
+                return Err(ParseIdError::new("agent target", s));
+            }
+            return Ok(Self {
+                full: s.to_owned(),
+                slash: AGENT_TARGET_PREFIX.len() - 1,
+                kind: TargetKind::Agent,
+            });
+        }
         let slash = s
             .find('/')
             .ok_or_else(|| ParseIdError::new("repository name", s))?;
@@ -114,6 +147,7 @@ impl FromStr for RepoName {
         Ok(Self {
             full: s.to_owned(),
             slash,
+            kind: TargetKind::Repository,
         })
     }
 }

@@ -7,6 +7,10 @@
 //! of the same kind are OR'ed, different kinds AND'ed; no positive terms selects everything.
 //! Archived repositories and forks are targets only when a positive `archived:true` / `fork:true`
 //! term asks for them; otherwise a match becomes `Skip("archived")` / `Skip("fork")`.
+//!
+//! A pull task may target its agents instead of repositories: `agent:NAME` (one item for that
+//! agent) or `agent:*` (one for every active agent), with `-agent:NAME` to leave one out. Agent
+//! terms cannot be mixed with repository terms.
 
 use std::fmt;
 
@@ -41,6 +45,8 @@ enum Cond {
     Visibility(Visibility),
     Archived(bool),
     Fork(bool),
+    /// An agent by name, or `*` for every agent.
+    Agent(String),
 }
 
 impl Cond {
@@ -53,6 +59,7 @@ impl Cond {
             Cond::Visibility(_) => 4,
             Cond::Archived(_) => 5,
             Cond::Fork(_) => 6,
+            Cond::Agent(_) => 7,
         }
     }
 
@@ -66,6 +73,8 @@ impl Cond {
             Cond::Visibility(v) => r.visibility == *v,
             Cond::Archived(b) => r.archived == *b,
             Cond::Fork(b) => r.fork == *b,
+            // Agent terms select agents, never repositories.
+            Cond::Agent(_) => false,
         }
     }
 }
@@ -80,6 +89,7 @@ impl fmt::Display for Cond {
             Cond::Visibility(v) => write!(f, "visibility:{}", v.as_str()),
             Cond::Archived(b) => write!(f, "archived:{b}"),
             Cond::Fork(b) => write!(f, "fork:{b}"),
+            Cond::Agent(a) => write!(f, "agent:{a}"),
         }
     }
 }
@@ -155,8 +165,14 @@ fn parse_cond(kind: &str, value: &str) -> Result<Cond, String> {
         }),
         "archived" => Cond::Archived(parse_bool(value)?),
         "fork" => Cond::Fork(parse_bool(value)?),
+        "agent" => {
+            if value != "*" && !(value.len() <= 64 && valid_name_chars(value, &[])) {
+                return Err("expected an agent's name or *".into());
+            }
+            Cond::Agent(value.to_owned())
+        }
         _ => return Err(
-            "unknown kind; expected repo:, topic:, name:, prop:, visibility:, archived: or fork:"
+            "unknown kind; expected repo:, topic:, name:, prop:, visibility:, archived:, fork: or agent:"
                 .into(),
         ),
     })
@@ -196,7 +212,59 @@ impl Selector {
             v.sort_by_cached_key(|c| c.to_string());
             v.dedup();
         }
+        let agents = sel
+            .include
+            .iter()
+            .chain(&sel.exclude)
+            .filter(|c| matches!(c, Cond::Agent(_)));
+        let agents = agents.count();
+        let all = sel.include.len() + sel.exclude.len();
+        if agents > 0 && agents < all {
+            return Err(SelectorError {
+                term: s.chars().take(200).collect(),
+                message: "agent: terms select agents and cannot be combined with repository terms"
+                    .into(),
+            });
+        }
+        if agents > 0 && !sel.include.iter().any(|c| matches!(c, Cond::Agent(_))) {
+            return Err(SelectorError {
+                term: s.chars().take(200).collect(),
+                message:
+                    "name the agents to run on (agent:NAME or agent:*) before leaving some out"
+                        .into(),
+            });
+        }
         Ok(sel)
+    }
+
+    /// Whether it selects agents (`agent:` terms) rather than repositories.
+    pub fn targets_agents(&self) -> bool {
+        self.include.iter().any(|c| matches!(c, Cond::Agent(_)))
+    }
+
+    /// The agents it selects among `active` ones, by name, and the named ones that are not
+    /// active (each with why), in name order.
+    pub fn select_agents(&self, active: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+        let named = |c: &Cond| match c {
+            Cond::Agent(a) => Some(a.clone()),
+            _ => None,
+        };
+        let excluded: Vec<String> = self.exclude.iter().filter_map(named).collect();
+        let is_out = |a: &str| excluded.iter().any(|x| x == a || x == "*");
+        let mut chosen = std::collections::BTreeSet::new();
+        let mut missing = Vec::new();
+        for want in self.include.iter().filter_map(named) {
+            if want == "*" {
+                chosen.extend(active.iter().filter(|a| !is_out(a)).cloned());
+            } else if active.contains(&want) {
+                if !is_out(&want) {
+                    chosen.insert(want);
+                }
+            } else if !is_out(&want) {
+                missing.push((want, "no active agent of that name".to_owned()));
+            }
+        }
+        (chosen.into_iter().collect(), missing)
     }
 
     /// True if any `prop:` term is present: the caller must then fetch custom properties.

@@ -226,3 +226,23 @@ fn glob_matches() {
         assert_eq!(glob_match(p, t), want, "{p} vs {t}");
     }
 }
+
+#[test]
+fn agent_terms_select_agents_not_repositories() {
+    let active: Vec<String> = ["eu-1", "eu-2", "us-1"].map(String::from).to_vec();
+    let all = Selector::parse("agent:*").unwrap();
+    assert!(all.targets_agents());
+    assert_eq!(all.select_agents(&active).0, active);
+    let some = Selector::parse("agent:* -agent:eu-2").unwrap();
+    assert_eq!(some.select_agents(&active).0, vec!["eu-1", "us-1"]);
+    let named = Selector::parse("agent:us-1 agent:gone").unwrap();
+    let (chosen, missing) = named.select_agents(&active);
+    assert_eq!(chosen, vec!["us-1"]);
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].0, "gone");
+    assert_eq!(named.to_string(), "agent:gone agent:us-1");
+    assert!(!Selector::parse("topic:go").unwrap().targets_agents());
+    for bad in ["agent:* topic:go", "-agent:eu-1", "agent:a/b", "agent:"] {
+        assert!(Selector::parse(bad).is_err(), "{bad}");
+    }
+}

@@ -184,24 +184,32 @@ async fn item(engine: &Engine, c: Claimed) -> Result<Value, WorkError> {
         .run_identity(&c.run)
         .await?
         .ok_or(WorkError::Unavailable)?;
-    let permissions = engine.config().work_for(&run.task).permissions;
-    let token = match engine
-        .github()
-        .narrowed_token(run.installation_id, &[c.repo.name()], &permissions)
-        .await
-    {
-        Ok(t) => Some(secrecy::ExposeSecret::expose_secret(&t.token).to_owned()),
-        Err(e) => {
-            // The item is the worker's either way; its task runs without a token and says so.
-            tracing::warn!(hub_run_id = %c.run, repo = %c.repo, error = %e, "cannot mint the item's token");
-            None
+    // A repository's item carries a token for that repository; an agent's item none.
+    let (target, kind, token) = match c.repo.agent_name() {
+        Some(agent) => (agent.to_owned(), "agent", None),
+        None => {
+            let permissions = engine.config().work_for(&run.task).permissions;
+            let token = match engine
+                .github()
+                .narrowed_token(run.installation_id, &[c.repo.name()], &permissions)
+                .await
+            {
+                Ok(t) => Some(secrecy::ExposeSecret::expose_secret(&t.token).to_owned()),
+                Err(e) => {
+                    // The item is the worker's either way; its task runs without a token.
+                    tracing::warn!(hub_run_id = %c.run, repo = %c.repo, error = %e, "cannot mint the item's token");
+                    None
+                }
+            };
+            (c.repo.to_string(), "repository", token)
         }
     };
     tracing::info!(hub_run_id = %c.run, repo = %c.repo, attempt = c.attempt, worker = c.lease.worker, "item claimed");
     Ok(json!({
         "lease_id": c.lease.id,
         "hub_run_id": c.run.to_string(),
-        "target": c.repo.to_string(),
+        "target": target,
+        "target_kind": kind,
         "attempt": c.attempt,
         "task": run.task,
         "params": run.params,
@@ -305,7 +313,10 @@ pub async fn complete(
             )))
         }
     };
-    let summary = request.summary.map(|s| truncate(s, MAX_SUMMARY));
+    let summary = request
+        .summary
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| truncate(s, MAX_SUMMARY));
     let Some((run, repo)) = held(&engine, &worker, &lease_id).await? else {
         // Gone already: recorded against its run (the lease id names it), changing nothing.
         if let Some(run) = run_of_lease(&lease_id) {

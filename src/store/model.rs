@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{corrupt, StoreResult};
+use crate::hub::ids::AGENT_TARGET_PREFIX;
 use crate::hub::{
     HubRunId, InstallationId, Lease, RepoName, RunMode, RunStatus, Sha, Spoke, SpokeStatus,
     Transition,
@@ -246,19 +247,34 @@ impl SpokeRow {
 /// Whose queued work a claim may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkScope {
-    /// A self-hosted agent: the items of pull runs.
-    Agents,
+    /// A self-hosted agent, by name: the items of pull runs over repositories (any agent may
+    /// take them), and those whose target is this agent.
+    Agent(String),
     /// A worker job the hub started for one hybrid run: that run's items only.
     RunWorkers(HubRunId),
 }
 
 impl WorkScope {
-    /// The run mode and (for run workers) the run whose items are in scope.
-    pub(super) fn filter(&self) -> (&'static str, Option<String>) {
+    /// The run mode, (for run workers) the run whose items are in scope, and the agent target
+    /// in scope besides the repositories (none matches for run workers).
+    pub(super) fn filter(&self) -> (&'static str, Option<String>, String) {
         match self {
-            WorkScope::Agents => (RunMode::Pull.as_str(), None),
-            WorkScope::RunWorkers(id) => (RunMode::Hybrid.as_str(), Some(id.to_string())),
+            WorkScope::Agent(name) => (
+                RunMode::Pull.as_str(),
+                None,
+                format!("{AGENT_TARGET_PREFIX}{name}"),
+            ),
+            WorkScope::RunWorkers(id) => (
+                RunMode::Hybrid.as_str(),
+                Some(id.to_string()),
+                String::new(),
+            ),
         }
+    }
+
+    /// `LIKE` pattern of every agent target.
+    pub(super) fn agent_targets() -> String {
+        format!("{AGENT_TARGET_PREFIX}%")
     }
 }
 

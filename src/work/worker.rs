@@ -25,7 +25,7 @@ impl Worker {
     /// Whose queued work it may claim.
     pub fn scope(&self) -> WorkScope {
         match self {
-            Worker::Agent(_) => WorkScope::Agents,
+            Worker::Agent(agent) => WorkScope::Agent(agent.name.clone()),
             Worker::Job { hub_run, .. } => WorkScope::RunWorkers(*hub_run),
         }
     }

@@ -47,17 +47,20 @@ impl Db {
         scope: &WorkScope,
         limit: i64,
     ) -> StoreResult<Vec<(HubRunId, RepoName)>> {
-        let (mode, run) = scope.filter();
+        let (mode, run, agent) = scope.filter();
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT s.run_id, s.repo FROM spokes s JOIN runs r ON r.id = s.run_id
              WHERE r.mode = $1 AND ($2::text IS NULL OR r.id = $3)
                AND r.status = 'active' AND NOT r.cancel_requested
                AND s.status = 'dispatched' AND s.lease_id IS NULL
-             ORDER BY s.dispatched_at, s.run_id, s.repo LIMIT $4",
+               AND (s.repo NOT LIKE $4 OR s.repo = $5)
+             ORDER BY s.dispatched_at, s.run_id, s.repo LIMIT $6",
         )
         .bind(mode)
         .bind(run.clone())
         .bind(run)
+        .bind(WorkScope::agent_targets())
+        .bind(agent)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

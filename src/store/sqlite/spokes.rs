@@ -47,17 +47,20 @@ impl Db {
         scope: &WorkScope,
         limit: i64,
     ) -> StoreResult<Vec<(HubRunId, RepoName)>> {
-        let (mode, run) = scope.filter();
+        let (mode, run, agent) = scope.filter();
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT s.run_id, s.repo FROM spokes s JOIN runs r ON r.id = s.run_id
              WHERE r.mode = ? AND (? IS NULL OR r.id = ?)
                AND r.status = 'active' AND NOT r.cancel_requested
                AND s.status = 'dispatched' AND s.lease_id IS NULL
+               AND (s.repo NOT LIKE ? OR s.repo = ?)
              ORDER BY s.dispatched_at, s.run_id, s.repo LIMIT ?",
         )
         .bind(mode)
         .bind(run.clone())
         .bind(run)
+        .bind(WorkScope::agent_targets())
+        .bind(agent)
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
