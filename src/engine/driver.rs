@@ -269,13 +269,19 @@ impl RunView {
         }
     }
 
-    /// When the longest-waiting queued, unclaimed item was queued.
-    fn oldest_queued_at(&self) -> Option<i64> {
-        self.spokes
-            .values()
-            .filter(|s| s.status == SpokeStatus::Dispatched && s.lease.is_none())
-            .filter_map(|s| s.dispatched_at)
-            .min()
+    /// Whether items wait for a worker, and when one was last claimed.
+    fn queued_work(&self) -> super::pulled::QueuedWork {
+        let mut work = super::pulled::QueuedWork {
+            queued: false,
+            last_claim_at: None,
+        };
+        for s in self.spokes.values() {
+            work.queued |= s.status == SpokeStatus::Dispatched && s.lease.is_none();
+            if s.lease.is_some() || s.finished_at.is_some() {
+                work.last_claim_at = work.last_claim_at.max(s.started_at);
+            }
+        }
+        work
     }
 
     fn totals(&self) -> Totals {
@@ -405,10 +411,7 @@ impl Engine {
                 && workers_checked.is_none_or(|t: Instant| t.elapsed() >= WORKERS_CHECK)
             {
                 workers_checked = Some(Instant::now());
-                if let Err(e) = self
-                    .ensure_workers(run, client, view.oldest_queued_at())
-                    .await
-                {
+                if let Err(e) = self.ensure_workers(run, client, view.queued_work()).await {
                     tracing::warn!(error = format!("{e:#}"), "cannot check the run's workers");
                 }
             }

@@ -8,6 +8,15 @@ use crate::store::{now_ms, RunRecord, StoreResult};
 
 use super::Engine;
 
+/// What a hybrid run's driver sees of its queue.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueuedWork {
+    /// Items wait for a worker.
+    pub queued: bool,
+    /// When a worker last claimed one of the run's items (unix ms).
+    pub last_claim_at: Option<i64>,
+}
+
 impl Engine {
     /// Queues the spoke's next attempt for workers; true when it was queued.
     pub(super) async fn enqueue_spoke(
@@ -40,24 +49,26 @@ impl Engine {
     }
 
     /// Hybrid: the worker-workflow runs whose jobs claim the run's items. The first is
-    /// dispatched as soon as items are queued (`oldest_queued_at`); another only when items
-    /// have waited `reconcile_after` and no worker run was dispatched in that time (its jobs
-    /// ended, were cancelled or never started). One content-creating request per worker run.
+    /// dispatched as soon as items are queued; another only when items are queued and nothing
+    /// was claimed, nor a worker run dispatched, for `reconcile_after` (the jobs ended, were
+    /// cancelled or never started). Items that merely wait for busy workers start no more:
+    /// `workers` is the parallelism the task asked for. One content-creating request per
+    /// worker run.
     pub(super) async fn ensure_workers(
         &self,
         run: &RunRecord,
         client: &InstallationClient,
-        oldest_queued_at: Option<i64>,
+        work: QueuedWork,
     ) -> anyhow::Result<()> {
-        let Some(oldest) = oldest_queued_at else {
+        if !work.queued {
             return Ok(());
-        };
+        }
         let policy = self.config().policy_for(&run.task);
         let patience = i64::try_from(policy.reconcile_after.as_millis()).unwrap_or(i64::MAX);
         let (count, last) = self.store().worker_dispatches(&run.id).await?;
         let now = now_ms();
-        let stalled = now - oldest >= patience && last.is_none_or(|at| now - at >= patience);
-        if count > 0 && !stalled {
+        let quiet_since = work.last_claim_at.max(last).unwrap_or(i64::MIN);
+        if count > 0 && now.saturating_sub(quiet_since) < patience {
             return Ok(());
         }
         let Some(hub_url) = &self.config().public_url else {

@@ -387,9 +387,13 @@ fn spoke_table(v: &RunView) -> String {
             .filter(|x| !x.trim().is_empty())
             .map(super::markdown::render)
             .unwrap_or_default();
-        let repo_link = safe_url(&format!("{web}/{repo}"))
-            .map(|u| format!("<a href=\"{u}\">{}</a>", esc(repo)))
-            .unwrap_or_else(|| esc(repo));
+        // An agent target is no repository: no link.
+        let repo_link = match s.repo.agent_name() {
+            Some(_) => esc(repo),
+            None => safe_url(&format!("{web}/{repo}"))
+                .map(|u| format!("<a href=\"{u}\">{}</a>", esc(repo)))
+                .unwrap_or_else(|| esc(repo)),
+        };
         let _ = write!(
             rows,
             "<tr data-repo=\"{repo_attr}\" data-state=\"{state}\"><td>{repo_link}</td>\
