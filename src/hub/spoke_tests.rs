@@ -843,3 +843,31 @@ fn a_due_pulled_spoke_ends_by_its_lease_or_its_timeouts() {
     assert_eq!(pulled_due_event(&long, due), Some(SpokeEvent::TimedOut));
     assert_eq!(pulled_due_event(&Spoke::planned(repo()), i64::MAX), None);
 }
+
+#[test]
+fn a_callback_token_is_good_only_while_its_attempt_is_open() {
+    use SpokeStatus as S;
+    let mut done = Spoke::planned(repo());
+    done.attempt = 1;
+    done.status = S::Succeeded;
+    let failed = ReportOutcome::Failed { detail: None };
+    // A replay of the attempt's token with another outcome after it ended: refused, so it
+    // cannot raise the spoke's conflict count.
+    assert!(callback_closed(&done, 1, &failed).is_some());
+    assert!(callback_closed(&done, 1, &ReportOutcome::Cancelled).is_some());
+    // An agreeing late callback is admitted (it may carry the summary).
+    assert_eq!(callback_closed(&done, 1, &ReportOutcome::Succeeded), None);
+    // An older attempt's token is closed whatever it says.
+    let mut second = done.clone();
+    second.attempt = 2;
+    second.status = S::Running;
+    assert!(callback_closed(&second, 1, &ReportOutcome::Succeeded).is_some());
+    // The open attempt's own token is good.
+    assert_eq!(callback_closed(&second, 2, &failed), None);
+    // Failed and waiting for a retry: another failure agrees, a success does not.
+    let mut waiting = done.clone();
+    waiting.status = S::RetryWait;
+    waiting.retry_after = Some(S::Failed);
+    assert_eq!(callback_closed(&waiting, 1, &failed), None);
+    assert!(callback_closed(&waiting, 1, &ReportOutcome::Succeeded).is_some());
+}
