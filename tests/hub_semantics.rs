@@ -215,3 +215,37 @@ async fn an_older_check_runs_rerun_button_starts_nothing_and_says_why() {
     let again = world.report(&report.run.id).await;
     assert_eq!(again.run.check_run_id, after.run.check_run_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_button_pressed_by_someone_not_allowed_to_start_runs_does_nothing() {
+    let extra = "[[org.repo]]\nname = \"broken\"\nconclusion = \"failure\"\n";
+    let hub = format!("{FAST_HUB}\n[hub]\nallowed_senders = [\"octocat\"]\n");
+    let world = World::start(&scenario(2, extra), &hub).await;
+    let report = world.run_to_completion(json!({"task": "t"})).await;
+    assert_eq!(report.totals.failed, 1);
+    let check = report.run.check_run_id.unwrap();
+    let dispatched = world.spoke_runs().await.len();
+    let r = world
+        .http
+        .post(format!(
+            "{}/_emulator/check-runs/{check}/request-action",
+            world.emulator.base_url
+        ))
+        .json(&json!({"identifier": "rerun_failed", "sender": "mona"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    wait_for("the click to be refused", || async {
+        world.hub.engine.metrics().snapshot().reruns_refused == 1
+    })
+    .await;
+    assert_eq!(
+        world.spoke_runs().await.len(),
+        dispatched,
+        "nothing was re-run"
+    );
+    let after = world.report(&report.run.id).await;
+    assert_eq!(after.run.check_run_id, Some(check), "no new check run");
+    assert_eq!(after.totals.failed, 1);
+}
