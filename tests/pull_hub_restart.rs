@@ -1,7 +1,7 @@
 //! Agents ride out hub restarts: two `spokehub agent run` processes work through a pull run
 //! while the hub (a process too) is SIGKILLed and started again on the same address, twice.
 //! They wait while it is away, their heartbeats and results reach it when it is back, and the
-//! run completes with every target done exactly once.
+//! run completes with every target succeeded and done exactly once.
 
 #[path = "common/hub_process.rs"]
 mod hub_process;
@@ -19,8 +19,10 @@ const HUB_TOML: &str = r#"
 [tasks.sweep]
 mode = "pull"
 [tasks.sweep.policy]
-work_lease = "10s"
-retry = { limit = 0 }
+work_lease = "5s"
+# A claim whose answer dies with the hub leaves its item leased to no one until the lease runs
+# out: that costs the item an attempt (it never ran), so one retry is allowed.
+retry = { limit = 1, backoff = "100ms" }
 "#;
 
 const TASK: &str = r#"
@@ -149,12 +151,14 @@ async fn agents_wait_out_a_hub_restart_and_finish_the_run() {
         report
             .spokes
             .iter()
-            .all(|s| s.status == SpokeStatus::Succeeded && s.attempt == 1),
-        "every target succeeded on its first attempt: {:?}",
+            .all(|s| s.status == SpokeStatus::Succeeded),
+        "every target succeeded: {:?}",
         report.totals
     );
-    let mut done = done_lines(dir.path());
-    done.sort();
-    done.dedup();
-    assert_eq!(done.len(), 40, "every target was done exactly once");
+    let done = done_lines(dir.path());
+    let mut targets: Vec<&str> = done.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), 40, "every target was done");
+    assert_eq!(done.len(), 40, "and exactly once: {done:?}");
 }
