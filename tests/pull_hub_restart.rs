@@ -19,7 +19,7 @@ const HUB_TOML: &str = r#"
 [tasks.sweep]
 mode = "pull"
 [tasks.sweep.policy]
-work_lease = "5s"
+work_lease = "10s"
 # A claim whose answer dies with the hub leaves its item leased to no one until the lease runs
 # out: that costs the item an attempt (it never ran), so one retry is allowed.
 retry = { limit = 1, backoff = "100ms" }
