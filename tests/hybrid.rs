@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use serde_json::{json, Value};
-use spokehub::hub::{HubRunId, RunStatus, SpokeStatus};
+use spokehub::hub::{HubRunId, SpokeStatus};
 
 fn hybrid_scenario(repos: usize, kill_share: f64) -> String {
     format!(
@@ -67,32 +67,13 @@ async fn start(scenario: &str, hub_toml: &str) -> World {
     .await
 }
 
-async fn wait_completed(
-    world: &World,
-    id: &HubRunId,
-    within: Duration,
-) -> spokehub::report::RunReport {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let report = world.report(id).await;
-        if report.run.status == RunStatus::Completed {
-            return report;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {id} did not complete"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hybrid_run_is_one_dispatch_and_its_workers_survive_losing_some_jobs() {
     // 58 generated repositories and the two broken ones.
     let world = start(&hybrid_scenario(58, 0.33), HYBRID_HUB).await;
     world.press_run_workflow(json!({"task": "bump"})).await;
     let id = world.latest_run_wait().await;
-    let report = wait_completed(&world, &id, Duration::from_secs(90)).await;
+    let report = world.wait_completed(&id, Duration::from_secs(90)).await;
     assert_eq!(report.spokes.len(), 60);
     assert_eq!(
         (report.totals.succeeded, report.totals.failed),
@@ -341,7 +322,7 @@ async fn forged_workers_are_refused_and_claim_nothing() {
         .send()
         .await
         .unwrap();
-    wait_completed(&world, &a, Duration::from_secs(30)).await;
+    world.wait_completed(&a, Duration::from_secs(30)).await;
     let (status, _) = claim(&world, &genuine).await;
     assert_eq!(status, StatusCode::GONE);
 }

@@ -90,17 +90,6 @@ async fn complete(world: &World, token: &str, item: &Value, status: &str) -> Sta
         .status()
 }
 
-async fn wait_completed(world: &World, id: &HubRunId) -> spokehub::report::RunReport {
-    for _ in 0..600 {
-        let report = world.report(id).await;
-        if report.run.status == spokehub::hub::RunStatus::Completed {
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("run {id} did not complete");
-}
-
 #[tokio::test]
 async fn agents_claim_heartbeat_and_complete_a_pull_run() {
     let world = World::start(&scenario(4, ""), PULL_HUB).await;
@@ -218,7 +207,7 @@ async fn agents_claim_heartbeat_and_complete_a_pull_run() {
         complete(&world, &token, &items[3], "failure").await,
         StatusCode::OK
     );
-    let report = wait_completed(&world, &id).await;
+    let report = world.wait_completed(&id, Duration::from_secs(30)).await;
     assert_eq!(report.run.conclusion.as_deref(), Some("failure"));
     assert_eq!((report.totals.succeeded, report.totals.failed), (3, 1));
     let failed = report
@@ -344,7 +333,7 @@ async fn a_lease_that_runs_out_returns_the_spoke_as_a_new_attempt_and_a_late_res
         complete(&world, &token, &second, "success").await,
         StatusCode::OK
     );
-    let report = wait_completed(&world, &id).await;
+    let report = world.wait_completed(&id, Duration::from_secs(30)).await;
     assert_eq!(report.run.conclusion.as_deref(), Some("success"));
     assert_eq!(report.spokes[0].attempt, 2);
 }
@@ -364,7 +353,7 @@ async fn a_cancelled_run_takes_its_leases_back() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let report = wait_completed(&world, &id).await;
+    let report = world.wait_completed(&id, Duration::from_secs(30)).await;
     assert_eq!(report.run.conclusion.as_deref(), Some("cancelled"));
     let lease = items[0]["lease_id"].as_str().unwrap();
     let resp = post(

@@ -193,6 +193,22 @@ impl World {
         }
     }
 
+    /// The report of run `id` once it has completed; panics after `within`.
+    pub async fn wait_completed(&self, id: &HubRunId, within: Duration) -> RunReport {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let report = self.report(id).await;
+            if report.run.status == spokehub::hub::RunStatus::Completed {
+                return report;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {id} did not complete"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn report(&self, id: &HubRunId) -> RunReport {
         run_report(self.hub.engine.store(), id)
             .await
